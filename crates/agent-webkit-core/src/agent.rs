@@ -1,0 +1,223 @@
+//! The seam between a session and whatever runs the agent (the Claude CLI bridge, the replay
+//! agent, a test fake).
+//!
+//! A session asks its [`AgentClientFactory`] for one [`AgentConnection`] at create time: an
+//! [`AgentClient`] for commands (query, interrupt, controls, disconnect) and an
+//! [`AgentMessageStream`] of normalised [`AgentMessage`]s that the session translates into wire
+//! events. The agent asks for tool permissions through the [`PermissionHandle`] in its
+//! [`AgentContext`].
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use serde_json::{Map, Value};
+
+use crate::models::UserContent;
+use crate::permission::PermissionHandle;
+use crate::store::SessionStore;
+
+/// Per-session settings, from `POST /sessions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Model (the replay agent reads it as the scenario name).
+    pub model: Option<String>,
+    /// Initial permission mode.
+    pub permission_mode: Option<String>,
+    /// Working directory, already validated against the allowed roots and canonicalised.
+    pub cwd: Option<PathBuf>,
+}
+
+/// Everything a factory gets to build the agent of one session.
+#[derive(Clone)]
+pub struct AgentContext {
+    /// The server's session id (UUID v4); agents may reuse it as their own session id.
+    pub session_id: String,
+    /// The session's settings.
+    pub config: SessionConfig,
+    /// Where the agent asks for tool permissions and questions.
+    pub permissions: PermissionHandle,
+    /// The configured transcript store, if any.
+    pub store: Option<Arc<dyn SessionStore>>,
+}
+
+impl std::fmt::Debug for AgentContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentContext")
+            .field("session_id", &self.session_id)
+            .field("config", &self.config)
+            .field("store", &self.store.is_some())
+            .finish()
+    }
+}
+
+/// The stream of normalised messages an agent produces. It ends when the agent is gone; an
+/// end or an `Err` that the session did not ask for (via `disconnect`) is reported to clients
+/// as an `error` event followed by `done`.
+pub type AgentMessageStream = Pin<Box<dyn Stream<Item = Result<AgentMessage, AgentError>> + Send>>;
+
+/// A freshly started agent: its command side and its message stream.
+pub struct AgentConnection {
+    /// Commands.
+    pub client: Arc<dyn AgentClient>,
+    /// Messages, consumed by the session.
+    pub messages: AgentMessageStream,
+}
+
+impl std::fmt::Debug for AgentConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConnection").finish_non_exhaustive()
+    }
+}
+
+/// Builds one agent per session.
+#[async_trait]
+pub trait AgentClientFactory: Send + Sync + 'static {
+    /// Starts the agent for a new session. Errors become the create request's status:
+    /// [`AgentError::InvalidConfig`] 400, [`AgentError::Unavailable`] 503, anything else 502.
+    async fn create(&self, ctx: AgentContext) -> Result<AgentConnection, AgentError>;
+}
+
+/// The command side of a running agent. Methods take `&self` and may be called concurrently
+/// (the session calls `query`, HTTP handlers call the controls).
+#[async_trait]
+pub trait AgentClient: Send + Sync + 'static {
+    /// Sends one user message, starting a turn. The session sends the next only after this
+    /// turn's [`AgentMessage::Result`].
+    async fn query(&self, content: UserContent) -> Result<(), AgentError>;
+    /// Interrupts the running turn; the agent ends it with a `Result` (subtype `interrupted`).
+    async fn interrupt(&self) -> Result<(), AgentError>;
+    /// Changes the permission mode.
+    async fn set_permission_mode(&self, mode: &str) -> Result<(), AgentError>;
+    /// Changes the model (`None` = default).
+    async fn set_model(&self, model: Option<&str>) -> Result<(), AgentError>;
+    /// Stops a background task.
+    async fn stop_task(&self, task_id: &str) -> Result<(), AgentError>;
+    /// Shuts the agent down; its message stream ends afterwards. Must be idempotent.
+    async fn disconnect(&self) -> Result<(), AgentError>;
+}
+
+/// A complete (or, for streaming agents, complete-so-far) assistant message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssistantMessage {
+    /// Message id.
+    pub id: String,
+    /// Every content block so far, each with `type`. `message_complete` replaces a message's
+    /// content in clients, so agents that receive blocks one by one must accumulate them.
+    pub content: Vec<Value>,
+    /// Model.
+    pub model: Option<String>,
+    /// Stop reason (`None` while streaming).
+    pub stop_reason: Option<String>,
+}
+
+/// The end of a turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnResult {
+    /// The agent's session id.
+    pub session_id: String,
+    /// `success`, `interrupted`, `error_during_execution`, ...
+    pub subtype: String,
+    /// Every other field, forwarded to the `result` event in order.
+    pub extra: Map<String, Value>,
+    /// Whether this result ends the turn the session is waiting on (false for results of turns
+    /// the agent started on its own). Not sent on the wire.
+    pub ends_turn: bool,
+}
+
+impl TurnResult {
+    /// A result ending the current turn.
+    pub fn new(session_id: impl Into<String>, subtype: impl Into<String>) -> Self {
+        Self {
+            session_id: session_id.into(),
+            subtype: subtype.into(),
+            extra: Map::new(),
+            ends_turn: true,
+        }
+    }
+}
+
+/// A normalised message from an agent; the session turns each into wire events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentMessage {
+    /// → `message_complete`, then one `tool_use` per tool_use block not announced before.
+    Assistant(AssistantMessage),
+    /// → `message_delta`.
+    Delta {
+        /// The message the delta belongs to.
+        message_id: String,
+        /// The delta object.
+        delta: Value,
+    },
+    /// User-side content echoed by the agent: each `tool_result` block → `tool_result`.
+    User {
+        /// Content blocks.
+        content: Vec<Value>,
+    },
+    /// → `result`; ends the turn when `ends_turn`.
+    Result(TurnResult),
+    /// → `mcp_status_change`.
+    McpStatus {
+        /// Server name.
+        server_name: String,
+        /// New status.
+        status: String,
+    },
+    /// → `error` (the session continues).
+    Error {
+        /// Code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+}
+
+/// Agent failures. [`code`](AgentError::code) is the `error` event code or HTTP mapping.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// The session configuration cannot be served (unknown scenario, bad model...). HTTP 400.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// The agent cannot be started right now (missing executable, overloaded). HTTP 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The agent failed to start. HTTP 502.
+    #[error("agent failed to start: {0}")]
+    StartFailed(String),
+    /// The agent process or task ended.
+    #[error("agent exited: {0}")]
+    Exited(String),
+    /// The agent broke its protocol.
+    #[error("agent protocol error: {0}")]
+    Protocol(String),
+    /// A command was rejected or failed inside the agent. HTTP 502.
+    #[error("agent rejected the request: {0}")]
+    Rejected(String),
+    /// The agent does not support the operation. HTTP 501.
+    #[error("operation not supported by this agent: {0}")]
+    Unsupported(&'static str),
+    /// The agent is already disconnected.
+    #[error("agent is disconnected")]
+    Disconnected,
+    /// A command timed out.
+    #[error("agent did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl AgentError {
+    /// The machine-readable code used in `error` events and error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AgentError::InvalidConfig(_) => "invalid_config",
+            AgentError::Unavailable(_) => "agent_unavailable",
+            AgentError::StartFailed(_) => "agent_start_failed",
+            AgentError::Exited(_) | AgentError::Disconnected => "agent_exited",
+            AgentError::Protocol(_) => "receive_loop_crashed",
+            AgentError::Rejected(_) => "agent_error",
+            AgentError::Unsupported(_) => "unsupported",
+            AgentError::Timeout(_) => "agent_timeout",
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! Per-session append-only event log: a bounded ring with multi-subscriber fan-out.
+//!
+//! Every event gets the next sequence number (from 1) and is serialised **once**, at append
+//! time, into its complete SSE frame (`id: N\nevent: name\ndata: {json}\n\n`). The frame is a
+//! reference-counted [`Bytes`]: every subscriber writes the same allocation to its socket, so
+//! fan-out costs one atomic increment per subscriber, never a copy or a re-serialisation.
+//!
+//! Subscribers each keep their own cursor and pull from the ring; `append` only takes a short
+//! lock and bumps a version counter, so a slow subscriber never blocks `append` or anyone else.
+//! A subscriber that falls so far behind that its next event has left the ring gets
+//! [`SubscribeError::Lagged`] instead of a silent gap.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::models::EventKind;
+
+/// Default ring capacity (events kept for replay).
+pub const DEFAULT_MAX_SIZE: usize = 1000;
+
+/// One event as held by the log: its seq, kind and pre-rendered SSE frame.
+///
+/// Cloning is cheap (one reference-count increment).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    seq: u64,
+    kind: EventKind,
+    frame: Bytes,
+    data_start: u32,
+}
+
+impl LoggedEvent {
+    /// The event's sequence number (from 1).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The whole SSE frame, shared by every subscriber.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The compact JSON of the event's data, as sent on the wire.
+    pub fn data_json(&self) -> &str {
+        let end = self.frame.len().saturating_sub(2);
+        let start = (self.data_start as usize).min(end);
+        std::str::from_utf8(&self.frame[start..end]).unwrap_or("null")
+    }
+
+    /// The event's data, parsed back into a JSON value.
+    pub fn data(&self) -> Value {
+        serde_json::from_str(self.data_json()).unwrap_or(Value::Null)
+    }
+}
+
+impl std::fmt::Debug for LoggedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggedEvent")
+            .field("seq", &self.seq)
+            .field("event", &self.kind.as_str())
+            .field("data", &self.data_json())
+            .finish()
+    }
+}
+
+/// Why [`EventLog::append`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The log was closed (the session ended); nothing can follow `done`.
+    #[error("event log is closed")]
+    Closed,
+    /// The data could not be serialised to JSON.
+    #[error("event data is not serialisable: {0}")]
+    Serialize(String),
+}
+
+/// Why a subscription could not start or continue (both are HTTP 412 at subscribe time).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The cursor is older than the oldest event still held.
+    #[error("Last-Event-ID {requested} evicted; oldest available is {oldest}")]
+    Evicted {
+        /// The requested cursor.
+        requested: u64,
+        /// The oldest seq still in the ring.
+        oldest: u64,
+    },
+    /// The cursor is beyond the last assigned seq: it belongs to a log this server does not have.
+    #[error("Last-Event-ID {requested} is ahead of this session's last event {last}")]
+    Future {
+        /// The requested cursor.
+        requested: u64,
+        /// The last assigned seq.
+        last: u64,
+    },
+    /// A live subscriber fell behind by more than the ring holds; events were lost to it.
+    #[error("subscriber fell behind: event {missed} was evicted before it could be sent")]
+    Lagged {
+        /// The first seq it missed.
+        missed: u64,
+    },
+}
+
+struct LogState {
+    ring: VecDeque<LoggedEvent>,
+    next_seq: u64,
+    closed: bool,
+}
+
+impl LogState {
+    fn oldest_seq(&self) -> u64 {
+        self.ring.front().map_or(self.next_seq, |ev| ev.seq)
+    }
+}
+
+/// A bounded, append-only, multi-subscriber event log (see the module docs).
+pub struct EventLog {
+    max_size: usize,
+    state: Mutex<LogState>,
+    version: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("EventLog")
+            .field("max_size", &self.max_size)
+            .field("len", &state.ring.len())
+            .field("last_seq", &(state.next_seq - 1))
+            .field("closed", &state.closed)
+            .finish()
+    }
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_SIZE)
+    }
+}
+
+impl EventLog {
+    /// A log holding at most `max_size` events (at least 1).
+    pub fn new(max_size: usize) -> Self {
+        let (version, _) = watch::channel(0);
+        Self {
+            max_size: max_size.max(1),
+            state: Mutex::new(LogState {
+                ring: VecDeque::new(),
+                next_seq: 1,
+                closed: false,
+            }),
+            version,
+        }
+    }
+
+    /// Ring capacity.
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    /// The last assigned seq (0 before the first append).
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().next_seq - 1
+    }
+
+    /// The oldest seq still held (`last_seq + 1` when empty).
+    pub fn oldest_seq(&self) -> u64 {
+        self.state.lock().oldest_seq()
+    }
+
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.state.lock().ring.len()
+    }
+
+    /// Whether no event is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// A copy of the events currently held, oldest first.
+    pub fn snapshot(&self) -> Vec<LoggedEvent> {
+        self.state.lock().ring.iter().cloned().collect()
+    }
+
+    /// Appends an event: assigns the next seq, renders the SSE frame once, wakes subscribers.
+    pub fn append<T: Serialize + ?Sized>(
+        &self,
+        kind: EventKind,
+        data: &T,
+    ) -> Result<LoggedEvent, AppendError> {
+        // Serialise outside the lock; only seq assignment and the ring push are inside.
+        let json = serde_json::to_vec(data).map_err(|e| AppendError::Serialize(e.to_string()))?;
+        let name = kind.as_str();
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(AppendError::Closed);
+        }
+        let seq = state.next_seq;
+        let seq_buf = itoa_buf(seq);
+        let seq_str = seq_buf.as_str();
+        let mut frame =
+            BytesMut::with_capacity(4 + seq_str.len() + 8 + name.len() + 7 + json.len() + 2);
+        frame.put_slice(b"id: ");
+        frame.put_slice(seq_str.as_bytes());
+        frame.put_slice(b"\nevent: ");
+        frame.put_slice(name.as_bytes());
+        frame.put_slice(b"\ndata: ");
+        let data_start = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        frame.put_slice(&json);
+        frame.put_slice(b"\n\n");
+        let event = LoggedEvent {
+            seq,
+            kind,
+            frame: frame.freeze(),
+            data_start,
+        };
+        state.next_seq += 1;
+        if state.ring.len() == self.max_size {
+            state.ring.pop_front();
+        }
+        state.ring.push_back(event.clone());
+        drop(state);
+        self.version.send_replace(seq);
+        tracing::trace!(seq, event = name, "event appended");
+        Ok(event)
+    }
+
+    /// Closes the log: appends fail from now on, and subscribers end once they have drained it.
+    pub fn close(&self) {
+        let mut state = self.state.lock();
+        if state.closed {
+            return;
+        }
+        state.closed = true;
+        let last = state.next_seq - 1;
+        drop(state);
+        self.version.send_replace(last);
+    }
+
+    /// Subscribes from the oldest event still held (no `Last-Event-ID`).
+    pub fn subscribe_from_start(self: &Arc<Self>) -> Subscription {
+        let state = self.state.lock();
+        let cursor = state.oldest_seq() - 1;
+        drop(state);
+        Subscription {
+            log: Arc::clone(self),
+            cursor,
+            version: self.version.subscribe(),
+        }
+    }
+
+    /// Subscribes to every event with seq greater than `after_seq`, then tails live.
+    ///
+    /// Fails when `after_seq` is older than the ring ([`SubscribeError::Evicted`]) or beyond
+    /// the last assigned seq ([`SubscribeError::Future`]).
+    pub fn subscribe(self: &Arc<Self>, after_seq: u64) -> Result<Subscription, SubscribeError> {
+        let state = self.state.lock();
+        let oldest = state.oldest_seq();
+        let last = state.next_seq - 1;
+        if after_seq > last {
+            return Err(SubscribeError::Future {
+                requested: after_seq,
+                last,
+            });
+        }
+        if after_seq + 1 < oldest {
+            return Err(SubscribeError::Evicted {
+                requested: after_seq,
+                oldest,
+            });
+        }
+        drop(state);
+        Ok(Subscription {
+            log: Arc::clone(self),
+            cursor: after_seq,
+            version: self.version.subscribe(),
+        })
+    }
+}
+
+/// Formats a u64 without allocating.
+struct SeqBuf {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl SeqBuf {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
+    }
+}
+
+fn itoa_buf(mut n: u64) -> SeqBuf {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    SeqBuf { buf, start: i }
+}
+
+/// One subscriber's cursor into an [`EventLog`].
+pub struct Subscription {
+    log: Arc<EventLog>,
+    cursor: u64,
+    version: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("cursor", &self.cursor)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The seq of the last event handed out (the client's `Last-Event-ID`).
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Waits for the next events after the cursor and returns up to `max` of them, in order.
+    ///
+    /// `Ok(None)` means the log is closed and fully delivered. Cancel-safe: dropping the future
+    /// loses nothing.
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<Vec<LoggedEvent>>, SubscribeError> {
+        let max = max.max(1);
+        loop {
+            // Mark the current version seen *before* reading the ring, so an append that
+            // lands after the read is guaranteed to wake `changed()` below.
+            self.version.borrow_and_update();
+            {
+                let state = self.log.state.lock();
+                let oldest = state.oldest_seq();
+                let next = self.cursor + 1;
+                if next < oldest {
+                    return Err(SubscribeError::Lagged { missed: next });
+                }
+                if next < state.next_seq {
+                    let start = usize::try_from(next - oldest).unwrap_or(usize::MAX);
+                    let batch: Vec<LoggedEvent> =
+                        state.ring.iter().skip(start).take(max).cloned().collect();
+                    if let Some(last) = batch.last() {
+                        self.cursor = last.seq;
+                    }
+                    return Ok(Some(batch));
+                }
+                if state.closed {
+                    return Ok(None);
+                }
+            }
+            if self.version.changed().await.is_err() {
+                // The sender lives inside the log we hold an Arc to; this cannot happen, but
+                // if it did, the log can produce nothing more.
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits for the next single event (`Ok(None)` once the closed log is drained).
+    pub async fn next(&mut self) -> Result<Option<LoggedEvent>, SubscribeError> {
+        Ok(self
+            .next_batch(1)
+            .await?
+            .and_then(|mut batch| batch.pop()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn frame_is_rendered_once_and_exactly() {
+        let log = EventLog::new(10);
+        let ev = log
+            .append(EventKind::SessionReady, &json!({"session_id": "s", "protocol_version": "1.0"}))
+            .unwrap();
+        assert_eq!(
+            &ev.frame()[..],
+            b"id: 1\nevent: session_ready\ndata: {\"session_id\":\"s\",\"protocol_version\":\"1.0\"}\n\n"
+        );
+        assert_eq!(ev.data_json(), r#"{"session_id":"s","protocol_version":"1.0"}"#);
+        assert_eq!(ev.data()["session_id"], "s");
+        assert_eq!(itoa_buf(0).as_str(), "0");
+        assert_eq!(itoa_buf(u64::MAX).as_str(), "18446744073709551615");
+    }
+
+    #[test]
+    fn ring_evicts_oldest_and_subscribe_checks_bounds() {
+        let log = Arc::new(EventLog::new(3));
+        assert!(log.subscribe(0).is_ok());
+        assert_eq!(
+            log.subscribe(1).unwrap_err(),
+            SubscribeError::Future { requested: 1, last: 0 }
+        );
+        for i in 0..5 {
+            log.append(EventKind::MessageDelta, &json!({"i": i})).unwrap();
+        }
+        assert_eq!(log.oldest_seq(), 3);
+        assert_eq!(log.last_seq(), 5);
+        assert!(log.subscribe(2).is_ok(), "cursor just before the oldest is fine");
+        assert_eq!(
+            log.subscribe(1).unwrap_err(),
+            SubscribeError::Evicted { requested: 1, oldest: 3 }
+        );
+        assert_eq!(
+            log.subscribe(6).unwrap_err(),
+            SubscribeError::Future { requested: 6, last: 5 }
+        );
+    }
+
+    #[tokio::test]
+    async fn subscribers_replay_then_tail_then_end_after_close() {
+        let log = Arc::new(EventLog::new(100));
+        log.append(EventKind::SessionReady, &json!({})).unwrap();
+        let mut sub = log.subscribe_from_start();
+        let mut late = log.subscribe(1).unwrap();
+        let first = sub.next().await.unwrap().unwrap();
+        assert_eq!(first.seq(), 1);
+        let log2 = Arc::clone(&log);
+        let producer = tokio::spawn(async move {
+            for i in 0..50 {
+                log2.append(EventKind::MessageDelta, &json!({"i": i})).unwrap();
+                tokio::task::yield_now().await;
+            }
+            log2.append(EventKind::Done, &json!({})).unwrap();
+            log2.close();
+        });
+        let mut seen = vec![1];
+        while let Some(batch) = sub.next_batch(7).await.unwrap() {
+            assert!(batch.len() <= 7);
+            seen.extend(batch.iter().map(LoggedEvent::seq));
+        }
+        producer.await.unwrap();
+        assert_eq!(seen, (1..=52).collect::<Vec<_>>());
+        let mut late_seen = vec![];
+        while let Some(ev) = late.next().await.unwrap() {
+            late_seen.push(ev.seq());
+        }
+        assert_eq!(late_seen, (2..=52).collect::<Vec<_>>());
+        assert_eq!(
+            log.append(EventKind::Error, &json!({})).unwrap_err(),
+            AppendError::Closed
+        );
+    }
+
+    #[tokio::test]
+    async fn lagging_subscriber_is_told_not_skipped() {
+        let log = Arc::new(EventLog::new(4));
+        let mut sub = log.subscribe_from_start();
+        for i in 0..10 {
+            log.append(EventKind::MessageDelta, &json!({"i": i})).unwrap();
+        }
+        assert_eq!(
+            sub.next().await.unwrap_err(),
+            SubscribeError::Lagged { missed: 1 }
+        );
+    }
+}

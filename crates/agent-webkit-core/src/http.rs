@@ -1,0 +1,604 @@
+//! The HTTP behaviour of wire protocol 1.0, framework-free.
+//!
+//! [`Api::handle`] takes a method, a path, the request headers and a lazily read body, and
+//! returns an [`ApiResponse`]: status, headers, and either a full body or an SSE byte stream.
+//! Routing, auth, limits, status codes, error bodies, SSE framing and keepalive are all decided
+//! here, so every web framework behaves byte for byte the same.
+//!
+//! # The adapter contract
+//!
+//! An adapter for a web framework does exactly this, and nothing else:
+//!
+//! 1. At startup, build one [`Api`] from an [`AppConfig`] with [`Api::new`] (inside the Tokio
+//!    runtime; it starts the idle reaper) and share it with every request.
+//! 2. Route **every** request under the mount point to [`Api::handle`] (a catch-all route), so
+//!    404 / 405 answers come from here too. Pass the method as an upper-case string and the
+//!    path relative to the mount point (e.g. `/sessions/abc/stream`), without the query.
+//! 3. Pass the headers through a [`RequestHeaders`] view (lookup by lower-case name, first value
+//!    wins) and the body through a [`RequestBody`] that reads at most `limit` bytes and reports
+//!    [`BodyError::TooLarge`] beyond it. Do not read the body before `handle` asks for it.
+//! 4. Write [`ApiResponse::status`] and every header in [`ApiResponse::headers`] unchanged.
+//! 5. For [`ResponseBody::Sse`], stream each `Bytes` chunk to the client as soon as it is
+//!    produced (no buffering, no compression), and drop the stream when the client goes away:
+//!    dropping it is what unregisters the subscriber.
+//! 6. On graceful shutdown, call [`Api::shutdown`] *before* waiting for connections to drain:
+//!    it closes every session, which ends every SSE stream with `done`.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use serde_json::json;
+
+use crate::agent::{AgentError, SessionConfig};
+use crate::auth::AuthConfig;
+use crate::config::{AllowedRoots, AppConfig, ConfigError};
+use crate::event_log::{LoggedEvent, SubscribeError};
+use crate::models::{
+    CreateSessionRequest, CreateSessionResponse, EventKind, InboundMessage,
+};
+use crate::registry::{CreateError, SessionRegistry};
+use crate::session::{Session, SessionError, SessionSubscriber};
+use crate::PROTOCOL_VERSION;
+
+/// The SSE keepalive comment frame.
+pub const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
+/// Most events written to a socket in one chunk.
+const MAX_BATCH: usize = 256;
+
+/// Read access to request headers, by lower-case name (first value wins).
+pub trait RequestHeaders {
+    /// The raw value of header `name`, if present.
+    fn get(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl RequestHeaders for [(&str, &str)] {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+    }
+}
+
+impl<const N: usize> RequestHeaders for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        RequestHeaders::get(self.as_slice(), name)
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Larger than the limit (HTTP 413).
+    #[error("request body too large")]
+    TooLarge,
+    /// The connection failed while reading (HTTP 400).
+    #[error("could not read request body: {0}")]
+    Read(String),
+}
+
+/// A request body that is read only when the API needs it, up to a limit.
+pub trait RequestBody: Send {
+    /// Reads the whole body; more than `limit` bytes is [`BodyError::TooLarge`].
+    fn collect(self, limit: usize) -> impl Future<Output = Result<Bytes, BodyError>> + Send;
+}
+
+impl RequestBody for Bytes {
+    fn collect(self, limit: usize) -> impl Future<Output = Result<Bytes, BodyError>> + Send {
+        std::future::ready(if self.len() > limit {
+            Err(BodyError::TooLarge)
+        } else {
+            Ok(self)
+        })
+    }
+}
+
+/// The stream of SSE bytes for one subscriber.
+pub type SseStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
+/// A response body.
+pub enum ResponseBody {
+    /// No body (204).
+    Empty,
+    /// A complete body.
+    Full(Bytes),
+    /// An SSE stream; ends after `done`.
+    Sse(SseStream),
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseBody::Empty => f.write_str("Empty"),
+            ResponseBody::Full(bytes) => f.debug_tuple("Full").field(bytes).finish(),
+            ResponseBody::Sse(_) => f.write_str("Sse(..)"),
+        }
+    }
+}
+
+/// A response, ready for an adapter to write.
+#[derive(Debug)]
+pub struct ApiResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers (lower-case names).
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    /// The body.
+    pub body: ResponseBody,
+}
+
+impl ApiResponse {
+    fn no_content() -> Self {
+        Self {
+            status: 204,
+            headers: Vec::new(),
+            body: ResponseBody::Empty,
+        }
+    }
+
+    fn json(status: u16, value: &serde_json::Value) -> Self {
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        Self {
+            status,
+            headers: vec![("content-type", Cow::Borrowed("application/json"))],
+            body: ResponseBody::Full(Bytes::from(body)),
+        }
+    }
+
+    /// An error response: `{"detail": ...}`, plus `"code"` when given.
+    pub fn error(status: u16, detail: impl std::fmt::Display, code: Option<&str>) -> Self {
+        let mut body = json!({ "detail": detail.to_string() });
+        if let Some(code) = code {
+            body["code"] = json!(code);
+        }
+        Self::json(status, &body)
+    }
+
+    fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The header's value, if set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// The full body (empty for 204 and SSE).
+    pub fn body_bytes(&self) -> &[u8] {
+        match &self.body {
+            ResponseBody::Full(bytes) => bytes,
+            _ => &[],
+        }
+    }
+
+    /// 413 for a body over `limit` bytes.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::error(
+            413,
+            format!("Request body too large (limit {limit} bytes)"),
+            Some("payload_too_large"),
+        )
+    }
+}
+
+enum Route<'a> {
+    Health,
+    Sessions,
+    Session(&'a str),
+    Stream(&'a str),
+    Input(&'a str),
+    NotFound,
+}
+
+fn route(path: &str) -> Route<'_> {
+    if path == "/healthz" {
+        return Route::Health;
+    }
+    let Some(rest) = path.strip_prefix("/sessions") else {
+        return Route::NotFound;
+    };
+    if rest.is_empty() {
+        return Route::Sessions;
+    }
+    let Some(rest) = rest.strip_prefix('/') else {
+        return Route::NotFound;
+    };
+    let mut parts = rest.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(id), None, None) if !id.is_empty() => Route::Session(id),
+        (Some(id), Some("stream"), None) if !id.is_empty() => Route::Stream(id),
+        (Some(id), Some("input"), None) if !id.is_empty() => Route::Input(id),
+        _ => Route::NotFound,
+    }
+}
+
+/// The HTTP API over a [`SessionRegistry`] (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<ApiInner>,
+}
+
+struct ApiInner {
+    registry: SessionRegistry,
+    auth: AuthConfig,
+    max_body_bytes: usize,
+    keepalive: Duration,
+    roots: AllowedRoots,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("registry", &self.inner.registry)
+            .field("auth", &self.inner.auth)
+            .field("max_body_bytes", &self.inner.max_body_bytes)
+            .field("keepalive", &self.inner.keepalive)
+            .finish()
+    }
+}
+
+impl Api {
+    /// Validates the configuration, builds the registry and starts its idle reaper.
+    pub fn new(config: AppConfig) -> Result<Self, ConfigError> {
+        config.auth.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::NoRuntime);
+        }
+        let roots = AllowedRoots::new(&config.allowed_roots)?;
+        let registry = SessionRegistry::with_config(
+            config.agent_factory,
+            config.session_store,
+            config.registry,
+        );
+        registry.start_reaper();
+        Ok(Self {
+            inner: Arc::new(ApiInner {
+                registry,
+                auth: config.auth,
+                max_body_bytes: config.max_body_bytes,
+                keepalive: config.keepalive,
+                roots,
+            }),
+        })
+    }
+
+    /// The session registry.
+    pub fn registry(&self) -> &SessionRegistry {
+        &self.inner.registry
+    }
+
+    /// The request body limit in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+
+    /// Closes every session (ending their streams with `done`) and refuses new ones.
+    pub async fn shutdown(&self) {
+        self.inner.registry.shutdown().await;
+    }
+
+    /// Handles one request (see the module docs for what the adapter passes).
+    pub async fn handle<H, B>(&self, method: &str, path: &str, headers: &H, body: B) -> ApiResponse
+    where
+        H: RequestHeaders + Sync + ?Sized,
+        B: RequestBody,
+    {
+        let response = self.dispatch(method, path, headers, body).await;
+        tracing::debug!(method, path, status = response.status, "request handled");
+        response
+    }
+
+    async fn dispatch<H, B>(&self, method: &str, path: &str, headers: &H, body: B) -> ApiResponse
+    where
+        H: RequestHeaders + Sync + ?Sized,
+        B: RequestBody,
+    {
+        let route = route(path);
+        let allowed = match route {
+            Route::NotFound => return ApiResponse::error(404, "Not Found", None),
+            Route::Health => "GET",
+            Route::Sessions | Route::Input(_) => "POST",
+            Route::Session(_) => "DELETE",
+            Route::Stream(_) => "GET",
+        };
+        if method != allowed {
+            return ApiResponse::error(405, "Method Not Allowed", None).with_header("allow", allowed);
+        }
+        if let Route::Health = route {
+            return ApiResponse::json(
+                200,
+                &json!({"status": "ok", "protocol_version": PROTOCOL_VERSION}),
+            );
+        }
+        if let Err(err) = self.inner.auth.check(headers.get("authorization")) {
+            return ApiResponse::error(401, err, None).with_header("www-authenticate", "Bearer");
+        }
+        match route {
+            Route::Sessions => self.create(headers, body).await,
+            Route::Session(id) => {
+                self.inner.registry.remove(id).await;
+                ApiResponse::no_content()
+            }
+            Route::Stream(id) => self.stream(id, headers),
+            Route::Input(id) => self.input(id, headers, body).await,
+            Route::Health | Route::NotFound => ApiResponse::error(404, "Not Found", None),
+        }
+    }
+
+    async fn read_body<H, B>(&self, headers: &H, body: B) -> Result<Bytes, ApiResponse>
+    where
+        H: RequestHeaders + Sync + ?Sized,
+        B: RequestBody,
+    {
+        let limit = self.inner.max_body_bytes;
+        let declared = headers
+            .get("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(ApiResponse::payload_too_large(limit));
+        }
+        body.collect(limit).await.map_err(|err| match err {
+            BodyError::TooLarge => ApiResponse::payload_too_large(limit),
+            BodyError::Read(_) => ApiResponse::error(400, err, None),
+        })
+    }
+
+    async fn create<H, B>(&self, headers: &H, body: B) -> ApiResponse
+    where
+        H: RequestHeaders + Sync + ?Sized,
+        B: RequestBody,
+    {
+        let body = match self.read_body(headers, body).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let request = match CreateSessionRequest::from_json(&body) {
+            Ok(request) => request,
+            Err(err) => return ApiResponse::error(400, err, None),
+        };
+        let cwd = match request.cwd.as_deref() {
+            None => None,
+            Some(cwd) => match self.inner.roots.resolve(cwd) {
+                Ok(path) => Some(path),
+                Err(detail) => return ApiResponse::error(400, detail, Some("invalid_cwd")),
+            },
+        };
+        let config = SessionConfig {
+            model: request.model,
+            permission_mode: request.permission_mode,
+            cwd,
+        };
+        match self.inner.registry.create(config).await {
+            Ok(session) => ApiResponse::json(
+                200,
+                &json!(CreateSessionResponse {
+                    session_id: session.id().to_owned(),
+                    protocol_version: PROTOCOL_VERSION.to_owned(),
+                }),
+            ),
+            Err(CreateError::AtCapacity(max)) => ApiResponse::error(
+                503,
+                CreateError::AtCapacity(max),
+                Some("session_limit"),
+            )
+            .with_header("retry-after", "1"),
+            Err(err @ CreateError::ShuttingDown) => {
+                ApiResponse::error(503, err, Some("shutting_down"))
+            }
+            Err(CreateError::Agent(err)) => {
+                tracing::warn!(error = %err, "session create failed");
+                let status = match err {
+                    AgentError::InvalidConfig(_) => 400,
+                    AgentError::Unavailable(_) => 503,
+                    _ => 502,
+                };
+                ApiResponse::error(status, &err, Some(err.code()))
+            }
+        }
+    }
+
+    fn stream<H>(&self, id: &str, headers: &H) -> ApiResponse
+    where
+        H: RequestHeaders + Sync + ?Sized,
+    {
+        let Some(session) = self.inner.registry.get(id) else {
+            return ApiResponse::error(404, "Session not found", None);
+        };
+        let after = match parse_last_event_id(headers.get("last-event-id")) {
+            Ok(after) => after,
+            Err(()) => {
+                return ApiResponse::error(400, "Last-Event-ID must be a non-negative integer", None)
+            }
+        };
+        let subscriber = match session.subscribe(after) {
+            Ok(subscriber) => subscriber,
+            Err(err) => {
+                tracing::info!(session_id = id, error = %err, "resume refused");
+                return ApiResponse::error(412, err, Some("evicted"));
+            }
+        };
+        tracing::debug!(session_id = id, after_seq = ?after, "subscriber attached");
+        ApiResponse {
+            status: 200,
+            headers: vec![
+                ("content-type", Cow::Borrowed("text/event-stream")),
+                ("cache-control", Cow::Borrowed("no-cache")),
+                ("x-accel-buffering", Cow::Borrowed("no")),
+            ],
+            body: ResponseBody::Sse(sse_stream(subscriber, self.inner.keepalive)),
+        }
+    }
+
+    async fn input<H, B>(&self, id: &str, headers: &H, body: B) -> ApiResponse
+    where
+        H: RequestHeaders + Sync + ?Sized,
+        B: RequestBody,
+    {
+        let Some(session) = self.inner.registry.get(id) else {
+            return ApiResponse::error(404, "Session not found", None);
+        };
+        let body = match self.read_body(headers, body).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let message = match InboundMessage::from_json(&body) {
+            Ok(message) => message,
+            Err(err) => return ApiResponse::error(400, err, None),
+        };
+        match apply(&session, message).await {
+            Ok(()) => ApiResponse::no_content(),
+            Err(SessionError::Backpressure(n)) => {
+                ApiResponse::error(503, SessionError::Backpressure(n), Some("backpressure"))
+                    .with_header("retry-after", "1")
+            }
+            Err(SessionError::Closed) => ApiResponse::error(404, "Session not found", None),
+            Err(SessionError::Conflict(err)) => ApiResponse::error(409, err, Some("conflict")),
+            Err(SessionError::Agent(err)) => {
+                tracing::warn!(session_id = id, error = %err, "agent command failed");
+                let status = match err {
+                    AgentError::Unsupported(_) => 501,
+                    AgentError::Timeout(_) => 504,
+                    AgentError::Exited(_) | AgentError::Disconnected => 409,
+                    _ => 502,
+                };
+                ApiResponse::error(status, &err, Some(err.code()))
+            }
+        }
+    }
+}
+
+async fn apply(session: &Arc<Session>, message: InboundMessage) -> Result<(), SessionError> {
+    match message {
+        InboundMessage::UserMessage { content } => session.submit_user_message(content),
+        InboundMessage::Interrupt => session.interrupt().await,
+        InboundMessage::PermissionResponse(resp) => {
+            let id = resp.correlation_id.clone();
+            session.resolve_permission(&id, resp.into())
+        }
+        InboundMessage::QuestionResponse {
+            correlation_id,
+            answers,
+        } => session.resolve_question(&correlation_id, answers),
+        InboundMessage::SetPermissionMode { mode } => session.set_permission_mode(&mode).await,
+        InboundMessage::SetModel { model } => session.set_model(model.as_deref()).await,
+        InboundMessage::StopTask { task_id } => session.stop_task(&task_id).await,
+    }
+}
+
+/// `None` (absent or empty: from the start of the ring), `Some(seq)`, or `Err` (malformed).
+/// Digits too large for u64 are a cursor no log has, so they map to `u64::MAX` (→ 412).
+fn parse_last_event_id(value: Option<&[u8]>) -> Result<Option<u64>, ()> {
+    let Some(value) = value else { return Ok(None) };
+    let value = value.trim_ascii();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !value.iter().all(u8::is_ascii_digit) {
+        return Err(());
+    }
+    let digits = std::str::from_utf8(value).map_err(|_| ())?;
+    Ok(Some(digits.parse::<u64>().unwrap_or(u64::MAX)))
+}
+
+struct SseState {
+    subscriber: SessionSubscriber,
+    keepalive: Duration,
+    ended: bool,
+}
+
+fn sse_stream(subscriber: SessionSubscriber, keepalive: Duration) -> SseStream {
+    let state = SseState {
+        subscriber,
+        keepalive,
+        ended: false,
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut state| async move {
+        if state.ended {
+            return None;
+        }
+        let next =
+            tokio::time::timeout(state.keepalive, state.subscriber.next_batch(MAX_BATCH)).await;
+        let chunk = match next {
+            Err(_) => Bytes::from_static(KEEPALIVE_FRAME),
+            Ok(Ok(Some(batch))) => {
+                let (chunk, done) = frames(&batch);
+                state.ended = done;
+                chunk
+            }
+            Ok(Ok(None)) => return None,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "subscriber lagged behind the ring; ending its stream");
+                state.ended = true;
+                lagged_frame(&err)
+            }
+        };
+        Some((chunk, state))
+    }))
+}
+
+/// Joins a batch into one chunk (one socket write); a single event is shared, not copied.
+fn frames(batch: &[LoggedEvent]) -> (Bytes, bool) {
+    let end = batch
+        .iter()
+        .position(|ev| ev.kind() == EventKind::Done)
+        .map_or(batch.len(), |i| i + 1);
+    let batch = &batch[..end];
+    let done = end > 0 && batch[end - 1].kind() == EventKind::Done;
+    if let [single] = batch {
+        return (single.frame().clone(), done);
+    }
+    let len = batch.iter().map(|ev| ev.frame().len()).sum();
+    let mut buf = BytesMut::with_capacity(len);
+    for ev in batch {
+        buf.extend_from_slice(ev.frame());
+    }
+    (buf.freeze(), done)
+}
+
+/// The frame that ends a lagging subscriber's stream: an `error` event without an `id`, so
+/// the client's cursor stays on the last event it really received.
+fn lagged_frame(err: &SubscribeError) -> Bytes {
+    let data = json!({"code": "evicted", "message": err.to_string()});
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert!(matches!(route("/sessions"), Route::Sessions));
+        assert!(matches!(route("/sessions/abc"), Route::Session("abc")));
+        assert!(matches!(route("/sessions/abc/stream"), Route::Stream("abc")));
+        assert!(matches!(route("/sessions/abc/input"), Route::Input("abc")));
+        assert!(matches!(route("/sessions/"), Route::NotFound));
+        assert!(matches!(route("/sessions//input"), Route::NotFound));
+        assert!(matches!(route("/sessions/a/b/c"), Route::NotFound));
+        assert!(matches!(route("/sessionsX"), Route::NotFound));
+        assert!(matches!(route("/healthz"), Route::Health));
+    }
+
+    #[test]
+    fn last_event_id_parsing() {
+        assert_eq!(parse_last_event_id(None), Ok(None));
+        assert_eq!(parse_last_event_id(Some(b"")), Ok(None));
+        assert_eq!(parse_last_event_id(Some(b" 12 ")), Ok(Some(12)));
+        assert_eq!(parse_last_event_id(Some(b"-1")), Err(()));
+        assert_eq!(parse_last_event_id(Some(b"1.5")), Err(()));
+        assert_eq!(parse_last_event_id(Some(b"abc")), Err(()));
+        assert_eq!(
+            parse_last_event_id(Some(b"99999999999999999999999")),
+            Ok(Some(u64::MAX))
+        );
+    }
+}

@@ -1,0 +1,523 @@
+//! One live session: its event log, pending prompts, inbound queue and agent.
+//!
+//! Each session runs one task (the *pump*) that
+//! - reads the agent's [`AgentMessageStream`] and translates every message into events,
+//! - takes the next queued user message only when the previous turn has ended (its `result`),
+//! - on an unexpected end of the agent appends `error` then `done` and removes the session.
+//!
+//! HTTP handlers call the control methods (`interrupt`, `set_model`, ...) directly on the
+//! agent client; user messages go through the bounded inbound queue.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{mpsc, OnceCell};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::agent::{AgentClient, AgentError, AgentMessage, AgentMessageStream};
+use crate::event_log::{EventLog, LoggedEvent, SubscribeError, Subscription};
+use crate::models::{
+    AssistantMessageBody, DoneData, ErrorData, EventKind, McpStatusChangeData, MessageCompleteData,
+    MessageDeltaData, ResultData, ToolResultData, ToolUseData, UserContent,
+};
+use crate::permission::{ConflictError, PermissionDecision, PermissionRouter, PromptReply};
+
+/// Default capacity of the inbound user-message queue.
+pub const DEFAULT_INBOUND_CAPACITY: usize = 128;
+
+/// Why an inbound message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The inbound queue is full (HTTP 503 + `Retry-After: 1`).
+    #[error("Inbound queue full ({0} pending user messages); retry later")]
+    Backpressure(usize),
+    /// The session is closing or closed (HTTP 404).
+    #[error("Session is closed")]
+    Closed,
+    /// A reply to a prompt that is not pending (HTTP 409).
+    #[error(transparent)]
+    Conflict(#[from] ConflictError),
+    /// The agent failed the command.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// Called once when the session ends on its own (agent exit), so the owner can forget it.
+pub type OnEnded = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Settings for one session's runtime.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Inbound queue capacity.
+    pub inbound_capacity: usize,
+    /// How long `close` waits for the agent's `disconnect`.
+    pub disconnect_timeout: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            inbound_capacity: DEFAULT_INBOUND_CAPACITY,
+            disconnect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A live session (see the module docs).
+pub struct Session {
+    id: String,
+    log: Arc<EventLog>,
+    router: Arc<PermissionRouter>,
+    client: Arc<dyn AgentClient>,
+    inbound: mpsc::Sender<UserContent>,
+    inbound_capacity: usize,
+    last_activity: Mutex<Instant>,
+    subscribers: AtomicUsize,
+    cancel: CancellationToken,
+    pump: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    finished: OnceCell<()>,
+    disconnect_timeout: Duration,
+    on_ended: OnEnded,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("log", &self.log)
+            .field("subscribers", &self.subscriber_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Starts a session over an already-connected agent. `log` must already hold
+    /// `session_ready` (the registry appends it before the agent starts, so it is seq 1).
+    pub fn start(
+        id: String,
+        log: Arc<EventLog>,
+        router: Arc<PermissionRouter>,
+        client: Arc<dyn AgentClient>,
+        messages: AgentMessageStream,
+        options: SessionOptions,
+        on_ended: OnEnded,
+    ) -> Arc<Self> {
+        let capacity = options.inbound_capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let session = Arc::new(Self {
+            id,
+            log,
+            router,
+            client,
+            inbound: tx,
+            inbound_capacity: capacity,
+            last_activity: Mutex::new(Instant::now()),
+            subscribers: AtomicUsize::new(0),
+            cancel: CancellationToken::new(),
+            pump: tokio::sync::Mutex::new(None),
+            finished: OnceCell::new(),
+            disconnect_timeout: options.disconnect_timeout,
+            on_ended,
+        });
+        let span = tracing::info_span!("session", session_id = %session.id);
+        let handle = tokio::spawn(Arc::clone(&session).pump(messages, rx).instrument(span));
+        if let Ok(mut slot) = session.pump.try_lock() {
+            *slot = Some(handle);
+        }
+        session
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The session's event log.
+    pub fn event_log(&self) -> &Arc<EventLog> {
+        &self.log
+    }
+
+    /// The session's pending prompts.
+    pub fn router(&self) -> &Arc<PermissionRouter> {
+        &self.router
+    }
+
+    /// Number of live subscribers.
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.load(Ordering::Acquire)
+    }
+
+    /// Time since the last input (or the last subscriber leaving).
+    pub fn idle_for(&self) -> Duration {
+        self.last_activity.lock().elapsed()
+    }
+
+    /// Whether the session has ended (its log is closed).
+    pub fn is_closed(&self) -> bool {
+        self.log.is_closed()
+    }
+
+    fn touch(&self) {
+        *self.last_activity.lock() = Instant::now();
+    }
+
+    /// Queues a user message; it is sent to the agent when the previous turn has ended.
+    pub fn submit_user_message(&self, content: UserContent) -> Result<(), SessionError> {
+        if self.cancel.is_cancelled() {
+            return Err(SessionError::Closed);
+        }
+        match self.inbound.try_send(content) {
+            Ok(()) => {
+                self.touch();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(session_id = %self.id, "inbound queue full");
+                Err(SessionError::Backpressure(self.inbound_capacity))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SessionError::Closed),
+        }
+    }
+
+    /// Answers a `permission_request`.
+    pub fn resolve_permission(
+        &self,
+        correlation_id: &str,
+        decision: PermissionDecision,
+    ) -> Result<(), SessionError> {
+        self.router
+            .resolve(correlation_id, PromptReply::Permission(decision))?;
+        tracing::debug!(session_id = %self.id, correlation_id, "permission answered");
+        self.touch();
+        Ok(())
+    }
+
+    /// Answers an `ask_user_question`.
+    pub fn resolve_question(&self, correlation_id: &str, answers: Value) -> Result<(), SessionError> {
+        self.router
+            .resolve(correlation_id, PromptReply::Question(answers))?;
+        tracing::debug!(session_id = %self.id, correlation_id, "question answered");
+        self.touch();
+        Ok(())
+    }
+
+    fn live(&self) -> Result<(), SessionError> {
+        if self.cancel.is_cancelled() {
+            Err(SessionError::Closed)
+        } else {
+            self.touch();
+            Ok(())
+        }
+    }
+
+    /// Interrupts the running turn.
+    pub async fn interrupt(&self) -> Result<(), SessionError> {
+        self.live()?;
+        Ok(self.client.interrupt().await?)
+    }
+
+    /// Changes the permission mode.
+    pub async fn set_permission_mode(&self, mode: &str) -> Result<(), SessionError> {
+        self.live()?;
+        Ok(self.client.set_permission_mode(mode).await?)
+    }
+
+    /// Changes the model.
+    pub async fn set_model(&self, model: Option<&str>) -> Result<(), SessionError> {
+        self.live()?;
+        Ok(self.client.set_model(model).await?)
+    }
+
+    /// Stops a background task.
+    pub async fn stop_task(&self, task_id: &str) -> Result<(), SessionError> {
+        self.live()?;
+        Ok(self.client.stop_task(task_id).await?)
+    }
+
+    /// Subscribes to the event log (`None`: from the start of the ring). The returned
+    /// subscriber counts as live until dropped.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        after_seq: Option<u64>,
+    ) -> Result<SessionSubscriber, SubscribeError> {
+        let inner = match after_seq {
+            None => self.log.subscribe_from_start(),
+            Some(seq) => self.log.subscribe(seq)?,
+        };
+        self.subscribers.fetch_add(1, Ordering::AcqRel);
+        Ok(SessionSubscriber {
+            session: Arc::clone(self),
+            inner,
+        })
+    }
+
+    /// Gracefully ends the session: withdraws pending prompts, stops the pump, disconnects the
+    /// agent, appends `done` and closes the log. Idempotent; concurrent callers all return
+    /// once it is done.
+    pub async fn close(&self) {
+        self.cancel.cancel();
+        {
+            let mut pump = self.pump.lock().await;
+            if let Some(handle) = pump.take() {
+                // The pump ends promptly on cancel; a panic in it is logged, not propagated.
+                if let Err(err) = handle.await {
+                    tracing::error!(session_id = %self.id, error = %err, "session task failed");
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    async fn finish(&self) {
+        self.finished
+            .get_or_init(|| async {
+                self.router.cancel_all();
+                match tokio::time::timeout(self.disconnect_timeout, self.client.disconnect()).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        tracing::warn!(session_id = %self.id, error = %err, "agent disconnect failed")
+                    }
+                    Err(_) => tracing::warn!(
+                        session_id = %self.id,
+                        timeout = ?self.disconnect_timeout,
+                        "agent disconnect timed out"
+                    ),
+                }
+                self.append(EventKind::Done, &DoneData {});
+                self.log.close();
+                tracing::info!(session_id = %self.id, last_seq = self.log.last_seq(), "session closed");
+            })
+            .await;
+    }
+
+    fn append<T: serde::Serialize>(&self, kind: EventKind, data: &T) -> Option<LoggedEvent> {
+        match self.log.append(kind, data) {
+            Ok(ev) => Some(ev),
+            Err(err) => {
+                tracing::debug!(session_id = %self.id, event = kind.as_str(), error = %err, "event dropped");
+                None
+            }
+        }
+    }
+
+    async fn pump(
+        self: Arc<Self>,
+        mut messages: AgentMessageStream,
+        mut inbound: mpsc::Receiver<UserContent>,
+    ) {
+        let mut translator = Translator::default();
+        let mut turn_open = false;
+        let mut query: Option<Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>> =
+            None;
+        let failure = loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return,
+                message = messages.next() => match message {
+                    Some(Ok(message)) => {
+                        if translator.translate(&self, message) {
+                            turn_open = false;
+                        }
+                    }
+                    Some(Err(err)) => break err,
+                    None => break AgentError::Exited("the agent's message stream ended".into()),
+                },
+                outcome = poll_opt(&mut query) => {
+                    query = None;
+                    if let Err(err) = outcome {
+                        tracing::warn!(session_id = %self.id, error = %err, "query failed");
+                        turn_open = false;
+                        self.append(EventKind::Error, &ErrorData::new("query_failed", err.to_string()));
+                    }
+                }
+                Some(content) = inbound.recv(), if !turn_open && query.is_none() => {
+                    turn_open = true;
+                    let client = Arc::clone(&self.client);
+                    query = Some(Box::pin(async move { client.query(content).await }));
+                }
+            }
+        };
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        tracing::warn!(session_id = %self.id, error = %failure, "agent ended unexpectedly");
+        self.append(
+            EventKind::Error,
+            &ErrorData::new(failure.code(), failure.to_string()),
+        );
+        self.cancel.cancel();
+        self.finish().await;
+        (self.on_ended)(&self.id);
+    }
+}
+
+async fn poll_opt<F: Future + Unpin>(fut: &mut Option<F>) -> F::Output {
+    match fut {
+        Some(fut) => fut.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Turns agent messages into events; remembers which tool_use blocks were announced.
+#[derive(Default)]
+struct Translator {
+    message_id: String,
+    announced: HashSet<String>,
+}
+
+impl Translator {
+    /// Appends the events for one message; returns whether it ended the turn.
+    fn translate(&mut self, session: &Session, message: AgentMessage) -> bool {
+        match message {
+            AgentMessage::Assistant(msg) => {
+                if msg.id != self.message_id {
+                    self.message_id.clone_from(&msg.id);
+                    self.announced.clear();
+                }
+                let tool_uses: Vec<ToolUseData> = msg
+                    .content
+                    .iter()
+                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+                    .filter_map(|b| {
+                        let id = b.get("id").and_then(Value::as_str)?;
+                        if !self.announced.insert(id.to_owned()) {
+                            return None;
+                        }
+                        Some(ToolUseData {
+                            message_id: msg.id.clone(),
+                            tool_use_id: id.to_owned(),
+                            tool_name: b
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            input: b
+                                .get("input")
+                                .cloned()
+                                .unwrap_or_else(|| Value::Object(Default::default())),
+                        })
+                    })
+                    .collect();
+                session.append(
+                    EventKind::MessageComplete,
+                    &MessageCompleteData {
+                        message_id: msg.id.clone(),
+                        message: AssistantMessageBody {
+                            id: msg.id,
+                            role: "assistant".to_owned(),
+                            content: msg.content,
+                            model: msg.model,
+                            stop_reason: msg.stop_reason,
+                        },
+                    },
+                );
+                for tool_use in &tool_uses {
+                    session.append(EventKind::ToolUse, tool_use);
+                }
+                false
+            }
+            AgentMessage::Delta { message_id, delta } => {
+                session.append(EventKind::MessageDelta, &MessageDeltaData { message_id, delta });
+                false
+            }
+            AgentMessage::User { content } => {
+                for block in content {
+                    if block.get("type").and_then(Value::as_str) != Some("tool_result") {
+                        continue;
+                    }
+                    session.append(
+                        EventKind::ToolResult,
+                        &ToolResultData {
+                            tool_use_id: block
+                                .get("tool_use_id")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            output: block.get("content").cloned().unwrap_or(Value::Null),
+                            is_error: block
+                                .get("is_error")
+                                .and_then(Value::as_bool)
+                                .unwrap_or(false),
+                        },
+                    );
+                }
+                false
+            }
+            AgentMessage::Result(result) => {
+                session.append(
+                    EventKind::Result,
+                    &ResultData {
+                        session_id: result.session_id,
+                        subtype: result.subtype,
+                        extra: result.extra,
+                    },
+                );
+                result.ends_turn
+            }
+            AgentMessage::McpStatus {
+                server_name,
+                status,
+            } => {
+                session.append(
+                    EventKind::McpStatusChange,
+                    &McpStatusChangeData {
+                        server_name,
+                        status,
+                    },
+                );
+                false
+            }
+            AgentMessage::Error { code, message } => {
+                session.append(EventKind::Error, &ErrorData::new(code, message));
+                false
+            }
+        }
+    }
+}
+
+/// A live subscriber of a session: counts toward "has a live subscriber" until dropped.
+pub struct SessionSubscriber {
+    session: Arc<Session>,
+    inner: Subscription,
+}
+
+impl std::fmt::Debug for SessionSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSubscriber")
+            .field("session_id", &self.session.id)
+            .field("cursor", &self.inner.cursor())
+            .finish()
+    }
+}
+
+impl SessionSubscriber {
+    /// See [`Subscription::next_batch`].
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<Vec<LoggedEvent>>, SubscribeError> {
+        self.inner.next_batch(max).await
+    }
+
+    /// The seq of the last event handed out.
+    pub fn cursor(&self) -> u64 {
+        self.inner.cursor()
+    }
+}
+
+impl Drop for SessionSubscriber {
+    fn drop(&mut self) {
+        self.session.touch();
+        self.session.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
