@@ -139,7 +139,10 @@ mod tests {
             AuthConfig::from_lookup(env(&[(NO_AUTH_ENV, "1"), (TOKEN_ENV, "a")])),
             AuthConfig::disabled()
         );
-        assert_eq!(AuthConfig::from_lookup(env(&[])).validate(), Err(MissingTokenError));
+        assert_eq!(
+            AuthConfig::from_lookup(env(&[])).validate(),
+            Err(MissingTokenError)
+        );
     }
 
     #[test]
@@ -152,6 +155,9 @@ mod tests {
         assert_eq!(auth.check(Some(b"Bearer s3cret")), Ok(()));
         assert_eq!(auth.check(Some(b"bearer  s3cret ")), Ok(()));
         assert_eq!(AuthConfig::disabled().check(None), Ok(()));
-        assert_eq!(AuthConfig::default().check(Some(b"Bearer x")), Err(AuthError::Invalid));
+        assert_eq!(
+            AuthConfig::default().check(Some(b"Bearer x")),
+            Err(AuthError::Invalid)
+        );
     }
 }

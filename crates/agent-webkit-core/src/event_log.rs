@@ -385,10 +385,7 @@ impl Subscription {
 
     /// Waits for the next single event (`Ok(None)` once the closed log is drained).
     pub async fn next(&mut self) -> Result<Option<LoggedEvent>, SubscribeError> {
-        Ok(self
-            .next_batch(1)
-            .await?
-            .and_then(|mut batch| batch.pop()))
+        Ok(self.next_batch(1).await?.and_then(|mut batch| batch.pop()))
     }
 }
 
@@ -402,13 +399,19 @@ mod tests {
     fn frame_is_rendered_once_and_exactly() {
         let log = EventLog::new(10);
         let ev = log
-            .append(EventKind::SessionReady, &json!({"session_id": "s", "protocol_version": "1.0"}))
+            .append(
+                EventKind::SessionReady,
+                &json!({"session_id": "s", "protocol_version": "1.0"}),
+            )
             .unwrap();
         assert_eq!(
             &ev.frame()[..],
             b"id: 1\nevent: session_ready\ndata: {\"session_id\":\"s\",\"protocol_version\":\"1.0\"}\n\n"
         );
-        assert_eq!(ev.data_json(), r#"{"session_id":"s","protocol_version":"1.0"}"#);
+        assert_eq!(
+            ev.data_json(),
+            r#"{"session_id":"s","protocol_version":"1.0"}"#
+        );
         assert_eq!(ev.data()["session_id"], "s");
         assert_eq!(itoa_buf(0).as_str(), "0");
         assert_eq!(itoa_buf(u64::MAX).as_str(), "18446744073709551615");
@@ -420,21 +423,34 @@ mod tests {
         assert!(log.subscribe(0).is_ok());
         assert_eq!(
             log.subscribe(1).unwrap_err(),
-            SubscribeError::Future { requested: 1, last: 0 }
+            SubscribeError::Future {
+                requested: 1,
+                last: 0
+            }
         );
         for i in 0..5 {
-            log.append(EventKind::MessageDelta, &json!({"i": i})).unwrap();
+            log.append(EventKind::MessageDelta, &json!({"i": i}))
+                .unwrap();
         }
         assert_eq!(log.oldest_seq(), 3);
         assert_eq!(log.last_seq(), 5);
-        assert!(log.subscribe(2).is_ok(), "cursor just before the oldest is fine");
+        assert!(
+            log.subscribe(2).is_ok(),
+            "cursor just before the oldest is fine"
+        );
         assert_eq!(
             log.subscribe(1).unwrap_err(),
-            SubscribeError::Evicted { requested: 1, oldest: 3 }
+            SubscribeError::Evicted {
+                requested: 1,
+                oldest: 3
+            }
         );
         assert_eq!(
             log.subscribe(6).unwrap_err(),
-            SubscribeError::Future { requested: 6, last: 5 }
+            SubscribeError::Future {
+                requested: 6,
+                last: 5
+            }
         );
     }
 
@@ -449,7 +465,8 @@ mod tests {
         let log2 = Arc::clone(&log);
         let producer = tokio::spawn(async move {
             for i in 0..50 {
-                log2.append(EventKind::MessageDelta, &json!({"i": i})).unwrap();
+                log2.append(EventKind::MessageDelta, &json!({"i": i}))
+                    .unwrap();
                 tokio::task::yield_now().await;
             }
             log2.append(EventKind::Done, &json!({})).unwrap();
@@ -478,7 +495,8 @@ mod tests {
         let log = Arc::new(EventLog::new(4));
         let mut sub = log.subscribe_from_start();
         for i in 0..10 {
-            log.append(EventKind::MessageDelta, &json!({"i": i})).unwrap();
+            log.append(EventKind::MessageDelta, &json!({"i": i}))
+                .unwrap();
         }
         assert_eq!(
             sub.next().await.unwrap_err(),

@@ -38,9 +38,7 @@ use crate::agent::{AgentError, SessionConfig};
 use crate::auth::AuthConfig;
 use crate::config::{AllowedRoots, AppConfig, ConfigError};
 use crate::event_log::{LoggedEvent, SubscribeError};
-use crate::models::{
-    CreateSessionRequest, CreateSessionResponse, EventKind, InboundMessage,
-};
+use crate::models::{CreateSessionRequest, CreateSessionResponse, EventKind, InboundMessage};
 use crate::registry::{CreateError, SessionRegistry};
 use crate::session::{Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
@@ -310,7 +308,8 @@ impl Api {
             Route::Stream(_) => "GET",
         };
         if method != allowed {
-            return ApiResponse::error(405, "Method Not Allowed", None).with_header("allow", allowed);
+            return ApiResponse::error(405, "Method Not Allowed", None)
+                .with_header("allow", allowed);
         }
         if let Route::Health = route {
             return ApiResponse::json(
@@ -385,12 +384,10 @@ impl Api {
                     protocol_version: PROTOCOL_VERSION.to_owned(),
                 }),
             ),
-            Err(CreateError::AtCapacity(max)) => ApiResponse::error(
-                503,
-                CreateError::AtCapacity(max),
-                Some("session_limit"),
-            )
-            .with_header("retry-after", "1"),
+            Err(CreateError::AtCapacity(max)) => {
+                ApiResponse::error(503, CreateError::AtCapacity(max), Some("session_limit"))
+                    .with_header("retry-after", "1")
+            }
             Err(err @ CreateError::ShuttingDown) => {
                 ApiResponse::error(503, err, Some("shutting_down"))
             }
@@ -416,7 +413,11 @@ impl Api {
         let after = match parse_last_event_id(headers.get("last-event-id")) {
             Ok(after) => after,
             Err(()) => {
-                return ApiResponse::error(400, "Last-Event-ID must be a non-negative integer", None)
+                return ApiResponse::error(
+                    400,
+                    "Last-Event-ID must be a non-negative integer",
+                    None,
+                )
             }
         };
         let subscriber = match session.subscribe(after) {
@@ -521,28 +522,31 @@ fn sse_stream(subscriber: SessionSubscriber, keepalive: Duration) -> SseStream {
         keepalive,
         ended: false,
     };
-    Box::pin(futures_util::stream::unfold(state, |mut state| async move {
-        if state.ended {
-            return None;
-        }
-        let next =
-            tokio::time::timeout(state.keepalive, state.subscriber.next_batch(MAX_BATCH)).await;
-        let chunk = match next {
-            Err(_) => Bytes::from_static(KEEPALIVE_FRAME),
-            Ok(Ok(Some(batch))) => {
-                let (chunk, done) = frames(&batch);
-                state.ended = done;
-                chunk
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |mut state| async move {
+            if state.ended {
+                return None;
             }
-            Ok(Ok(None)) => return None,
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "subscriber lagged behind the ring; ending its stream");
-                state.ended = true;
-                lagged_frame(&err)
-            }
-        };
-        Some((chunk, state))
-    }))
+            let next =
+                tokio::time::timeout(state.keepalive, state.subscriber.next_batch(MAX_BATCH)).await;
+            let chunk = match next {
+                Err(_) => Bytes::from_static(KEEPALIVE_FRAME),
+                Ok(Ok(Some(batch))) => {
+                    let (chunk, done) = frames(&batch);
+                    state.ended = done;
+                    chunk
+                }
+                Ok(Ok(None)) => return None,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "subscriber lagged behind the ring; ending its stream");
+                    state.ended = true;
+                    lagged_frame(&err)
+                }
+            };
+            Some((chunk, state))
+        },
+    ))
 }
 
 /// Joins a batch into one chunk (one socket write); a single event is shared, not copied.
@@ -579,7 +583,10 @@ mod tests {
     fn routes() {
         assert!(matches!(route("/sessions"), Route::Sessions));
         assert!(matches!(route("/sessions/abc"), Route::Session("abc")));
-        assert!(matches!(route("/sessions/abc/stream"), Route::Stream("abc")));
+        assert!(matches!(
+            route("/sessions/abc/stream"),
+            Route::Stream("abc")
+        ));
         assert!(matches!(route("/sessions/abc/input"), Route::Input("abc")));
         assert!(matches!(route("/sessions/"), Route::NotFound));
         assert!(matches!(route("/sessions//input"), Route::NotFound));

@@ -318,7 +318,10 @@ fn req_string(obj: &Map<String, Value>, field: &'static str) -> Result<String, I
     }
 }
 
-fn opt_string(obj: &Map<String, Value>, field: &'static str) -> Result<Option<String>, InboundError> {
+fn opt_string(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, InboundError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),

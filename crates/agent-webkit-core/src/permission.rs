@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::event_log::EventLog;
 use crate::models::{
@@ -204,9 +204,13 @@ impl PermissionRouter {
     }
 }
 
+/// A request to the session to translate every agent message already sent, then acknowledge.
+pub type FlushRequest = oneshot::Sender<()>;
+
 struct HandleInner {
     log: Arc<EventLog>,
     router: Arc<PermissionRouter>,
+    flush: Option<mpsc::UnboundedSender<FlushRequest>>,
 }
 
 /// The channel through which an agent asks the client for decisions. Cheap to clone.
@@ -240,7 +244,38 @@ impl PermissionHandle {
     /// A handle emitting into `log` and waiting through `router`.
     pub fn new(log: Arc<EventLog>, router: Arc<PermissionRouter>) -> Self {
         Self {
-            inner: Arc::new(HandleInner { log, router }),
+            inner: Arc::new(HandleInner {
+                log,
+                router,
+                flush: None,
+            }),
+        }
+    }
+
+    /// A handle that, before announcing a prompt, asks the session (through `flush`) to
+    /// translate every message the agent sent before it — so a `permission_request` never
+    /// overtakes the `message_complete` / `tool_use` that announced the tool call.
+    pub fn with_flush(
+        log: Arc<EventLog>,
+        router: Arc<PermissionRouter>,
+        flush: mpsc::UnboundedSender<FlushRequest>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(HandleInner {
+                log,
+                router,
+                flush: Some(flush),
+            }),
+        }
+    }
+
+    async fn flush(&self) {
+        if let Some(flush) = &self.inner.flush {
+            let (tx, rx) = oneshot::channel();
+            if flush.send(tx).is_ok() {
+                // An error means the session ended; the append below then fails cleanly.
+                let _ = rx.await;
+            }
         }
     }
 
@@ -322,6 +357,7 @@ impl PermissionHandle {
         event: EventKind,
         data: &T,
     ) -> Result<PromptReply, PermissionError> {
+        self.flush().await;
         let rx = self.inner.router.register(correlation_id, kind)?;
         let mut registration = Registration {
             router: &self.inner.router,
@@ -332,7 +368,11 @@ impl PermissionHandle {
             tracing::warn!(correlation_id, error = %err, "could not emit prompt");
             return Err(PermissionError::SessionClosed);
         }
-        tracing::debug!(correlation_id, event = event.as_str(), "waiting for client decision");
+        tracing::debug!(
+            correlation_id,
+            event = event.as_str(),
+            "waiting for client decision"
+        );
         let reply = rx.await;
         registration.armed = false;
         reply.map_err(|_| PermissionError::Cancelled(correlation_id.to_owned()))

@@ -181,10 +181,15 @@ impl SessionRegistry {
         log.append(EventKind::SessionReady, &SessionReadyData::new(&id))
             .map_err(|e| AgentError::StartFailed(e.to_string()))?;
         let router = Arc::new(PermissionRouter::new());
+        let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = AgentContext {
             session_id: id.clone(),
             config,
-            permissions: PermissionHandle::new(Arc::clone(&log), Arc::clone(&router)),
+            permissions: PermissionHandle::with_flush(
+                Arc::clone(&log),
+                Arc::clone(&router),
+                flush_tx,
+            ),
             store: inner.store.clone(),
         };
         let connection =
@@ -206,6 +211,7 @@ impl SessionRegistry {
             router,
             connection.client,
             connection.messages,
+            flush_rx,
             SessionOptions {
                 inbound_capacity: inner.config.inbound_capacity,
                 disconnect_timeout: inner.config.disconnect_timeout,

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::{mpsc, OnceCell};
@@ -29,7 +29,9 @@ use crate::models::{
     AssistantMessageBody, DoneData, ErrorData, EventKind, McpStatusChangeData, MessageCompleteData,
     MessageDeltaData, ResultData, ToolResultData, ToolUseData, UserContent,
 };
-use crate::permission::{ConflictError, PermissionDecision, PermissionRouter, PromptReply};
+use crate::permission::{
+    ConflictError, FlushRequest, PermissionDecision, PermissionRouter, PromptReply,
+};
 
 /// Default capacity of the inbound user-message queue.
 pub const DEFAULT_INBOUND_CAPACITY: usize = 128;
@@ -108,6 +110,7 @@ impl Session {
         router: Arc<PermissionRouter>,
         client: Arc<dyn AgentClient>,
         messages: AgentMessageStream,
+        flushes: mpsc::UnboundedReceiver<FlushRequest>,
         options: SessionOptions,
         on_ended: OnEnded,
     ) -> Arc<Self> {
@@ -129,7 +132,11 @@ impl Session {
             on_ended,
         });
         let span = tracing::info_span!("session", session_id = %session.id);
-        let handle = tokio::spawn(Arc::clone(&session).pump(messages, rx).instrument(span));
+        let handle = tokio::spawn(
+            Arc::clone(&session)
+                .pump(messages, rx, flushes)
+                .instrument(span),
+        );
         if let Ok(mut slot) = session.pump.try_lock() {
             *slot = Some(handle);
         }
@@ -202,7 +209,11 @@ impl Session {
     }
 
     /// Answers an `ask_user_question`.
-    pub fn resolve_question(&self, correlation_id: &str, answers: Value) -> Result<(), SessionError> {
+    pub fn resolve_question(
+        &self,
+        correlation_id: &str,
+        answers: Value,
+    ) -> Result<(), SessionError> {
         self.router
             .resolve(correlation_id, PromptReply::Question(answers))?;
         tracing::debug!(session_id = %self.id, correlation_id, "question answered");
@@ -314,24 +325,34 @@ impl Session {
         self: Arc<Self>,
         mut messages: AgentMessageStream,
         mut inbound: mpsc::Receiver<UserContent>,
+        mut flushes: mpsc::UnboundedReceiver<FlushRequest>,
     ) {
         let mut translator = Translator::default();
         let mut turn_open = false;
-        let mut query: Option<Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>> =
-            None;
+        let mut query: Option<Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>> = None;
         let failure = loop {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return,
-                message = messages.next() => match message {
-                    Some(Ok(message)) => {
-                        if translator.translate(&self, message) {
-                            turn_open = false;
+                message = messages.next() => {
+                    if let Err(err) = self.handle(&mut translator, &mut turn_open, message) {
+                        break err;
+                    }
+                }
+                Some(ack) = flushes.recv() => {
+                    // Translate everything the agent has already sent, then let its prompt go.
+                    let mut failure = None;
+                    while let Some(message) = messages.next().now_or_never() {
+                        if let Err(err) = self.handle(&mut translator, &mut turn_open, message) {
+                            failure = Some(err);
+                            break;
                         }
                     }
-                    Some(Err(err)) => break err,
-                    None => break AgentError::Exited("the agent's message stream ended".into()),
-                },
+                    let _ = ack.send(());
+                    if let Some(err) = failure {
+                        break err;
+                    }
+                }
                 outcome = poll_opt(&mut query) => {
                     query = None;
                     if let Err(err) = outcome {
@@ -358,6 +379,28 @@ impl Session {
         self.cancel.cancel();
         self.finish().await;
         (self.on_ended)(&self.id);
+    }
+}
+
+impl Session {
+    fn handle(
+        &self,
+        translator: &mut Translator,
+        turn_open: &mut bool,
+        message: Option<Result<AgentMessage, AgentError>>,
+    ) -> Result<(), AgentError> {
+        match message {
+            Some(Ok(message)) => {
+                if translator.translate(self, message) {
+                    *turn_open = false;
+                }
+                Ok(())
+            }
+            Some(Err(err)) => Err(err),
+            None => Err(AgentError::Exited(
+                "the agent's message stream ended".into(),
+            )),
+        }
     }
 }
 
@@ -427,7 +470,10 @@ impl Translator {
                 false
             }
             AgentMessage::Delta { message_id, delta } => {
-                session.append(EventKind::MessageDelta, &MessageDeltaData { message_id, delta });
+                session.append(
+                    EventKind::MessageDelta,
+                    &MessageDeltaData { message_id, delta },
+                );
                 false
             }
             AgentMessage::User { content } => {

@@ -3,14 +3,21 @@ use async_trait::async_trait;
 use serde_json::Value;
 /// Key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SessionKey { /// pk
- pub project_key: String, /// sid
- pub session_id: String, /// sub
- pub subpath: Option<String> }
+pub struct SessionKey {
+    /// pk
+    pub project_key: String,
+    /// sid
+    pub session_id: String,
+    /// sub
+    pub subpath: Option<String>,
+}
 /// Error.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError { /// x
- #[error("unsupported {0}")] Unsupported(&'static str) }
+pub enum StoreError {
+    /// x
+    #[error("unsupported {0}")]
+    Unsupported(&'static str),
+}
 /// Store.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
@@ -22,10 +29,18 @@ pub trait SessionStore: Send + Sync + 'static {
 /// Mem.
 #[derive(Default)]
 pub struct InMemorySessionStore;
-impl InMemorySessionStore { /// new
- pub fn new() -> Self { Self } }
+impl InMemorySessionStore {
+    /// new
+    pub fn new() -> Self {
+        Self
+    }
+}
 #[async_trait]
 impl SessionStore for InMemorySessionStore {
-    async fn append(&self, _key: &SessionKey, _entries: Vec<Value>) -> Result<(), StoreError> { Ok(()) }
-    async fn load(&self, _key: &SessionKey) -> Result<Option<Vec<Value>>, StoreError> { Ok(None) }
+    async fn append(&self, _key: &SessionKey, _entries: Vec<Value>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn load(&self, _key: &SessionKey) -> Result<Option<Vec<Value>>, StoreError> {
+        Ok(None)
+    }
 }

@@ -1,0 +1,1 @@
+//! Examples of embedding agent-webkit; see the `[[example]]` targets.
