@@ -13,7 +13,7 @@ use crate::agent::{AgentClientFactory, AgentContext, AgentError, SessionConfig};
 use crate::event_log::{EventLog, DEFAULT_MAX_SIZE};
 use crate::models::{EventKind, SessionReadyData};
 use crate::permission::{PermissionHandle, PermissionRouter};
-use crate::session::{Session, SessionOptions, DEFAULT_INBOUND_CAPACITY};
+use crate::session::{Session, SessionOptions, SessionParts, DEFAULT_INBOUND_CAPACITY};
 use crate::store::SessionStore;
 
 /// Registry settings.
@@ -206,12 +206,13 @@ impl SessionRegistry {
             };
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let session = Session::start(
-            id.clone(),
-            log,
-            router,
-            connection.client,
-            connection.messages,
-            flush_rx,
+            SessionParts {
+                id: id.clone(),
+                log,
+                router,
+                connection,
+                flushes: flush_rx,
+            },
             SessionOptions {
                 inbound_capacity: inner.config.inbound_capacity,
                 disconnect_timeout: inner.config.disconnect_timeout,

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::agent::{AgentClient, AgentError, AgentMessage, AgentMessageStream};
+use crate::agent::{AgentClient, AgentConnection, AgentError, AgentMessage, AgentMessageStream};
 use crate::event_log::{EventLog, LoggedEvent, SubscribeError, Subscription};
 use crate::models::{
     AssistantMessageBody, DoneData, ErrorData, EventKind, McpStatusChangeData, MessageCompleteData,
@@ -74,6 +74,22 @@ impl Default for SessionOptions {
     }
 }
 
+/// What a session is made of (built by the registry).
+pub struct SessionParts {
+    /// Session id.
+    pub id: String,
+    /// Its event log, holding `session_ready`.
+    pub log: Arc<EventLog>,
+    /// Its pending prompts.
+    pub router: Arc<PermissionRouter>,
+    /// Its agent.
+    pub connection: AgentConnection,
+    /// Flush requests from its [`PermissionHandle`](crate::permission::PermissionHandle).
+    pub flushes: mpsc::UnboundedReceiver<FlushRequest>,
+}
+
+type QueryFuture = Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>;
+
 /// A live session (see the module docs).
 pub struct Session {
     id: String,
@@ -102,18 +118,17 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Starts a session over an already-connected agent. `log` must already hold
+    /// Starts a session over an already-connected agent. `parts.log` must already hold
     /// `session_ready` (the registry appends it before the agent starts, so it is seq 1).
-    pub fn start(
-        id: String,
-        log: Arc<EventLog>,
-        router: Arc<PermissionRouter>,
-        client: Arc<dyn AgentClient>,
-        messages: AgentMessageStream,
-        flushes: mpsc::UnboundedReceiver<FlushRequest>,
-        options: SessionOptions,
-        on_ended: OnEnded,
-    ) -> Arc<Self> {
+    pub fn start(parts: SessionParts, options: SessionOptions, on_ended: OnEnded) -> Arc<Self> {
+        let SessionParts {
+            id,
+            log,
+            router,
+            connection,
+            flushes,
+        } = parts;
+        let (client, messages) = (connection.client, connection.messages);
         let capacity = options.inbound_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let session = Arc::new(Self {
@@ -329,7 +344,7 @@ impl Session {
     ) {
         let mut translator = Translator::default();
         let mut turn_open = false;
-        let mut query: Option<Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>> = None;
+        let mut query: Option<QueryFuture> = None;
         let failure = loop {
             tokio::select! {
                 biased;
