@@ -359,7 +359,7 @@ impl ReplayTask {
                     .await;
                 return;
             }
-            let scripted_session = self.skip_to_turn(&mut cursor);
+            self.skip_to_turn(&mut cursor);
             let prompt: Mutex<Option<String>> = Mutex::new(None);
             let mut interrupts = self.interrupts.clone();
             let outcome = {
@@ -383,7 +383,6 @@ impl ReplayTask {
                     tracing::debug!(turn = self.turn, "turn interrupted");
                     let session_id = self
                         .finish_interrupted_turn(&mut cursor)
-                        .or(scripted_session)
                         .unwrap_or_else(|| self.session_id.clone());
                     let result = AgentMessage::Result(TurnResult::new(session_id, "interrupted"));
                     if self.emit(result).await.is_err() {
@@ -395,11 +394,10 @@ impl ReplayTask {
         }
     }
 
-    /// For scripts: moves past the `expect_user_query` that starts this turn; returns the
-    /// session id the script will report, if any.
-    fn skip_to_turn(&self, cursor: &mut usize) -> Option<String> {
+    /// For scripts: moves past the `expect_user_query` that starts this turn.
+    fn skip_to_turn(&self, cursor: &mut usize) {
         let Scenario::Script(script) = &self.scenario else {
-            return None;
+            return;
         };
         while let Some(step) = script.steps.get(*cursor) {
             *cursor += 1;
@@ -407,7 +405,6 @@ impl ReplayTask {
                 break;
             }
         }
-        None
     }
 
     /// After an interrupt: skips the rest of the scripted turn; returns its result's session id.
