@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use agent_webkit_testkit::{Client, ServerProcess, SseFrame};
+use agent_webkit_testkit::{Client, ServerProcess, SseFrame, SseStream};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
@@ -23,6 +23,18 @@ async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Creates a session with `model`, opens its stream, and sends one user message.
+async fn start_turn(c: &Client, model: &str, content: &str) -> (String, SseStream) {
+    let id = c.create(&json!({ "model": model })).await.unwrap();
+    let stream = c.stream(&id, None).await.unwrap();
+    let r = c
+        .input(&id, &json!({"type": "user_message", "content": content}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    (id, stream)
 }
 
 fn events(frames: &[SseFrame]) -> Vec<&str> {
@@ -198,11 +210,7 @@ async fn keepalive_comment_while_idle() {
 #[tokio::test]
 async fn resume_with_last_event_id() {
     let (_s, c) = server(&[]).await;
-    let id = c.create(&json!({"model": "stream:5"})).await.unwrap();
-    let mut live = c.stream(&id, None).await.unwrap();
-    c.input(&id, &json!({"type": "user_message", "content": "go"}))
-        .await
-        .unwrap();
+    let (id, mut live) = start_turn(&c, "stream:5", "go").await;
     let all = live.until("result", T).await.unwrap();
     assert_eq!(all.len(), 7); // session_ready + 5 message_complete + result
                               // Resume from 3: exactly 4..=7, then tails live.
@@ -243,11 +251,22 @@ async fn resume_with_last_event_id() {
 async fn evicted_cursor_is_412_before_any_stream_bytes() {
     let (_s, c) = server(&["--ring-size", "5"]).await;
     let id = c.create(&json!({"model": "stream:20"})).await.unwrap();
-    let mut live = c.stream(&id, None).await.unwrap();
     c.input(&id, &json!({"type": "user_message", "content": "go"}))
         .await
         .unwrap();
-    live.until("result", T).await.unwrap();
+    // The turn has finished once a cursor at its `result` (seq 22) is accepted: until then it
+    // is "ahead of the last event" (412). A live subscriber could not wait for it here: with a
+    // 5-event ring and an unpaced turn it may legitimately lag and be cut off.
+    let start = tokio::time::Instant::now();
+    loop {
+        let status = c.stream_raw(&id, Some("22")).await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 412);
+        assert!(start.elapsed() < T, "the turn did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // 22 events, ring of 5: oldest is 18, so cursor 17 is fine and 16 is evicted.
     let response = c.stream_raw(&id, Some("16")).await.unwrap();
     assert_eq!(response.status(), 412);
@@ -448,11 +467,7 @@ async fn unknown_sessions_routes_and_methods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_reply_wins_under_concurrency() {
     let (_s, c) = server(&[]).await;
-    let id = c.create(&json!({"model": "read_allow"})).await.unwrap();
-    let mut stream = c.stream(&id, None).await.unwrap();
-    c.input(&id, &json!({"type": "user_message", "content": "go"}))
-        .await
-        .unwrap();
+    let (id, mut stream) = start_turn(&c, "read_allow", "go").await;
     stream.until("permission_request", T).await.unwrap();
     let reply =
         json!({"type": "permission_response", "correlation_id": "tu_1", "behavior": "allow"});
@@ -488,14 +503,7 @@ async fn first_reply_wins_under_concurrency() {
 #[tokio::test]
 async fn question_round_trip_and_kind_mismatch() {
     let (_s, c) = server(&[]).await;
-    let id = c
-        .create(&json!({"model": "fixture:ask_user_question"}))
-        .await
-        .unwrap();
-    let mut stream = c.stream(&id, None).await.unwrap();
-    c.input(&id, &json!({"type": "user_message", "content": "ask me"}))
-        .await
-        .unwrap();
+    let (id, mut stream) = start_turn(&c, "fixture:ask_user_question", "ask me").await;
     let frames = stream.until("ask_user_question", T).await.unwrap();
     let q = frames.last().unwrap().json();
     assert_eq!(q["correlation_id"], "tu_q");
@@ -521,14 +529,7 @@ async fn question_round_trip_and_kind_mismatch() {
 #[tokio::test]
 async fn deny_with_interrupt_and_interrupt_mid_stream() {
     let (_s, c) = server(&[]).await;
-    let id = c
-        .create(&json!({"model": "deny_with_interrupt"}))
-        .await
-        .unwrap();
-    let mut stream = c.stream(&id, None).await.unwrap();
-    c.input(&id, &json!({"type": "user_message", "content": "rm"}))
-        .await
-        .unwrap();
+    let (id, mut stream) = start_turn(&c, "deny_with_interrupt", "rm").await;
     stream.until("permission_request", T).await.unwrap();
     let r = c
         .input(&id, &json!({"type": "permission_response", "correlation_id": "tu_1", "behavior": "deny", "message": "no", "interrupt": true}))
@@ -539,11 +540,7 @@ async fn deny_with_interrupt_and_interrupt_mid_stream() {
     assert_eq!(rest.last().unwrap().json()["subtype"], "interrupted");
 
     // An interrupt ends a long turn at once with one `interrupted` result.
-    let id = c.create(&json!({"model": "stream:1000:5"})).await.unwrap();
-    let mut stream = c.stream(&id, None).await.unwrap();
-    c.input(&id, &json!({"type": "user_message", "content": "go"}))
-        .await
-        .unwrap();
+    let (id, mut stream) = start_turn(&c, "stream:1000:5", "go").await;
     stream.until("message_complete", T).await.unwrap();
     assert_eq!(
         c.input(&id, &json!({"type": "interrupt"}))
@@ -569,11 +566,7 @@ async fn deny_with_interrupt_and_interrupt_mid_stream() {
 #[tokio::test]
 async fn permission_withdrawn_on_interrupt_is_announced() {
     let (_s, c) = server(&[]).await;
-    let id = c.create(&json!({"model": "read_allow"})).await.unwrap();
-    let mut stream = c.stream(&id, None).await.unwrap();
-    c.input(&id, &json!({"type": "user_message", "content": "go"}))
-        .await
-        .unwrap();
+    let (id, mut stream) = start_turn(&c, "read_allow", "go").await;
     stream.until("permission_request", T).await.unwrap();
     c.input(&id, &json!({"type": "interrupt"})).await.unwrap();
     let rest = stream.until("result", T).await.unwrap();
@@ -761,11 +754,7 @@ async fn delete_ends_every_stream_with_done() {
 #[tokio::test]
 async fn crashed_agent_yields_error_then_done_and_is_removed() {
     let (_s, c) = server(&[]).await;
-    let id = c.create(&json!({"model": "crash"})).await.unwrap();
-    let mut stream = c.stream(&id, None).await.unwrap();
-    c.input(&id, &json!({"type": "user_message", "content": "boom"}))
-        .await
-        .unwrap();
+    let (id, mut stream) = start_turn(&c, "crash", "boom").await;
     let frames = stream.collect_to_end(T).await.unwrap();
     assert_eq!(events(&frames), ["session_ready", "error", "done"]);
     assert_eq!(frames[1].json()["code"], "agent_exited");
