@@ -5,28 +5,44 @@
 //! `"fixture:read_allow"`; none → `echo`). Built in: the recorded fixture scenarios (shipped in
 //! `scenarios/`), and the synthetic `echo`, `controls`, `crash` and `stream:N[:ms[:bytes]]`.
 //! See this crate's README for the script format and the semantics of each scenario.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use agent_webkit_core::{SessionConfig, SessionRegistry};
+//! use agent_webkit_replay::ReplayAgentFactory;
+//!
+//! let factory = ReplayAgentFactory::with_dir("./my-scenarios")?;
+//! let registry = SessionRegistry::new(Arc::new(factory));
+//! let session = registry
+//!     .create(SessionConfig { model: Some("read_allow".into()), ..Default::default() })
+//!     .await?;
+//! session.submit_user_message("read the README".into())?;
+//! # Ok(()) }
+//! ```
 
+mod agent;
+mod scenario;
 mod script;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use agent_webkit_core::agent::{
-    AgentClient, AgentClientFactory, AgentConnection, AgentContext, AgentError, AgentMessage,
-    AssistantMessage, TurnResult,
-};
-use agent_webkit_core::models::UserContent;
-use agent_webkit_core::permission::PermissionHandle;
+use agent_webkit_core::agent::{AgentClientFactory, AgentConnection, AgentContext, AgentError};
 use async_trait::async_trait;
-use parking_lot::Mutex;
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
-pub use script::{Script, ScriptError, Step};
+use crate::agent::LiveAgents;
+use crate::scenario::{Scenario, StreamSpec, SYNTHETIC};
+pub use crate::script::{Script, ScriptError, Step};
 
+/// The prefix accepted in front of a scenario name (`fixture:read_allow`).
+pub const FIXTURE_PREFIX: &str = "fixture:";
+
+/// The scenario played when the session has no model.
+pub const DEFAULT_SCENARIO: &str = "echo";
+
+/// The built-in fixture scenarios, shipped inside the binary.
 const BUILTIN: &[(&str, &str)] = &[
     (
         "ask_user_question",
@@ -63,28 +79,30 @@ const BUILTIN: &[(&str, &str)] = &[
     ("tool_error", include_str!("../scenarios/tool_error.jsonl")),
 ];
 
-const SYNTHETIC: &[&str] = &["controls", "crash", "echo", "stream:N[:ms[:bytes]]"];
-
-/// Scenario directory loading failures.
+/// Failures loading scenario files.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// A directory or file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {source}", path.display())]
     Io {
-        /// The path.
-        path: String,
+        /// The directory or file.
+        path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
-    /// A script is malformed.
+    /// A script is malformed (the error names the file and line).
     #[error(transparent)]
     Script(#[from] ScriptError),
 }
 
-/// Builds replay agents (see the crate docs).
+/// Builds replay agents: each session plays the scenario its `model` names (see the crate
+/// docs). Cheap to clone; clones share the scenarios and the [`live_agents`] count.
+///
+/// [`live_agents`]: ReplayAgentFactory::live_agents
 #[derive(Debug, Clone)]
 pub struct ReplayAgentFactory {
     scripts: BTreeMap<String, Arc<Script>>,
+    live: LiveAgents,
 }
 
 impl Default for ReplayAgentFactory {
@@ -94,55 +112,69 @@ impl Default for ReplayAgentFactory {
 }
 
 impl ReplayAgentFactory {
-    /// The built-in scenarios.
+    /// The built-in scenarios: the fixtures and the synthetic ones.
     pub fn new() -> Self {
         let scripts = BUILTIN
             .iter()
             .filter_map(|(name, text)| match Script::parse(name, text) {
                 Ok(script) => Some(((*name).to_owned(), Arc::new(script))),
                 Err(err) => {
-                    tracing::error!(error = %err, "built-in scenario is malformed");
+                    // Unreachable: the built-ins are parsed by this crate's tests.
+                    tracing::error!(error = %err, "built-in replay scenario is malformed");
                     None
                 }
             })
             .collect();
-        Self { scripts }
+        Self {
+            scripts,
+            live: LiveAgents::default(),
+        }
     }
 
-    /// The built-ins plus every `*.jsonl` in `dir` (name = file stem; overrides a built-in).
+    /// The built-ins plus every `*.jsonl` file in `dir` (see [`load_dir`]).
+    ///
+    /// [`load_dir`]: ReplayAgentFactory::load_dir
     pub fn with_dir(dir: impl AsRef<Path>) -> Result<Self, ReplayError> {
+        Self::new().load_dir(dir)
+    }
+
+    /// Adds every `*.jsonl` file in `dir` (not recursive). A scenario is named after its file
+    /// stem and replaces a scenario of the same name (built-in or synthetic). Fails on an
+    /// unreadable directory or file, or a malformed script (`path:line: reason`).
+    pub fn load_dir(mut self, dir: impl AsRef<Path>) -> Result<Self, ReplayError> {
         let dir = dir.as_ref();
-        let io = |path: &Path, source| ReplayError::Io {
-            path: path.display().to_string(),
-            source,
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReplayError::Io { path, source }
         };
-        let mut factory = Self::new();
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| io(dir, e))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|ext| ext == "jsonl"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let script = Script::parse(&path.display().to_string(), &text)?;
-            factory.scripts.insert(name, Arc::new(script));
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            if path.extension().is_some_and(|ext| ext == "jsonl") && path.is_file() {
+                files.push(path);
+            }
         }
-        Ok(factory)
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let script = Script::parse(&path.display().to_string(), &text)?;
+            tracing::info!(scenario = %name, path = %path.display(), turns = script.turns(), "loaded replay scenario");
+            self.scripts.insert(name, Arc::new(script));
+        }
+        Ok(self)
     }
 
     /// Adds (or replaces) a scenario.
-    pub fn with_script(mut self, name: &str, script: Script) -> Self {
-        self.scripts.insert(name.to_owned(), Arc::new(script));
+    pub fn with_script(mut self, name: impl Into<String>, script: Script) -> Self {
+        self.scripts.insert(name.into(), Arc::new(script));
         self
     }
 
-    /// Every scenario name, sorted (synthetic ones included, `stream` as its pattern).
+    /// Every scenario name, sorted, including the synthetic ones (`stream` as its pattern
+    /// `stream:N[:ms[:bytes]]`).
     pub fn scenario_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .scripts
@@ -155,9 +187,21 @@ impl ReplayAgentFactory {
         names
     }
 
-    fn scenario(&self, model: Option<&str>) -> Result<Scenario, AgentError> {
-        let name = model.unwrap_or("echo");
-        let name = name.strip_prefix("fixture:").unwrap_or(name);
+    /// Number of replay agents (sessions) currently running, across clones of this factory.
+    pub fn live_agents(&self) -> usize {
+        self.live.count()
+    }
+
+    /// Resolves once exactly `count` replay agents are running (e.g. `0` after closing every
+    /// session: proves no agent task outlived its session).
+    pub async fn wait_for_live_agents(&self, count: usize) {
+        self.live.wait_for(count).await;
+    }
+
+    /// The scenario a session `model` selects.
+    fn resolve(&self, model: Option<&str>) -> Result<Scenario, AgentError> {
+        let requested = model.unwrap_or(DEFAULT_SCENARIO);
+        let name = requested.strip_prefix(FIXTURE_PREFIX).unwrap_or(requested);
         if let Some(script) = self.scripts.get(name) {
             return Ok(Scenario::Script(Arc::clone(script)));
         }
@@ -165,364 +209,105 @@ impl ReplayAgentFactory {
             "echo" => Ok(Scenario::Echo),
             "controls" => Ok(Scenario::Controls),
             "crash" => Ok(Scenario::Crash),
-            _ if name.starts_with("stream:") => parse_stream(name).ok_or_else(|| {
-                AgentError::InvalidConfig(format!(
-                    "invalid replay scenario {name:?}: expected stream:N[:ms[:bytes]]"
-                ))
-            }),
-            _ => Err(AgentError::InvalidConfig(format!(
-                "unknown replay scenario {name:?}; known scenarios: {}",
-                self.scenario_names().join(", ")
-            ))),
+            _ => match name.strip_prefix("stream:") {
+                Some(spec) => StreamSpec::parse(spec)
+                    .map(Scenario::Stream)
+                    .map_err(|reason| {
+                        AgentError::InvalidConfig(format!(
+                        "invalid replay scenario {name:?}: {reason}; expected stream:N[:ms[:bytes]]"
+                    ))
+                    }),
+                None => Err(AgentError::InvalidConfig(format!(
+                    "unknown replay scenario {name:?}; known scenarios: {}",
+                    self.scenario_names().join(", ")
+                ))),
+            },
         }
     }
-}
-
-fn parse_stream(name: &str) -> Option<Scenario> {
-    let mut parts = name.strip_prefix("stream:")?.split(':');
-    let count = parts.next()?.parse().ok()?;
-    let ms = parts.next().map(str::parse).transpose().ok()?.unwrap_or(0);
-    let bytes = parts.next().map(str::parse).transpose().ok()?.unwrap_or(0);
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(Scenario::Stream {
-        count,
-        interval: Duration::from_millis(ms),
-        bytes,
-    })
-}
-
-#[derive(Debug, Clone)]
-enum Scenario {
-    Script(Arc<Script>),
-    Echo,
-    Controls,
-    Crash,
-    Stream {
-        count: u64,
-        interval: Duration,
-        bytes: usize,
-    },
 }
 
 #[async_trait]
 impl AgentClientFactory for ReplayAgentFactory {
     async fn create(&self, ctx: AgentContext) -> Result<AgentConnection, AgentError> {
-        let scenario = self.scenario(ctx.config.model.as_deref())?;
-        let (query_tx, query_rx) = mpsc::unbounded_channel();
-        let (out_tx, out_rx) = mpsc::channel(64);
-        let (interrupt_tx, interrupt_rx) = watch::channel(0u64);
-        let shared = Arc::new(Shared {
-            model: Mutex::new(ctx.config.model.clone()),
-            controls: Mutex::new(Vec::new()),
-        });
-        let stop = CancellationToken::new();
-        let agent = ReplayTask {
-            session_id: ctx.session_id.clone(),
-            scenario,
-            permissions: ctx.permissions,
-            shared: Arc::clone(&shared),
-            out: out_tx,
-            interrupts: interrupt_rx,
-            turn: 0,
+        let scenario = match self.resolve(ctx.config.model.as_deref()) {
+            Ok(scenario) => scenario,
+            Err(err) => {
+                tracing::info!(session_id = %ctx.session_id, error = %err, "replay agent not started");
+                return Err(err);
+            }
         };
-        let task_stop = stop.clone();
-        let span = tracing::debug_span!("replay_agent", session_id = %ctx.session_id);
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                tokio::select! {
-                    () = task_stop.cancelled() => {}
-                    () = agent.run(query_rx) => {}
-                }
-            },
-            span,
+        tracing::info!(
+            session_id = %ctx.session_id,
+            model = ctx.config.model.as_deref().unwrap_or(DEFAULT_SCENARIO),
+            "replay agent starting"
+        );
+        Ok(agent::start(ctx, scenario, &self.live))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn every_builtin_parses() {
+        for (name, text) in BUILTIN {
+            let script = Script::parse(name, text).unwrap();
+            assert!(script.turns() >= 1, "{name}");
+        }
+        assert_eq!(ReplayAgentFactory::new().scripts.len(), BUILTIN.len());
+    }
+
+    #[test]
+    fn builtins_match_the_shipped_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+        assert_eq!(files, names, "every file in scenarios/ is embedded");
+    }
+
+    #[test]
+    fn names_and_resolution() {
+        let f = ReplayAgentFactory::new();
+        let names = f.scenario_names();
+        assert_eq!(names.len(), BUILTIN.len() + SYNTHETIC.len());
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert!(names.contains(&"stream:N[:ms[:bytes]]".to_owned()));
+        assert!(matches!(f.resolve(None), Ok(Scenario::Echo)));
+        assert!(matches!(
+            f.resolve(Some("fixture:echo")),
+            Ok(Scenario::Echo)
         ));
-        let messages = futures_util::stream::unfold(out_rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(AgentConnection {
-            client: Arc::new(ReplayClient {
-                queries: query_tx,
-                interrupts: interrupt_tx,
-                shared,
-                stop,
-            }),
-            messages: Box::pin(messages),
-        })
-    }
-}
-
-struct Shared {
-    model: Mutex<Option<String>>,
-    controls: Mutex<Vec<Value>>,
-}
-
-/// The command side of a replay agent.
-struct ReplayClient {
-    queries: mpsc::UnboundedSender<UserContent>,
-    interrupts: watch::Sender<u64>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-}
-
-impl ReplayClient {
-    fn live(&self) -> Result<(), AgentError> {
-        if self.stop.is_cancelled() {
-            Err(AgentError::Disconnected)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn record(&self, call: Value) {
-        self.shared.controls.lock().push(call);
-    }
-}
-
-#[async_trait]
-impl AgentClient for ReplayClient {
-    async fn query(&self, content: UserContent) -> Result<(), AgentError> {
-        self.live()?;
-        self.queries
-            .send(content)
-            .map_err(|_| AgentError::Disconnected)
-    }
-
-    async fn interrupt(&self) -> Result<(), AgentError> {
-        self.live()?;
-        self.record(json!(["interrupt"]));
-        self.interrupts.send_modify(|n| *n += 1);
-        Ok(())
-    }
-
-    async fn set_permission_mode(&self, mode: &str) -> Result<(), AgentError> {
-        self.live()?;
-        self.record(json!(["set_permission_mode", mode]));
-        Ok(())
-    }
-
-    async fn set_model(&self, model: Option<&str>) -> Result<(), AgentError> {
-        self.live()?;
-        self.record(json!(["set_model", model]));
-        *self.shared.model.lock() = model.map(str::to_owned);
-        Ok(())
-    }
-
-    async fn stop_task(&self, task_id: &str) -> Result<(), AgentError> {
-        self.live()?;
-        self.record(json!(["stop_task", task_id]));
-        Ok(())
-    }
-
-    async fn disconnect(&self) -> Result<(), AgentError> {
-        self.stop.cancel();
-        Ok(())
-    }
-}
-
-/// The per-session task that plays the scenario.
-struct ReplayTask {
-    session_id: String,
-    scenario: Scenario,
-    permissions: PermissionHandle,
-    shared: Arc<Shared>,
-    out: mpsc::Sender<Result<AgentMessage, AgentError>>,
-    interrupts: watch::Receiver<u64>,
-    turn: u64,
-}
-
-/// The receiving side is gone: stop playing.
-struct Gone;
-
-impl ReplayTask {
-    async fn emit(&self, message: AgentMessage) -> Result<(), Gone> {
-        self.out.send(Ok(message)).await.map_err(|_| Gone)
-    }
-
-    fn result(&self, subtype: &str) -> AgentMessage {
-        AgentMessage::Result(TurnResult::new(self.session_id.clone(), subtype))
-    }
-
-    async fn run(mut self, mut queries: mpsc::UnboundedReceiver<UserContent>) {
-        let mut cursor = 0usize;
-        while let Some(content) = queries.recv().await {
-            self.turn += 1;
-            self.interrupts.borrow_and_update();
-            if let Scenario::Crash = self.scenario {
-                let _ = self
-                    .out
-                    .send(Err(AgentError::Exited(
-                        "replay scenario \"crash\": the agent crashed after the first user message"
-                            .into(),
-                    )))
-                    .await;
-                return;
-            }
-            self.skip_to_turn(&mut cursor);
-            let prompt: Mutex<Option<String>> = Mutex::new(None);
-            let mut interrupts = self.interrupts.clone();
-            let outcome = {
-                let turn = self.play_turn(content, &mut cursor, &prompt);
-                tokio::pin!(turn);
-                let outcome = tokio::select! {
-                    outcome = &mut turn => Some(outcome),
-                    _ = interrupts.changed() => None,
-                };
-                if outcome.is_none() {
-                    if let Some(id) = prompt.lock().take() {
-                        self.permissions.cancel(&id, "interrupted");
-                    }
-                }
-                outcome
-            };
-            match outcome {
-                Some(Ok(())) => {}
-                Some(Err(Gone)) => return,
-                None => {
-                    tracing::debug!(turn = self.turn, "turn interrupted");
-                    let session_id = self
-                        .finish_interrupted_turn(&mut cursor)
-                        .unwrap_or_else(|| self.session_id.clone());
-                    let result = AgentMessage::Result(TurnResult::new(session_id, "interrupted"));
-                    if self.emit(result).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            self.interrupts = interrupts;
-        }
-    }
-
-    /// For scripts: moves past the `expect_user_query` that starts this turn.
-    fn skip_to_turn(&self, cursor: &mut usize) {
-        let Scenario::Script(script) = &self.scenario else {
-            return;
+        assert!(matches!(
+            f.resolve(Some("fixture:read_allow")),
+            Ok(Scenario::Script(_))
+        ));
+        assert!(matches!(
+            f.resolve(Some("stream:2:0:10")),
+            Ok(Scenario::Stream(_))
+        ));
+        let Err(AgentError::InvalidConfig(msg)) = f.resolve(Some("nope")) else {
+            panic!()
         };
-        while let Some(step) = script.steps.get(*cursor) {
-            *cursor += 1;
-            if matches!(step, Step::ExpectUserQuery) {
-                break;
-            }
-        }
-    }
-
-    /// After an interrupt: skips the rest of the scripted turn; returns its result's session id.
-    fn finish_interrupted_turn(&self, cursor: &mut usize) -> Option<String> {
-        let Scenario::Script(script) = &self.scenario else {
-            return None;
+        assert_eq!(
+            msg,
+            format!(
+                "unknown replay scenario \"nope\"; known scenarios: {}",
+                names.join(", ")
+            )
+        );
+        let Err(AgentError::InvalidConfig(msg)) = f.resolve(Some("stream:x")) else {
+            panic!()
         };
-        let mut session_id = None;
-        while let Some(step) = script.steps.get(*cursor) {
-            match step {
-                Step::ExpectUserQuery => break,
-                Step::Outbound(AgentMessage::Result(r)) => session_id = Some(r.session_id.clone()),
-                _ => {}
-            }
-            *cursor += 1;
-        }
-        session_id
-    }
-
-    async fn play_turn(
-        &self,
-        content: UserContent,
-        cursor: &mut usize,
-        prompt: &Mutex<Option<String>>,
-    ) -> Result<(), Gone> {
-        match &self.scenario {
-            Scenario::Echo => {
-                let model = self.shared.model.lock().clone();
-                self.emit(AgentMessage::Assistant(AssistantMessage {
-                    id: format!("msg_echo_{}", self.turn),
-                    content: content.to_blocks(),
-                    model,
-                    stop_reason: Some("end_turn".into()),
-                }))
-                .await?;
-                self.emit(self.result("success")).await
-            }
-            Scenario::Controls => {
-                let calls = std::mem::take(&mut *self.shared.controls.lock());
-                let text = Value::Array(calls).to_string();
-                let model = self.shared.model.lock().clone();
-                self.emit(AgentMessage::Assistant(AssistantMessage {
-                    id: format!("msg_controls_{}", self.turn),
-                    content: vec![json!({"type": "text", "text": text})],
-                    model,
-                    stop_reason: Some("end_turn".into()),
-                }))
-                .await?;
-                self.emit(self.result("success")).await
-            }
-            Scenario::Crash => Ok(()),
-            Scenario::Stream {
-                count,
-                interval,
-                bytes,
-            } => {
-                let padding = "x".repeat(*bytes);
-                for i in 0..*count {
-                    if i > 0 && !interval.is_zero() {
-                        tokio::time::sleep(*interval).await;
-                    } else if i % 64 == 63 {
-                        tokio::task::yield_now().await;
-                    }
-                    let model = self.shared.model.lock().clone();
-                    self.emit(AgentMessage::Assistant(AssistantMessage {
-                        id: format!("msg_stream_{}_{i}", self.turn),
-                        content: vec![
-                            json!({"type": "text", "text": format!("chunk {i} {padding}")}),
-                        ],
-                        model,
-                        stop_reason: None,
-                    }))
-                    .await?;
-                }
-                self.emit(self.result("success")).await
-            }
-            Scenario::Script(script) => {
-                if *cursor >= script.steps.len() {
-                    self.emit(AgentMessage::Error {
-                        code: "scenario_exhausted".into(),
-                        message: "the replay scenario has no more turns".into(),
-                    })
-                    .await?;
-                    let mut result =
-                        TurnResult::new(self.session_id.clone(), "error_during_execution");
-                    result.extra.insert("is_error".into(), Value::Bool(true));
-                    return self.emit(AgentMessage::Result(result)).await;
-                }
-                while let Some(step) = script.steps.get(*cursor) {
-                    match step {
-                        Step::ExpectUserQuery => break,
-                        Step::Outbound(message) => self.emit(message.clone()).await?,
-                        Step::Delay(delay) => tokio::time::sleep(*delay).await,
-                        Step::Callback {
-                            tool_name,
-                            input,
-                            context,
-                        } => {
-                            let id = context
-                                .get("tool_use_id")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned);
-                            *prompt.lock() = id;
-                            let decision = self
-                                .permissions
-                                .can_use_tool(tool_name, input.clone(), context.clone())
-                                .await;
-                            *prompt.lock() = None;
-                            if let Err(err) = decision {
-                                tracing::debug!(error = %err, "permission prompt ended without a decision");
-                                return Err(Gone);
-                            }
-                        }
-                    }
-                    *cursor += 1;
-                }
-                Ok(())
-            }
-        }
+        assert!(msg.contains("stream:N[:ms[:bytes]]"), "{msg}");
     }
 }
