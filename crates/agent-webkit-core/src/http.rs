@@ -466,6 +466,7 @@ impl Api {
             Err(SessionError::Agent(err)) => {
                 tracing::warn!(session_id = id, error = %err, "agent command failed");
                 let status = match err {
+                    AgentError::InvalidConfig(_) => 400,
                     AgentError::Unsupported(_) => 501,
                     AgentError::Timeout(_) => 504,
                     AgentError::Exited(_) | AgentError::Disconnected => 409,
@@ -492,6 +493,10 @@ async fn apply(session: &Arc<Session>, message: InboundMessage) -> Result<(), Se
         InboundMessage::SetPermissionMode { mode } => session.set_permission_mode(&mode).await,
         InboundMessage::SetModel { model } => session.set_model(model.as_deref()).await,
         InboundMessage::StopTask { task_id } => session.stop_task(&task_id).await,
+        InboundMessage::HookDecisionResponse {
+            correlation_id,
+            decision,
+        } => session.resolve_hook(&correlation_id, decision),
     }
 }
 

@@ -154,6 +154,14 @@ pub enum InboundMessage {
         /// The task to stop.
         task_id: String,
     },
+    /// Answer to a `hook_decision_request` (ours, an extension to protocol 1.0).
+    HookDecisionResponse {
+        /// The `correlation_id` of the `hook_decision_request` being answered.
+        correlation_id: String,
+        /// The hook's output object (`{}` = no opinion), e.g.
+        /// `{"hookSpecificOutput":{"hookEventName":"PreToolUse","permissionDecision":"deny"}}`.
+        decision: Map<String, Value>,
+    },
 }
 
 /// Why an inbound body was rejected (every variant is a 400).
@@ -298,6 +306,23 @@ impl InboundMessage {
             "stop_task" => Ok(InboundMessage::StopTask {
                 task_id: req_string(&obj, "task_id")?,
             }),
+            "hook_decision_response" => {
+                let correlation_id = req_string(&obj, "correlation_id")?;
+                let decision = match obj.get("decision") {
+                    None | Some(Value::Null) => return Err(InboundError::MissingField("decision")),
+                    Some(Value::Object(map)) => map.clone(),
+                    Some(_) => {
+                        return Err(InboundError::InvalidField {
+                            field: "decision",
+                            expected: "an object",
+                        })
+                    }
+                };
+                Ok(InboundMessage::HookDecisionResponse {
+                    correlation_id,
+                    decision,
+                })
+            }
             other => Err(InboundError::UnknownType(other.to_owned())),
         }
     }

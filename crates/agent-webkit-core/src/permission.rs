@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::event_log::EventLog;
 use crate::models::{
-    AskUserQuestionData, Behavior, ErrorData, EventKind, PermissionRequestData, PermissionResponse,
+    AskUserQuestionData, Behavior, ErrorData, EventKind, HookDecisionRequestData,
+    PermissionRequestData, PermissionResponse,
 };
 
 /// The tool name that is routed as a question instead of a permission prompt.
@@ -63,6 +64,8 @@ pub enum PromptKind {
     Permission,
     /// An `ask_user_question`, answered by `question_response`.
     Question,
+    /// A `hook_decision_request`, answered by `hook_decision_response`.
+    Hook,
 }
 
 impl PromptKind {
@@ -70,6 +73,7 @@ impl PromptKind {
         match self {
             PromptKind::Permission => "permission",
             PromptKind::Question => "question",
+            PromptKind::Hook => "hook decision",
         }
     }
 }
@@ -81,6 +85,8 @@ pub enum PromptReply {
     Permission(PermissionDecision),
     /// Answers to a question.
     Question(Value),
+    /// A hook's output object.
+    Hook(Map<String, Value>),
 }
 
 impl PromptReply {
@@ -88,6 +94,7 @@ impl PromptReply {
         match self {
             PromptReply::Permission(_) => PromptKind::Permission,
             PromptReply::Question(_) => PromptKind::Question,
+            PromptReply::Hook(_) => PromptKind::Hook,
         }
     }
 }
@@ -318,6 +325,8 @@ impl PermissionHandle {
             let answers = match reply {
                 PromptReply::Question(answers) => answers,
                 PromptReply::Permission(decision) => return Ok(decision),
+                // Unreachable: the router only delivers replies of the registered kind.
+                PromptReply::Hook(_) => return Err(PermissionError::Cancelled(correlation_id)),
             };
             let mut updated = match input {
                 Value::Object(map) => map,
@@ -346,7 +355,38 @@ impl PermissionHandle {
         match reply {
             PromptReply::Permission(decision) => Ok(decision),
             // Unreachable: the router only delivers replies of the registered kind.
-            PromptReply::Question(_) => Err(PermissionError::Cancelled(correlation_id)),
+            PromptReply::Question(_) | PromptReply::Hook(_) => {
+                Err(PermissionError::Cancelled(correlation_id))
+            }
+        }
+    }
+
+    /// Forwards a hook event to the client as `hook_decision_request` and waits for its
+    /// `hook_decision_response`; returns the hook output object (`{}` = no opinion).
+    pub async fn hook_decision(
+        &self,
+        correlation_id: &str,
+        hook_event: &str,
+        hook_input: Value,
+    ) -> Result<Map<String, Value>, PermissionError> {
+        let reply = self
+            .prompt(
+                correlation_id,
+                PromptKind::Hook,
+                EventKind::HookDecisionRequest,
+                &HookDecisionRequestData {
+                    correlation_id: correlation_id.to_owned(),
+                    hook_event: hook_event.to_owned(),
+                    hook_input,
+                },
+            )
+            .await?;
+        match reply {
+            PromptReply::Hook(decision) => Ok(decision),
+            // Unreachable: the router only delivers replies of the registered kind.
+            PromptReply::Permission(_) | PromptReply::Question(_) => {
+                Err(PermissionError::Cancelled(correlation_id.to_owned()))
+            }
         }
     }
 

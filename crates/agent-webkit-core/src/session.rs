@@ -236,6 +236,19 @@ impl Session {
         Ok(())
     }
 
+    /// Answers a `hook_decision_request`.
+    pub fn resolve_hook(
+        &self,
+        correlation_id: &str,
+        decision: serde_json::Map<String, Value>,
+    ) -> Result<(), SessionError> {
+        self.router
+            .resolve(correlation_id, PromptReply::Hook(decision))?;
+        tracing::debug!(session_id = %self.id, correlation_id, "hook decision answered");
+        self.touch();
+        Ok(())
+    }
+
     fn live(&self) -> Result<(), SessionError> {
         if self.cancel.is_cancelled() {
             Err(SessionError::Closed)

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_webkit_claude::{ClaudeAgentFactory, ClaudeOptions, HookSpec, SystemPrompt};
 use agent_webkit_core::{AgentClientFactory, Api, AppConfig, AuthConfig, RegistryConfig};
 use agent_webkit_replay::ReplayAgentFactory;
 use clap::{Parser, ValueEnum};
@@ -18,10 +19,11 @@ use tracing_subscriber::EnvFilter;
 /// Which agent runs behind each session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum AgentKind {
+    /// The Claude Code CLI, one process per session (needs the `claude` executable and an API
+    /// key or Claude login).
+    Claude,
     /// Scripted scenarios: the session's `model` names the scenario (offline, deterministic).
     Replay,
-    /// The Claude Code CLI (not available yet: arrives with the CLI bridge).
-    Claude,
 }
 
 /// Serve Claude Code agent sessions over HTTP + Server-Sent Events (wire protocol 1.0).
@@ -64,11 +66,156 @@ struct Cli {
     )]
     allowed_roots: Vec<PathBuf>,
     /// The agent behind each session.
-    #[arg(long, env = "AGENT_WEBKIT_AGENT", value_enum, default_value_t = AgentKind::Replay)]
+    #[arg(long, env = "AGENT_WEBKIT_AGENT", value_enum, default_value_t = AgentKind::Claude)]
     agent: AgentKind,
     /// Extra replay scenario scripts (`*.jsonl`, name = file stem).
     #[arg(long, env = "AGENT_WEBKIT_REPLAY_DIR")]
     replay_dir: Option<PathBuf>,
+    #[command(flatten)]
+    claude: ClaudeArgs,
+}
+
+/// Settings of the Claude CLI bridge (`--agent claude`).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Claude CLI")]
+struct ClaudeArgs {
+    /// The `claude` executable (default: PATH, then the SDK's fallback locations).
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_PATH")]
+    claude_path: Option<PathBuf>,
+    /// Default model (a session's `model` overrides it).
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_MODEL")]
+    claude_model: Option<String>,
+    /// Default permission mode (a session's `permission_mode` overrides it).
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_PERMISSION_MODE")]
+    claude_permission_mode: Option<String>,
+    /// Custom system prompt replacing Claude Code's (default: empty, like the SDK).
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_SYSTEM_PROMPT", conflicts_with_all = ["claude_append_system_prompt", "claude_preset_prompt"])]
+    claude_system_prompt: Option<String>,
+    /// Use Claude Code's own system prompt, with this text appended.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_APPEND_SYSTEM_PROMPT")]
+    claude_append_system_prompt: Option<String>,
+    /// Use Claude Code's own system prompt unchanged.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_PRESET_PROMPT")]
+    claude_preset_prompt: bool,
+    /// Tools allowed without asking (comma-separated).
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_ALLOWED_TOOLS", value_delimiter = ',')]
+    claude_allowed_tools: Vec<String>,
+    /// Tools never allowed (comma-separated).
+    #[arg(
+        long,
+        env = "AGENT_WEBKIT_CLAUDE_DISALLOWED_TOOLS",
+        value_delimiter = ','
+    )]
+    claude_disallowed_tools: Vec<String>,
+    /// Most agentic turns per user message.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_MAX_TURNS")]
+    claude_max_turns: Option<u32>,
+    /// MCP servers: inline JSON (`{"mcpServers":{...}}`) or a file path.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_MCP_CONFIG")]
+    claude_mcp_config: Option<String>,
+    /// Settings: inline JSON or a file path.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_SETTINGS")]
+    claude_settings: Option<String>,
+    /// Settings files the CLI loads: comma-separated of user,project,local; an empty value
+    /// loads none (isolation). Default: the CLI's own default (all).
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_SETTING_SOURCES")]
+    claude_setting_sources: Option<String>,
+    /// Extra CLI flag, `name` or `name=value` (repeatable).
+    #[arg(
+        long = "claude-extra-arg",
+        env = "AGENT_WEBKIT_CLAUDE_EXTRA_ARGS",
+        value_delimiter = ' '
+    )]
+    claude_extra_args: Vec<String>,
+    /// Extra environment variable for the CLI, `KEY=VALUE` (repeatable).
+    #[arg(long = "claude-env")]
+    claude_env: Vec<String>,
+    /// Hook event forwarded to clients as `hook_decision_request`: `Event` or
+    /// `Event:matcher`, e.g. `PreToolUse:Bash` (repeatable).
+    #[arg(
+        long = "claude-hook",
+        env = "AGENT_WEBKIT_CLAUDE_HOOKS",
+        value_delimiter = ','
+    )]
+    claude_hooks: Vec<String>,
+    /// Forward thinking deltas as `message_delta` events.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_THINKING_DELTAS")]
+    claude_thinking_deltas: bool,
+    /// Largest accepted line of CLI output, in bytes.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_MAX_LINE_BYTES", default_value_t = agent_webkit_claude::options::DEFAULT_MAX_LINE_BYTES)]
+    claude_max_line_bytes: usize,
+    /// Do not mirror CLI transcripts into the session store.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_NO_MIRROR")]
+    claude_no_mirror: bool,
+}
+
+impl ClaudeArgs {
+    fn options(&self) -> Result<ClaudeOptions, String> {
+        let system_prompt = if let Some(text) = &self.claude_system_prompt {
+            SystemPrompt::Custom(text.clone())
+        } else if let Some(text) = &self.claude_append_system_prompt {
+            SystemPrompt::Preset {
+                append: Some(text.clone()),
+            }
+        } else if self.claude_preset_prompt {
+            SystemPrompt::Preset { append: None }
+        } else {
+            SystemPrompt::Empty
+        };
+        let env = self
+            .claude_env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                _ => Err(format!("--claude-env {kv:?}: expected KEY=VALUE")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let extra_args = self
+            .claude_extra_args
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| match a.trim_start_matches('-').split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (a.trim_start_matches('-').to_owned(), None),
+            })
+            .collect();
+        let hooks = self
+            .claude_hooks
+            .iter()
+            .filter(|h| !h.is_empty())
+            .map(|h| HookSpec::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let list = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        Ok(ClaudeOptions {
+            cli_path: self.claude_path.clone(),
+            model: self.claude_model.clone(),
+            permission_mode: self.claude_permission_mode.clone(),
+            system_prompt,
+            allowed_tools: list(&self.claude_allowed_tools),
+            disallowed_tools: list(&self.claude_disallowed_tools),
+            max_turns: self.claude_max_turns,
+            mcp_config: self.claude_mcp_config.clone(),
+            settings: self.claude_settings.clone(),
+            setting_sources: self.claude_setting_sources.as_ref().map(|s| {
+                s.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            }),
+            extra_args,
+            env,
+            hooks,
+            thinking_deltas: self.claude_thinking_deltas,
+            max_line_bytes: self.claude_max_line_bytes,
+            disable_mirror: self.claude_no_mirror,
+            ..ClaudeOptions::default()
+        })
+    }
 }
 
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
@@ -86,9 +233,12 @@ fn build_config(cli: &Cli) -> Result<AppConfig, String> {
             Arc::new(factory)
         }
         AgentKind::Claude => {
-            return Err(
-                "--agent claude is not available in this build yet; use --agent replay".into(),
-            )
+            let options = cli.claude.options()?;
+            if let Err(err) = agent_webkit_claude::find_cli(options.cli_path.as_deref()) {
+                // Not fatal: sessions fail with a clear 503 until the CLI is installed.
+                tracing::warn!("{err}");
+            }
+            Arc::new(ClaudeAgentFactory::new(options))
         }
     };
     let auth = if cli.no_auth {

@@ -1,0 +1,368 @@
+//! CLI stdout frames → the core's [`AgentMessage`]s (claude-cli-protocol.md §2).
+//!
+//! - `stream_event` text / tool-input deltas → `Delta` (token streaming); thinking deltas only
+//!   when enabled.
+//! - `assistant` frames arrive one per content block with a shared `message.id`; clients
+//!   *replace* a message's content on `message_complete`, so every `Assistant` carries all the
+//!   blocks seen so far for that id.
+//! - `user` frames → `User` (the session emits one `tool_result` per tool_result block).
+//! - `result` → `Result` with every field the CLI gave, in its order.
+//! - `system/init` → `McpStatus` for each MCP server whose status is new or changed.
+
+use std::collections::HashMap;
+
+use agent_webkit_core::{AgentMessage, AssistantMessage, TurnResult};
+use serde_json::{json, Map, Value};
+
+/// Frame translation state for one CLI process.
+#[derive(Debug, Default)]
+pub struct Translator {
+    /// Forward thinking deltas.
+    pub thinking_deltas: bool,
+    /// Blocks seen so far per assistant message id (cleared at each `result`).
+    blocks: HashMap<String, Vec<Value>>,
+    /// The message id of the stream currently open.
+    stream_message: Option<String>,
+    /// (message id, block index) → (tool_use_id, tool name) for input deltas.
+    tool_blocks: HashMap<(String, u64), (String, String)>,
+    /// Last reported status per MCP server.
+    mcp: HashMap<String, String>,
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+impl Translator {
+    /// A translator; `thinking_deltas` forwards thinking chunks.
+    pub fn new(thinking_deltas: bool) -> Self {
+        Self {
+            thinking_deltas,
+            ..Self::default()
+        }
+    }
+
+    /// Translates one frame (already routed: not a control or mirror frame). `result` frames
+    /// come back with `ends_turn: false`; the caller decides.
+    pub fn translate(&mut self, frame: &Value, fallback_session_id: &str) -> Vec<AgentMessage> {
+        match str_field(frame, "type") {
+            Some("stream_event") => self.stream_event(frame).into_iter().collect(),
+            Some("assistant") => self.assistant(frame).into_iter().collect(),
+            Some("user") => user(frame).into_iter().collect(),
+            Some("result") => {
+                self.blocks.clear();
+                self.tool_blocks.clear();
+                self.stream_message = None;
+                vec![AgentMessage::Result(result(frame, fallback_session_id))]
+            }
+            Some("system") if str_field(frame, "subtype") == Some("init") => self.init(frame),
+            _ => Vec::new(),
+        }
+    }
+
+    fn stream_event(&mut self, frame: &Value) -> Option<AgentMessage> {
+        let event = frame.get("event")?;
+        let frame_message = str_field(frame, "api_message_id").map(str::to_owned);
+        match str_field(event, "type")? {
+            "message_start" => {
+                let id = event
+                    .get("message")
+                    .and_then(|m| str_field(m, "id"))
+                    .map(str::to_owned)
+                    .or(frame_message);
+                self.stream_message = id;
+                None
+            }
+            "content_block_start" => {
+                let block = event.get("content_block")?;
+                if str_field(block, "type") == Some("tool_use") {
+                    let message = frame_message.or_else(|| self.stream_message.clone())?;
+                    let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    self.tool_blocks.insert(
+                        (message, index),
+                        (
+                            str_field(block, "id").unwrap_or_default().to_owned(),
+                            str_field(block, "name").unwrap_or_default().to_owned(),
+                        ),
+                    );
+                }
+                None
+            }
+            "content_block_delta" => {
+                let message_id = frame_message.or_else(|| self.stream_message.clone())?;
+                let delta = event.get("delta")?;
+                let out = match str_field(delta, "type")? {
+                    "text_delta" => json!({"type": "text", "text": str_field(delta, "text")?}),
+                    "input_json_delta" => {
+                        let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let (id, name) = self
+                            .tool_blocks
+                            .get(&(message_id.clone(), index))
+                            .cloned()
+                            .unwrap_or_default();
+                        json!({
+                            "type": "input_json_delta",
+                            "tool_use_id": id,
+                            "name": name,
+                            "partial_json": str_field(delta, "partial_json")?,
+                        })
+                    }
+                    "thinking_delta" if self.thinking_deltas => {
+                        json!({"type": "thinking", "thinking": str_field(delta, "thinking")?})
+                    }
+                    _ => return None,
+                };
+                Some(AgentMessage::Delta {
+                    message_id,
+                    delta: out,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn assistant(&mut self, frame: &Value) -> Option<AgentMessage> {
+        let message = frame.get("message")?;
+        let id = str_field(message, "id")?.to_owned();
+        let new_blocks = message
+            .get("content")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let blocks = self.blocks.entry(id.clone()).or_default();
+        for block in new_blocks {
+            // A tool_use block re-sent under the same id replaces the earlier copy.
+            let same_tool = |b: &Value| {
+                str_field(b, "type") == Some("tool_use")
+                    && str_field(b, "id").is_some()
+                    && str_field(b, "id") == str_field(&block, "id")
+            };
+            if let Some(existing) = blocks.iter_mut().find(|b| same_tool(b)) {
+                *existing = block;
+            } else {
+                blocks.push(block);
+            }
+        }
+        // Keep memory bounded if a CLI never ends its turn.
+        if self.blocks.len() > 64 {
+            let keep = id.clone();
+            self.blocks.retain(|k, _| *k == keep);
+        }
+        let content = self.blocks.get(&id).cloned().unwrap_or_default();
+        Some(AgentMessage::Assistant(AssistantMessage {
+            id,
+            content,
+            model: str_field(message, "model").map(str::to_owned),
+            stop_reason: str_field(message, "stop_reason").map(str::to_owned),
+        }))
+    }
+
+    fn init(&mut self, frame: &Value) -> Vec<AgentMessage> {
+        let Some(servers) = frame.get("mcp_servers").and_then(Value::as_array) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for server in servers {
+            let (Some(name), Some(status)) =
+                (str_field(server, "name"), str_field(server, "status"))
+            else {
+                continue;
+            };
+            if self.mcp.get(name).map(String::as_str) != Some(status) {
+                self.mcp.insert(name.to_owned(), status.to_owned());
+                out.push(AgentMessage::McpStatus {
+                    server_name: name.to_owned(),
+                    status: status.to_owned(),
+                });
+            }
+        }
+        out
+    }
+}
+
+fn user(frame: &Value) -> Option<AgentMessage> {
+    let content = frame.get("message")?.get("content")?.as_array()?;
+    let tool_results: Vec<Value> = content
+        .iter()
+        .filter(|b| str_field(b, "type") == Some("tool_result"))
+        .cloned()
+        .collect();
+    if tool_results.is_empty() {
+        return None;
+    }
+    Some(AgentMessage::User {
+        content: tool_results,
+    })
+}
+
+fn result(frame: &Value, fallback_session_id: &str) -> TurnResult {
+    let session_id = str_field(frame, "session_id").unwrap_or(fallback_session_id);
+    let subtype = str_field(frame, "subtype").unwrap_or("success");
+    let mut result = TurnResult::new(session_id, subtype);
+    result.ends_turn = false;
+    if let Value::Object(map) = frame {
+        result.extra = map
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "type" | "subtype" | "session_id"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Map<String, Value>>();
+    }
+    result
+}
+
+/// The user-message uuids a `result` frame reports (`user_message_uuids`, else
+/// `user_message_uuid`).
+pub fn result_user_uuids(frame: &Value) -> Vec<String> {
+    if let Some(list) = frame.get("user_message_uuids").and_then(Value::as_array) {
+        return list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+    }
+    str_field(frame, "user_message_uuid")
+        .map(|u| vec![u.to_owned()])
+        .unwrap_or_default()
+}
+
+/// Whether a `result` frame belongs to a turn the CLI started on its own (task notifications,
+/// wakeups), per its `origin.kind`.
+pub fn is_self_started(frame: &Value) -> bool {
+    frame
+        .get("origin")
+        .and_then(|o| str_field(o, "kind"))
+        .is_some_and(|kind| kind != "human")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn assistant_frame(id: &str, block: Value) -> Value {
+        json!({"type":"assistant","message":{"id":id,"model":"m","content":[block],"stop_reason":null}})
+    }
+
+    #[test]
+    fn assistant_blocks_accumulate_per_message() {
+        let mut t = Translator::new(false);
+        let a = t.translate(
+            &assistant_frame("m1", json!({"type":"text","text":"hi"})),
+            "s",
+        );
+        let b = t.translate(
+            &assistant_frame(
+                "m1",
+                json!({"type":"tool_use","id":"tu","name":"Bash","input":{}}),
+            ),
+            "s",
+        );
+        let AgentMessage::Assistant(a) = &a[0] else {
+            panic!()
+        };
+        let AgentMessage::Assistant(b) = &b[0] else {
+            panic!()
+        };
+        assert_eq!(a.content.len(), 1);
+        assert_eq!(b.content.len(), 2);
+        assert_eq!(b.content[1]["type"], "tool_use");
+        // A new message starts fresh.
+        let c = t.translate(
+            &assistant_frame("m2", json!({"type":"text","text":"x"})),
+            "s",
+        );
+        let AgentMessage::Assistant(c) = &c[0] else {
+            panic!()
+        };
+        assert_eq!(c.content.len(), 1);
+    }
+
+    #[test]
+    fn deltas_carry_message_and_tool_ids() {
+        let mut t = Translator::new(false);
+        let ev = |e: Value| json!({"type":"stream_event","event":e,"api_message_id":"m1"});
+        assert!(t
+            .translate(
+                &ev(json!({"type":"message_start","message":{"id":"m1"}})),
+                "s"
+            )
+            .is_empty());
+        let d = t.translate(
+            &ev(json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"He"}})),
+            "s",
+        );
+        assert_eq!(
+            d,
+            vec![AgentMessage::Delta {
+                message_id: "m1".into(),
+                delta: json!({"type":"text","text":"He"})
+            }]
+        );
+        t.translate(
+            &ev(json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"tu1","name":"Bash","input":{}}})),
+            "s",
+        );
+        let d = t.translate(
+            &ev(json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"co"}})),
+            "s",
+        );
+        assert_eq!(
+            d,
+            vec![AgentMessage::Delta {
+                message_id: "m1".into(),
+                delta: json!({"type":"input_json_delta","tool_use_id":"tu1","name":"Bash","partial_json":"{\"co"})
+            }]
+        );
+        let thinking = ev(
+            json!({"type":"content_block_delta","index":2,"delta":{"type":"thinking_delta","thinking":"hmm"}}),
+        );
+        assert!(t.translate(&thinking, "s").is_empty());
+        let mut t2 = Translator::new(true);
+        assert_eq!(t2.translate(&thinking, "s").len(), 1);
+    }
+
+    #[test]
+    fn result_keeps_every_field_in_order() {
+        let mut t = Translator::new(false);
+        let frame = json!({"duration_api_ms":1,"type":"result","subtype":"success","is_error":false,"session_id":"abc","total_cost_usd":0.5,"usage":{"x":1}});
+        let out = t.translate(&frame, "fallback");
+        let AgentMessage::Result(r) = &out[0] else {
+            panic!()
+        };
+        assert_eq!(r.session_id, "abc");
+        assert_eq!(r.subtype, "success");
+        assert_eq!(
+            r.extra.keys().collect::<Vec<_>>(),
+            ["duration_api_ms", "is_error", "total_cost_usd", "usage"]
+        );
+        assert!(!r.ends_turn);
+        assert!(!is_self_started(&frame));
+        assert!(is_self_started(
+            &json!({"type":"result","origin":{"kind":"task-notification"}})
+        ));
+    }
+
+    #[test]
+    fn mcp_status_only_on_change() {
+        let mut t = Translator::new(false);
+        let init = |status: &str| json!({"type":"system","subtype":"init","mcp_servers":[{"name":"fs","status":status}]});
+        assert_eq!(t.translate(&init("connected"), "s").len(), 1);
+        assert!(t.translate(&init("connected"), "s").is_empty());
+        assert_eq!(
+            t.translate(&init("failed"), "s"),
+            vec![AgentMessage::McpStatus {
+                server_name: "fs".into(),
+                status: "failed".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn user_frames_forward_tool_results_only() {
+        let mut t = Translator::new(false);
+        let interrupted = json!({"type":"user","message":{"role":"user","content":[{"type":"text","text":"[Request interrupted by user]"}]}});
+        assert!(t.translate(&interrupted, "s").is_empty());
+        let tr = json!({"type":"user","message":{"role":"user","content":[{"tool_use_id":"t","type":"tool_result","content":"ok"}]}});
+        assert_eq!(t.translate(&tr, "s").len(), 1);
+    }
+}

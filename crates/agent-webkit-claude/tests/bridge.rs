@@ -1,0 +1,712 @@
+//! The bridge through the core (registry → session → event log) against the fake `claude`
+//! executable: a real subprocess speaking the CLI's stream-json protocol as recorded.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_webkit_claude::{ClaudeAgentFactory, ClaudeOptions, HookSpec, Timeouts};
+use agent_webkit_core::agent::SessionConfig;
+use agent_webkit_core::permission::PermissionDecision;
+use agent_webkit_core::registry::{RegistryConfig, SessionRegistry};
+use agent_webkit_core::session::{Session, SessionError, SessionSubscriber};
+use agent_webkit_core::store::{SessionKey, SessionStore};
+use agent_webkit_core::{AgentError, InMemorySessionStore, UserContent};
+use agent_webkit_testkit::fake_claude::fake_claude_path;
+use agent_webkit_testkit::real_cli::TempDir;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(15);
+
+struct Harness {
+    registry: SessionRegistry,
+    factory: ClaudeAgentFactory,
+    store: Arc<InMemorySessionStore>,
+    dir: TempDir,
+}
+
+impl Harness {
+    fn new(tweak: impl FnOnce(&mut ClaudeOptions)) -> Self {
+        let dir = TempDir::new("bridge").unwrap();
+        std::fs::create_dir_all(dir.path().join("records")).unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let mut options = ClaudeOptions {
+            cli_path: Some(fake_claude_path()),
+            cwd: Some(dir.path().join("work")),
+            env: vec![
+                (
+                    "FAKE_CLAUDE_RECORD_DIR".into(),
+                    dir.path().join("records").display().to_string(),
+                ),
+                (
+                    "CLAUDE_CONFIG_DIR".into(),
+                    dir.path().join("config").display().to_string(),
+                ),
+            ],
+            ..ClaudeOptions::default()
+        };
+        tweak(&mut options);
+        let factory = ClaudeAgentFactory::new(options);
+        let store = Arc::new(InMemorySessionStore::new());
+        let registry = SessionRegistry::with_config(
+            Arc::new(factory.clone()),
+            Some(store.clone() as Arc<dyn SessionStore>),
+            RegistryConfig::default(),
+        );
+        Self {
+            registry,
+            factory,
+            store,
+            dir,
+        }
+    }
+
+    async fn session(&self, model: Option<&str>) -> (Arc<Session>, Reader) {
+        let session = self
+            .registry
+            .create(SessionConfig {
+                model: model.map(str::to_owned),
+                ..SessionConfig::default()
+            })
+            .await
+            .unwrap();
+        let reader = Reader::new(&session);
+        (session, reader)
+    }
+
+    /// The fake's record (`argv`, `env`, `pid`) for every process started so far.
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_dir(self.dir.path().join("records"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+            .collect()
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+}
+
+/// Whether a process is still running (a zombie counts as gone).
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+struct Reader {
+    sub: SessionSubscriber,
+}
+
+impl Reader {
+    fn new(session: &Arc<Session>) -> Self {
+        Self {
+            sub: session.subscribe(None).unwrap(),
+        }
+    }
+
+    async fn next(&mut self) -> Option<(String, Value)> {
+        let batch = tokio::time::timeout(T, self.sub.next_batch(1))
+            .await
+            .expect("timed out waiting for an event")
+            .unwrap()?;
+        let ev = &batch[0];
+        Some((ev.kind().as_str().to_owned(), ev.data()))
+    }
+
+    /// Events up to and including the first `until`.
+    async fn until(&mut self, until: &str) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        loop {
+            let Some(ev) = self.next().await else {
+                panic!("log ended before {until}; got {:?}", names(&out))
+            };
+            let done = ev.0 == until;
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+fn text(s: &str) -> UserContent {
+    UserContent::Text(s.into())
+}
+
+fn allow() -> PermissionDecision {
+    PermissionDecision::Allow {
+        updated_input: None,
+        updated_permissions: None,
+    }
+}
+
+#[tokio::test]
+async fn plain_turn_streams_token_deltas_then_the_whole_message_and_result() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    assert_eq!(r.next().await.unwrap().0, "session_ready");
+    session.submit_user_message(text("hello there")).unwrap();
+    let events = r.until("result").await;
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "message_delta")
+        .map(|(_, d)| {
+            assert_eq!(d["delta"]["type"], "text");
+            d["delta"]["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(deltas, "echo: hello there");
+    let complete = events
+        .iter()
+        .find(|(n, _)| n == "message_complete")
+        .unwrap();
+    assert_eq!(
+        complete.1["message"]["content"],
+        json!([{"type": "text", "text": "echo: hello there"}])
+    );
+    let delta_ids: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "message_delta")
+        .map(|(_, d)| &d["message_id"])
+        .collect();
+    assert!(delta_ids.iter().all(|id| **id == complete.1["message_id"]));
+    let (_, result) = events.last().unwrap();
+    assert_eq!(result["subtype"], "success");
+    assert_eq!(result["session_id"], session.id());
+    for field in [
+        "is_error",
+        "duration_ms",
+        "num_turns",
+        "total_cost_usd",
+        "usage",
+    ] {
+        assert!(
+            result.get(field).is_some(),
+            "result lacks {field}: {result}"
+        );
+    }
+
+    // The launch matches the SDK's: flags, equals form, environment.
+    let records = h.records();
+    assert_eq!(records.len(), 1);
+    let argv: Vec<&str> = records[0]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for flag in [
+        "--verbose",
+        "--permission-prompt-tool=stdio",
+        "--include-partial-messages",
+        "--session-mirror",
+    ] {
+        assert!(argv.contains(&flag), "{flag} missing from {argv:?}");
+    }
+    assert!(argv.contains(&format!("--session-id={}", session.id()).as_str()));
+    let env = &records[0]["env"];
+    assert_eq!(env["CLAUDE_CODE_ENTRYPOINT"], "sdk-py");
+    assert_eq!(env["CLAUDE_AGENT_SDK_VERSION"], "0.2.187");
+    assert_eq!(env["CLAUDE_CODE_SDK_READS_SESSION_STATE"], "1");
+    assert!(env["CLAUDE_AGENT_SDK_CLIENT_APP"]
+        .as_str()
+        .unwrap()
+        .starts_with("agent-webkit/"));
+
+    session.close().await;
+    assert_eq!(h.factory.live_processes(), 0);
+    assert!(!alive(records[0]["pid"].as_u64().unwrap()));
+}
+
+#[tokio::test]
+async fn bash_permission_allow_with_updated_input() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session
+        .submit_user_message(text("[[bash: rm -rf /]]"))
+        .unwrap();
+    let events = r.until("permission_request").await;
+    let seen = names(&events);
+    // Both blocks of the message, then the tool_use, then the prompt — never the other way.
+    let completes: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "message_complete")
+        .map(|(_, d)| &d["message"]["content"])
+        .collect();
+    assert_eq!(completes.len(), 2, "{seen:?}");
+    assert_eq!(completes[0].as_array().unwrap().len(), 1);
+    assert_eq!(completes[1].as_array().unwrap().len(), 2);
+    assert_eq!(completes[1][1]["type"], "tool_use");
+    let tool_use = events.iter().find(|(n, _)| n == "tool_use").unwrap();
+    let (_, prompt) = events.last().unwrap();
+    assert_eq!(prompt["correlation_id"], tool_use.1["tool_use_id"]);
+    assert_eq!(prompt["tool_name"], "Bash");
+    assert_eq!(prompt["input"]["command"], "rm -rf /");
+    assert_eq!(prompt["context"]["tool_use_id"], tool_use.1["tool_use_id"]);
+    let seen_tool_deltas = events.iter().any(|(n, d)| {
+        n == "message_delta"
+            && d["delta"]["type"] == "input_json_delta"
+            && d["delta"]["tool_use_id"] == tool_use.1["tool_use_id"]
+    });
+    let _ = seen_tool_deltas; // the fake may or may not stream tool input
+
+    session
+        .resolve_permission(
+            prompt["correlation_id"].as_str().unwrap(),
+            PermissionDecision::Allow {
+                updated_input: Some(json!({"command": "echo safe"}).as_object().unwrap().clone()),
+                updated_permissions: None,
+            },
+        )
+        .unwrap();
+    let events = r.until("result").await;
+    let (_, tool_result) = events.iter().find(|(n, _)| n == "tool_result").unwrap();
+    assert_eq!(tool_result["output"], "ran: echo safe");
+    assert_eq!(tool_result["is_error"], false);
+    assert_eq!(events.last().unwrap().1["subtype"], "success");
+    // A second answer is a conflict.
+    assert!(matches!(
+        session.resolve_permission(prompt["correlation_id"].as_str().unwrap(), allow()),
+        Err(SessionError::Conflict(_))
+    ));
+    session.close().await;
+}
+
+#[tokio::test]
+async fn deny_continues_the_turn_and_deny_with_interrupt_ends_it() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("[[bash: ls]]")).unwrap();
+    let (_, prompt) = r.until("permission_request").await.pop().unwrap();
+    session
+        .resolve_permission(
+            prompt["correlation_id"].as_str().unwrap(),
+            PermissionDecision::Deny {
+                message: "not today".into(),
+                interrupt: false,
+            },
+        )
+        .unwrap();
+    let events = r.until("result").await;
+    let (_, tr) = events.iter().find(|(n, _)| n == "tool_result").unwrap();
+    assert_eq!(tr["is_error"], true);
+    assert!(tr["output"].to_string().contains("not today"));
+    assert_eq!(events.last().unwrap().1["is_error"], false);
+
+    session.submit_user_message(text("[[bash: ls]]")).unwrap();
+    let (_, prompt) = r.until("permission_request").await.pop().unwrap();
+    session
+        .resolve_permission(
+            prompt["correlation_id"].as_str().unwrap(),
+            PermissionDecision::Deny {
+                message: "stop".into(),
+                interrupt: true,
+            },
+        )
+        .unwrap();
+    let (_, result) = r.until("result").await.pop().unwrap();
+    assert_eq!(result["is_error"], true);
+    assert_eq!(result["subtype"], "error_during_execution");
+    // The session still takes turns.
+    session.submit_user_message(text("again")).unwrap();
+    let (_, result) = r.until("result").await.pop().unwrap();
+    assert_eq!(result["subtype"], "success");
+    session.close().await;
+}
+
+#[tokio::test]
+async fn ask_user_question_answers_reach_the_cli() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session
+        .submit_user_message(text("[[ask: Which color? | Red | Blue]]"))
+        .unwrap();
+    let (name, ask) = r.until("ask_user_question").await.pop().unwrap();
+    assert_eq!(name, "ask_user_question");
+    assert_eq!(ask["questions"]["questions"][0]["question"], "Which color?");
+    session
+        .resolve_question(
+            ask["correlation_id"].as_str().unwrap(),
+            json!({"Which color?": "Blue"}),
+        )
+        .unwrap();
+    let events = r.until("result").await;
+    let (_, tr) = events.iter().find(|(n, _)| n == "tool_result").unwrap();
+    assert!(
+        tr["output"]
+            .to_string()
+            .contains("\\\"Which color?\\\"=\\\"Blue\\\""),
+        "{tr}"
+    );
+    session.close().await;
+}
+
+#[tokio::test]
+async fn interrupt_mid_stream_ends_the_turn_and_the_next_turn_works() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("[[slow: 200]]")).unwrap();
+    r.until("message_delta").await;
+    session.interrupt().await.unwrap();
+    let events = r.until("result").await;
+    let (_, result) = events.last().unwrap();
+    assert_eq!(result["subtype"], "error_during_execution");
+    assert_eq!(result["terminal_reason"], "aborted_streaming");
+    let deltas = events.iter().filter(|(n, _)| n == "message_delta").count();
+    assert!(deltas < 200, "the stream stopped early ({deltas} deltas)");
+    session.submit_user_message(text("still there?")).unwrap();
+    let (_, result) = r.until("result").await.pop().unwrap();
+    assert_eq!(result["subtype"], "success");
+    // Interrupting an idle session is fine.
+    session.interrupt().await.unwrap();
+    session.close().await;
+}
+
+#[tokio::test]
+async fn a_prompt_withdrawn_by_the_cli_is_resolved_on_the_wire() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("[[cancel]]")).unwrap();
+    let (_, prompt) = r.until("permission_request").await.pop().unwrap();
+    let id = prompt["correlation_id"].as_str().unwrap().to_owned();
+    let events = r.until("error").await;
+    let (_, err) = events.last().unwrap();
+    assert_eq!(err["code"], "permission_cancelled");
+    assert_eq!(err["correlation_id"], id.as_str());
+    assert!(matches!(
+        session.resolve_permission(&id, allow()),
+        Err(SessionError::Conflict(_))
+    ));
+    r.until("result").await;
+    session.close().await;
+}
+
+#[tokio::test]
+async fn turns_the_cli_starts_itself_do_not_confuse_the_turn_gate() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session
+        .submit_user_message(text("first [[self_turn]]"))
+        .unwrap();
+    session.submit_user_message(text("second")).unwrap();
+    session.submit_user_message(text("third")).unwrap();
+    let mut results = Vec::new();
+    let mut texts = Vec::new();
+    while results.len() < 4 {
+        let (name, data) = r.next().await.unwrap();
+        match name.as_str() {
+            "result" => results.push(data),
+            "message_complete" => texts.push(data["message"]["content"][0]["text"].clone()),
+            _ => {}
+        }
+    }
+    assert!(results
+        .iter()
+        .any(|r| r["origin"]["kind"] == "task-notification"));
+    assert!(texts.contains(&json!("echo: second")), "{texts:?}");
+    assert!(texts.contains(&json!("echo: third")), "{texts:?}");
+    assert!(
+        texts.contains(&json!("background task finished")),
+        "{texts:?}"
+    );
+    session.close().await;
+}
+
+#[tokio::test]
+async fn unknown_cli_requests_are_refused_not_ignored() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session
+        .submit_user_message(text("[[unknown_request]]"))
+        .unwrap();
+    let events = r.until("result").await;
+    let said: Vec<String> = events
+        .iter()
+        .filter(|(n, _)| n == "message_complete")
+        .map(|(_, d)| d["message"]["content"].to_string())
+        .collect();
+    assert!(
+        said.iter()
+            .any(|t| t.contains("Unsupported control request subtype: elicitation")),
+        "{said:?}"
+    );
+    session.close().await;
+}
+
+#[tokio::test]
+async fn hooks_are_forwarded_and_answered() {
+    let h = Harness::new(|o| o.hooks = vec![HookSpec::parse("PreToolUse:Bash").unwrap()]);
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("[[bash: ls]]")).unwrap();
+    let (name, req) = r.until("hook_decision_request").await.pop().unwrap();
+    assert_eq!(name, "hook_decision_request");
+    assert_eq!(req["hook_event"], "PreToolUse");
+    assert_eq!(req["hook_input"]["tool_name"], "Bash");
+    let decision = json!({"hookSpecificOutput": {"hookEventName": "PreToolUse",
+        "permissionDecision": "deny", "permissionDecisionReason": "hooks say no"}});
+    session
+        .resolve_hook(
+            req["correlation_id"].as_str().unwrap(),
+            decision.as_object().unwrap().clone(),
+        )
+        .unwrap();
+    let events = r.until("result").await;
+    assert!(
+        !names(&events).contains(&"permission_request"),
+        "a hook deny skips the prompt: {:?}",
+        names(&events)
+    );
+    let (_, tr) = events.iter().find(|(n, _)| n == "tool_result").unwrap();
+    assert_eq!(tr["is_error"], true);
+    assert!(tr["output"].to_string().contains("hooks say no"));
+    session.close().await;
+}
+
+#[tokio::test]
+async fn controls_reach_the_cli_and_its_errors_map_to_clear_errors() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.set_model(Some("claude-other")).await.unwrap();
+    session.set_model(None).await.unwrap();
+    assert!(matches!(
+        session.set_model(Some("bad-model")).await,
+        Err(SessionError::Agent(AgentError::InvalidConfig(m))) if m.contains("bad-model")
+    ));
+    session.set_permission_mode("plan").await.unwrap();
+    assert!(matches!(
+        session.set_permission_mode("yolo").await,
+        Err(SessionError::Agent(AgentError::InvalidConfig(_)))
+    ));
+    session.stop_task("task-1").await.unwrap();
+    session.submit_user_message(text("hi")).unwrap();
+    r.until("result").await;
+    session.close().await;
+}
+
+#[tokio::test]
+async fn crash_mid_turn_reports_stderr_then_done_and_leaves_no_process() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("[[crash]]")).unwrap();
+    let events = r.until("done").await;
+    let (_, err) = events.iter().find(|(n, _)| n == "error").unwrap();
+    assert_eq!(err["code"], "agent_exited");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("simulated crash"), "{message}");
+    assert!(message.contains("exit status: 3"), "{message}");
+    assert!(r.next().await.is_none(), "the log ends after done");
+    let pid = h.records()[0]["pid"].as_u64().unwrap();
+    assert!(!alive(pid));
+    assert_eq!(h.factory.live_processes(), 0);
+    assert!(
+        h.registry.get(session.id()).is_none(),
+        "the session removed itself"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_output_ends_the_session_cleanly() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("[[garbage]]")).unwrap();
+    let events = r.until("done").await;
+    let (_, err) = events.iter().find(|(n, _)| n == "error").unwrap();
+    assert_eq!(err["code"], "agent_exited");
+    assert!(err["message"].as_str().unwrap().contains("not valid JSON"));
+    assert_eq!(h.factory.live_processes(), 0);
+    assert!(!alive(h.records()[0]["pid"].as_u64().unwrap()));
+    drop(session);
+}
+
+#[tokio::test]
+async fn an_oversize_line_is_a_clear_error() {
+    let h = Harness::new(|o| o.max_line_bytes = 64 * 1024);
+    let (session, mut r) = h.session(None).await;
+    session
+        .submit_user_message(text("[[huge: 20000]]"))
+        .unwrap();
+    r.until("result").await; // 20 kB fits
+    session
+        .submit_user_message(text("[[huge: 200000]]"))
+        .unwrap();
+    let events = r.until("done").await;
+    let (_, err) = events.iter().find(|(n, _)| n == "error").unwrap();
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("exceeded the limit of 65536 bytes"));
+    assert_eq!(h.factory.live_processes(), 0);
+}
+
+#[tokio::test]
+async fn a_stderr_flood_is_drained() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    // 512 KiB is far beyond a pipe buffer: an undrained stderr would block the CLI.
+    session
+        .submit_user_message(text("[[stderr: 512]] hi"))
+        .unwrap();
+    let (_, result) = r.until("result").await.pop().unwrap();
+    assert_eq!(result["subtype"], "success");
+    session.close().await;
+}
+
+#[tokio::test]
+async fn a_cli_that_ignores_eof_and_sigterm_is_killed() {
+    let h = Harness::new(|o| {
+        o.timeouts = Timeouts {
+            graceful_exit: Duration::from_millis(300),
+            terminate: Duration::from_millis(300),
+            ..Timeouts::default()
+        }
+    });
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("[[hang]]")).unwrap();
+    r.until("result").await;
+    let pid = h.records()[0]["pid"].as_u64().unwrap();
+    assert!(alive(pid));
+    session.close().await;
+    assert!(!alive(pid), "SIGKILL ends it");
+    assert_eq!(h.factory.live_processes(), 0);
+}
+
+#[tokio::test]
+async fn transcript_is_mirrored_into_the_store_including_the_tail() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("remember me")).unwrap();
+    r.until("result").await;
+    // Flushed before the result was delivered: the turn is in the store now.
+    let project = h
+        .dir
+        .path()
+        .join("work")
+        .display()
+        .to_string()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let key = SessionKey::main(project.clone(), session.id());
+    let entries = h.store.load(&key).await.unwrap().expect("mirrored");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["type"] == "user" && e.to_string().contains("remember me")),
+        "{entries:?}"
+    );
+    assert!(entries.iter().any(|e| e["type"] == "assistant"));
+    let id = session.id().to_owned();
+    session.close().await;
+    // Entries written after stdin EOF (cost-state) are read to the end and mirrored too.
+    let entries = h
+        .store
+        .load(&SessionKey::main(project, id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        entries.iter().any(|e| e["type"] == "cost-state"),
+        "{entries:?}"
+    );
+    assert!(h.config_dir().exists());
+}
+
+#[tokio::test]
+async fn a_missing_cli_is_a_clear_unavailable_error() {
+    let h = Harness::new(|o| o.cli_path = Some(PathBuf::from("/nonexistent/claude")));
+    let err = h
+        .registry
+        .create(SessionConfig::default())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("npm install -g @anthropic-ai/claude-code"),
+        "{text}"
+    );
+    assert!(matches!(
+        err,
+        agent_webkit_core::registry::CreateError::Agent(AgentError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_cli_that_dies_before_initialize_fails_the_create() {
+    let h = Harness::new(|o| o.cli_path = Some(Path::new("/bin/false").to_path_buf()));
+    let err = h
+        .registry
+        .create(SessionConfig::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("initialize"), "{err}");
+    assert_eq!(h.factory.live_processes(), 0);
+}
+
+/// Ground truth: the recorded frames of the real CLI, replayed by the fake, through the bridge.
+#[tokio::test]
+async fn recorded_read_allow_translates_exactly() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(Some("recording:b_read_allow")).await;
+    session
+        .submit_user_message(text("What does notes.txt say?"))
+        .unwrap();
+    let events = r.until("permission_request").await;
+    assert_eq!(
+        names(&events),
+        [
+            "session_ready",
+            "message_complete",
+            "message_complete",
+            "tool_use",
+            "permission_request"
+        ]
+    );
+    let (_, prompt) = events.last().unwrap();
+    assert_eq!(prompt["correlation_id"], "toolu_mock0001_dd17a92a");
+    assert_eq!(
+        prompt["input"],
+        json!({"file_path": "/srv/agent/b_read_allow/work/notes.txt"})
+    );
+    session
+        .resolve_permission("toolu_mock0001_dd17a92a", allow())
+        .unwrap();
+    let events = r.until("result").await;
+    assert_eq!(
+        names(&events),
+        ["tool_result", "message_complete", "result"]
+    );
+    assert_eq!(
+        events[0].1["output"],
+        "1\thello from notes.txt\n2\tsecond line\n3\t"
+    );
+    assert_eq!(events[2].1["total_cost_usd"], 0.022352);
+    session.close().await;
+}
+
+#[tokio::test]
+async fn recorded_plain_text_streams_every_delta() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(Some("recording:a_plain_text")).await;
+    session.submit_user_message(text("Say hello.")).unwrap();
+    let events = r.until("result").await;
+    let streamed: String = events
+        .iter()
+        .filter(|(n, _)| n == "message_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        streamed,
+        "Hello from the mock Anthropic API. This answer is streamed in small text deltas."
+    );
+    session.close().await;
+}
