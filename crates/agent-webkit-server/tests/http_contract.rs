@@ -12,7 +12,7 @@ const TOKEN: &str = "test-token";
 const T: Duration = Duration::from_secs(10);
 
 async fn server(args: &[&str]) -> (ServerProcess, Client) {
-    let mut all = vec!["--token", TOKEN];
+    let mut all = vec!["--agent", "replay", "--token", TOKEN];
     all.extend_from_slice(args);
     let server = ServerProcess::spawn(BIN, &all).await.unwrap();
     let client = server.client(Some(TOKEN));
@@ -652,7 +652,9 @@ async fn auth_variants() {
     assert_eq!(r.status(), 401);
     drop(s);
 
-    let open = ServerProcess::spawn(BIN, &["--no-auth"]).await.unwrap();
+    let open = ServerProcess::spawn(BIN, &["--agent", "replay", "--no-auth"])
+        .await
+        .unwrap();
     assert_eq!(
         open.client(None)
             .create_raw(&json!({}))
@@ -661,9 +663,13 @@ async fn auth_variants() {
             .status(),
         200
     );
-    let legacy = ServerProcess::spawn_with_env(BIN, &[], &[("AGENT_WEBKIT_TOKEN", "old")])
-        .await
-        .unwrap();
+    let legacy = ServerProcess::spawn_with_env(
+        BIN,
+        &["--agent", "replay"],
+        &[("AGENT_WEBKIT_TOKEN", "old")],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         legacy
             .client(Some("old"))

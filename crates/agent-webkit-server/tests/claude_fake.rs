@@ -1,0 +1,314 @@
+//! The server binary with `--agent claude` over the fake `claude` executable: process lifetime
+//! (DELETE, idle eviction, shutdown, either side crashing) and the HTTP mapping of the bridge's
+//! extensions. The real CLI runs in `claude_e2e.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agent_webkit_testkit::fake_claude::fake_claude_path;
+use agent_webkit_testkit::real_cli::TempDir;
+use agent_webkit_testkit::{Client, ServerProcess, SseStream};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
+const T: Duration = Duration::from_secs(15);
+
+struct Fixture {
+    dir: TempDir,
+    server: ServerProcess,
+    client: Client,
+}
+
+async fn start(extra: &[&str]) -> Fixture {
+    let dir = TempDir::new("claude-fake").unwrap();
+    for sub in ["records", "config", "work"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let fake = fake_claude_path();
+    let record = format!(
+        "FAKE_CLAUDE_RECORD_DIR={}",
+        dir.path().join("records").display()
+    );
+    let config = format!("CLAUDE_CONFIG_DIR={}", dir.path().join("config").display());
+    let work = dir.path().join("work").display().to_string();
+    let mut args = vec![
+        "--no-auth",
+        "--agent",
+        "claude",
+        "--claude-path",
+        fake.to_str().unwrap(),
+        "--claude-env",
+        &record,
+        "--claude-env",
+        &config,
+        "--allowed-root",
+        &work,
+    ];
+    args.extend_from_slice(extra);
+    let server = ServerProcess::spawn(BIN, &args).await.unwrap();
+    let client = server.client(None);
+    Fixture {
+        dir,
+        server,
+        client,
+    }
+}
+
+impl Fixture {
+    fn work(&self) -> String {
+        self.dir.path().join("work").display().to_string()
+    }
+
+    async fn session(&self) -> (String, SseStream) {
+        let id = self
+            .client
+            .create(&json!({"cwd": self.work()}))
+            .await
+            .unwrap();
+        let stream = self.client.stream(&id, None).await.unwrap();
+        (id, stream)
+    }
+
+    async fn say(&self, id: &str, text: &str) {
+        let r = self
+            .client
+            .input(id, &json!({"type": "user_message", "content": text}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    fn pids(&self) -> Vec<u64> {
+        std::fs::read_dir(self.dir.path().join("records"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| {
+                let v: Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                v["pid"].as_u64().unwrap()
+            })
+            .collect()
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded) for processes that are not our children to exit: no event exists for that.
+async fn wait_gone(pids: &[u64], within: Duration) {
+    let deadline = Instant::now() + within;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes still alive: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn names(frames: &[agent_webkit_testkit::SseFrame]) -> Vec<&str> {
+    frames.iter().map(|f| f.event.as_str()).collect()
+}
+
+#[tokio::test]
+async fn delete_ends_the_stream_and_the_process() {
+    let f = start(&[]).await;
+    let (id, mut stream) = f.session().await;
+    f.say(&id, "hello").await;
+    let frames = stream.until("result", T).await.unwrap();
+    assert!(names(&frames).contains(&"message_delta"));
+    let pids = f.pids();
+    assert_eq!(pids.len(), 1);
+    assert!(alive(pids[0]));
+    assert_eq!(f.client.delete(&id).await.unwrap(), 204);
+    let rest = stream.collect_to_end(T).await.unwrap();
+    assert_eq!(names(&rest).last(), Some(&"done"));
+    // DELETE returns after the CLI was reaped.
+    assert!(!alive(pids[0]));
+    assert_eq!(f.client.delete(&id).await.unwrap(), 204, "idempotent");
+}
+
+#[tokio::test]
+async fn delete_during_a_running_turn_is_prompt() {
+    let f = start(&[]).await;
+    let (id, mut stream) = f.session().await;
+    f.say(&id, "[[slow: 1000]]").await;
+    stream.until("message_delta", T).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(f.client.delete(&id).await.unwrap(), 204);
+    // The turn is interrupted first, so the CLI exits at once instead of finishing 50 s of output.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let rest = stream.collect_to_end(T).await.unwrap();
+    assert_eq!(names(&rest).last(), Some(&"done"));
+    assert!(!alive(f.pids()[0]));
+}
+
+#[tokio::test]
+async fn idle_eviction_ends_the_process() {
+    let f = start(&["--idle-timeout", "0.3"]).await;
+    let id = f.client.create(&json!({"cwd": f.work()})).await.unwrap();
+    let pids = f.pids();
+    assert_eq!(pids.len(), 1);
+    // No subscriber and no input: evicted, and the CLI with it.
+    wait_gone(&pids, T).await;
+    let r = f.client.stream_raw(&id, None).await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn server_shutdown_ends_every_stream_and_every_process() {
+    let mut f = start(&[]).await;
+    let (a, mut sa) = f.session().await;
+    let (_b, mut sb) = f.session().await;
+    f.say(&a, "[[slow: 1000]]").await;
+    sa.until("message_delta", T).await.unwrap();
+    let pids = f.pids();
+    assert_eq!(pids.len(), 2);
+    let status = f.server.terminate(T).await.unwrap().expect("exited");
+    assert!(status.success(), "{status:?}");
+    for stream in [&mut sa, &mut sb] {
+        let rest = stream.collect_to_end(T).await.unwrap();
+        assert_eq!(names(&rest).last(), Some(&"done"));
+    }
+    wait_gone(&pids, Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_killed_server_leaves_no_orphan_cli() {
+    let f = start(&[]).await;
+    let (_id, _stream) = f.session().await;
+    let pids = f.pids();
+    let server_pid = f.server.pid().unwrap();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &server_pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    // The CLI sees EOF on stdin and exits by itself.
+    wait_gone(&pids, T).await;
+}
+
+#[tokio::test]
+async fn a_crashed_cli_ends_the_session_with_its_stderr() {
+    let f = start(&[]).await;
+    let (id, mut stream) = f.session().await;
+    f.say(&id, "[[crash]]").await;
+    let frames = stream.collect_to_end(T).await.unwrap();
+    let error = frames.iter().find(|f| f.event == "error").unwrap().json();
+    assert_eq!(error["code"], "agent_exited");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("simulated crash"));
+    assert_eq!(names(&frames).last(), Some(&"done"));
+    assert!(!alive(f.pids()[0]));
+    let r = f
+        .client
+        .input(&id, &json!({"type": "user_message", "content": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the session is gone");
+}
+
+#[tokio::test]
+async fn hook_decisions_and_control_errors_over_http() {
+    let f = start(&["--claude-hook", "PreToolUse:Bash"]).await;
+    let (id, mut stream) = f.session().await;
+    // Control errors map to clear statuses.
+    let r = f
+        .client
+        .input(&id, &json!({"type": "set_model", "model": "bad-model"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("bad-model"));
+    let r = f
+        .client
+        .input(&id, &json!({"type": "set_permission_mode", "mode": "yolo"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for ok in [
+        json!({"type": "set_model", "model": "claude-x"}),
+        json!({"type": "set_permission_mode", "mode": "acceptEdits"}),
+        json!({"type": "stop_task", "task_id": "t1"}),
+        json!({"type": "interrupt"}),
+    ] {
+        assert_eq!(
+            f.client.input(&id, &ok).await.unwrap().status(),
+            204,
+            "{ok}"
+        );
+    }
+
+    f.say(&id, "[[bash: ls]]").await;
+    let frames = stream.until("hook_decision_request", T).await.unwrap();
+    let req = frames.last().unwrap().json();
+    let corr = req["correlation_id"].as_str().unwrap();
+    assert_eq!(req["hook_event"], "PreToolUse");
+    let bad = f
+        .client
+        .input(
+            &id,
+            &json!({"type": "hook_decision_response", "correlation_id": corr, "decision": "yes"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let allow = json!({"type": "hook_decision_response", "correlation_id": corr,
+        "decision": {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow"}}});
+    assert_eq!(f.client.input(&id, &allow).await.unwrap().status(), 204);
+    assert_eq!(f.client.input(&id, &allow).await.unwrap().status(), 409);
+    let frames = stream.until("result", T).await.unwrap();
+    assert!(
+        !names(&frames).contains(&"permission_request"),
+        "{:?}",
+        names(&frames)
+    );
+    let tr = frames
+        .iter()
+        .find(|f| f.event == "tool_result")
+        .unwrap()
+        .json();
+    assert_eq!(tr["output"], "ran: ls");
+}
+
+#[tokio::test]
+async fn a_missing_cli_is_a_503_with_the_install_hint() {
+    let dir = TempDir::new("no-cli").unwrap();
+    let missing = dir.path().join("claude");
+    let server = ServerProcess::spawn(
+        BIN,
+        &[
+            "--no-auth",
+            "--agent",
+            "claude",
+            "--claude-path",
+            missing.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let r = server.client(None).create_raw(&json!({})).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("npm install -g @anthropic-ai/claude-code"));
+    assert!(Path::new(&missing).parent().is_some());
+}
