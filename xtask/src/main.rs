@@ -2,6 +2,13 @@
 //!
 //! - `cargo xtask test` — everything CI runs: format check, clippy (`-D warnings`), every test.
 //! - `cargo xtask bench` — load benchmarks (not part of `test`).
+//! - `cargo xtask claude-cli` — install the pinned real Claude CLI (if needed) and print its path.
+//!
+//! `test` provisions the real Claude Code CLI first (see [`claude_cli`]) and hands its path to
+//! the end-to-end tests as `AGENT_WEBKIT_CLAUDE_CLI`; when that fails it prints a loud banner and
+//! exports `AGENT_WEBKIT_CLAUDE_CLI_SKIP=<reason>` instead (those tests then skip, loudly).
+
+mod claude_cli;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -11,9 +18,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("claude-cli") => claude_cli::ensure().map(|path| println!("{}", path.display())),
         Some("bench") => Err("benchmarks are not implemented yet (tracked as issue 6)".into()),
         Some("help") | Some("--help") | Some("-h") | None => {
-            println!("usage: cargo xtask <test|bench>\n\n  test   fmt check, clippy -D warnings, all tests (what CI runs)\n         --no-lint  skip fmt and clippy\n  bench  load benchmarks");
+            println!("usage: cargo xtask <test|bench|claude-cli>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path");
             Ok(())
         }
         Some(other) => Err(format!("unknown task {other:?}; try `cargo xtask help`")),
@@ -40,7 +48,41 @@ fn cargo() -> Command {
     cmd
 }
 
-fn run(step: &str, mut cmd: Command) -> Result<(), String> {
+/// Provisions the real CLI and puts its path (or the reason it is missing) into `tests`' env;
+/// returns the skip reason, if any. Never fails the run.
+fn provide_real_cli(tests: &mut Command) -> Option<String> {
+    let preset = std::env::var_os(claude_cli::CLI_ENV).filter(|v| !v.is_empty());
+    let found = match preset {
+        Some(path) if Path::new(&path).is_file() => Ok(PathBuf::from(path)),
+        Some(path) => Err(format!(
+            "{}={} is not a file",
+            claude_cli::CLI_ENV,
+            Path::new(&path).display()
+        )),
+        None => {
+            eprintln!("xtask: ==> real Claude CLI {}", claude_cli::VERSION);
+            claude_cli::ensure()
+        }
+    };
+    match found {
+        Ok(path) => {
+            eprintln!("xtask: real Claude CLI: {}", path.display());
+            tests
+                .env(claude_cli::CLI_ENV, &path)
+                .env_remove(claude_cli::SKIP_ENV);
+            None
+        }
+        Err(reason) => {
+            eprintln!("{}", claude_cli::skip_banner(&reason));
+            tests
+                .env(claude_cli::SKIP_ENV, &reason)
+                .env_remove(claude_cli::CLI_ENV);
+            Some(reason)
+        }
+    }
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: ==> {step}");
     let started = Instant::now();
     let status = cmd
@@ -64,7 +106,7 @@ fn test(args: &[String]) -> Result<(), String> {
     if lint {
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--", "--check"]);
-        run("cargo fmt --check", fmt)?;
+        run("cargo fmt --check", &mut fmt)?;
         let mut clippy = cargo();
         clippy.args([
             "clippy",
@@ -74,14 +116,20 @@ fn test(args: &[String]) -> Result<(), String> {
             "-D",
             "warnings",
         ]);
-        run("cargo clippy -D warnings", clippy)?;
+        run("cargo clippy -D warnings", &mut clippy)?;
     }
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets"]);
-    run("cargo test (unit, integration, property, HTTP)", tests)?;
+    let skipped = provide_real_cli(&mut tests);
+    let outcome = run("cargo test (unit, integration, property, HTTP)", &mut tests);
+    if let Some(reason) = &skipped {
+        // Again at the end, where it cannot scroll away unnoticed.
+        eprintln!("{}", claude_cli::skip_banner(reason));
+    }
+    outcome?;
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
-    run("cargo test --doc", doc)?;
+    run("cargo test --doc", &mut doc)?;
     eprintln!(
         "xtask: all checks passed in {:.1}s",
         started.elapsed().as_secs_f64()

@@ -19,6 +19,12 @@ use tokio::process::{Child, Command};
 
 pub use agent_webkit_replay as replay;
 
+pub mod fake_claude;
+pub use fake_claude::fake_claude_path;
+
+pub mod mock_api;
+pub mod real_cli;
+
 /// Test helper failures.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
