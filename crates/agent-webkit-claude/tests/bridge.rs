@@ -710,3 +710,74 @@ async fn recorded_plain_text_streams_every_delta() {
     );
     session.close().await;
 }
+
+#[tokio::test]
+async fn control_responses_are_matched_by_id_not_order() {
+    // A minimal CLI stand-in: answers initialize, then reads two requests and answers the
+    // second first — with an error — and the first after it, with success.
+    let h = Harness::new(|_| {});
+    let script = h.dir.path().join("reverse-cli.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+id_of() { printf '%s' "$1" | sed -n 's/.*"request_id":"\([^"]*\)".*/\1/p'; }
+read -r init
+printf '{"type":"control_response","response":{"subtype":"success","request_id":"%s","response":{}}}\n' "$(id_of "$init")"
+read -r a
+read -r b
+printf '{"type":"control_response","response":{"subtype":"error","request_id":"%s","error":"second refused"}}\n' "$(id_of "$b")"
+printf '{"type":"control_response","response":{"subtype":"success","request_id":"%s","response":{"model":"m"}}}\n' "$(id_of "$a")"
+cat > /dev/null
+"#,
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let h2 = Harness::new(|o| o.cli_path = Some(script.clone()));
+    let session = h2.registry.create(SessionConfig::default()).await.unwrap();
+    let first = session.set_model(Some("m"));
+    let second = async {
+        // Make sure the first request is written first.
+        tokio::task::yield_now().await;
+        session.stop_task("t").await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(first.is_ok(), "{first:?}");
+    assert!(
+        matches!(&second, Err(SessionError::Agent(AgentError::Rejected(m))) if m == "second refused"),
+        "{second:?}"
+    );
+    session.close().await;
+    assert_eq!(h2.factory.live_processes(), 0);
+}
+
+#[tokio::test]
+async fn a_cli_killed_while_a_prompt_is_pending_fails_the_wait() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("[[bash: ls]]")).unwrap();
+    let (_, prompt) = r.until("permission_request").await.pop().unwrap();
+    let id = prompt["correlation_id"].as_str().unwrap().to_owned();
+    assert!(session.router().has_pending(&id));
+    let pid = h.records()[0]["pid"].as_u64().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let events = r.until("done").await;
+    let (_, err) = events.iter().find(|(n, _)| n == "error").unwrap();
+    assert_eq!(err["code"], "agent_exited");
+    assert!(
+        err["message"].as_str().unwrap().contains("signal: 9"),
+        "{err}"
+    );
+    assert!(!session.router().has_pending(&id), "the wait is not leaked");
+    assert!(matches!(
+        session.resolve_permission(&id, allow()),
+        Err(SessionError::Conflict(_))
+    ));
+    assert_eq!(h.factory.live_processes(), 0);
+}

@@ -273,6 +273,32 @@ async fn bash_permission_allow_runs_the_tool() {
     assert_eq!(tool_uses[0]["tool_name"], "Bash");
     assert_eq!(tool_uses[0]["input"]["command"], "touch made-by-bash");
     let tool_use_id = tool_uses[0]["tool_use_id"].as_str().unwrap().to_owned();
+    // The tool input streamed token by token, under the tool_use id and name.
+    let partial: String = find(&frames, "message_delta")
+        .iter()
+        .filter(|d| d["delta"]["type"] == "input_json_delta")
+        .map(|d| {
+            assert_eq!(d["delta"]["tool_use_id"], tool_use_id.as_str(), "{d}");
+            assert_eq!(d["delta"]["name"], "Bash", "{d}");
+            d["delta"]["partial_json"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let streamed_input: Value = serde_json::from_str(&partial).unwrap();
+    assert_eq!(streamed_input["command"], "touch made-by-bash");
+    // The CLI sends one assistant frame per block; every message_complete carries all blocks
+    // so far, and the last one both (text, then tool_use), each with its type.
+    let completes = find(&frames, "message_complete");
+    let last = &completes.last().unwrap()["message"]["content"];
+    assert_eq!(last.as_array().unwrap().len(), 2, "{last}");
+    assert_eq!(last[0]["type"], "text");
+    assert_eq!(last[1]["type"], "tool_use");
+    let order = names(&frames);
+    let tool_use_pos = order.iter().position(|n| *n == "tool_use").unwrap();
+    let complete_pos = order
+        .iter()
+        .rposition(|n| *n == "message_complete")
+        .unwrap();
+    assert!(complete_pos < tool_use_pos, "{order:?}");
     let request = frames.last().unwrap().json();
     assert_eq!(request["correlation_id"], tool_use_id.as_str(), "{request}");
     assert_eq!(request["tool_name"], "Bash");
