@@ -719,3 +719,73 @@ async fn api_error_ends_the_turn_with_an_error_result() {
     let frames = until_success(&mut stream).await;
     assert_eq!(delta_text(&frames), "Echo: after the error");
 }
+
+// (m) An interrupt while a permission prompt is pending: the CLI withdraws it with
+// `control_cancel_request`, and clients see it resolved as `permission_cancelled`.
+#[tokio::test]
+async fn interrupt_withdraws_a_pending_prompt() {
+    let cli = require_real_cli!("interrupt_withdraws_a_pending_prompt");
+    let e = E2e::start(&cli).await;
+    let (id, mut stream) = e.session(json!({"permission_mode": "default"})).await;
+    e.say(&id, "[[bash: touch never-made]]").await;
+    let frames = until(&mut stream, "permission_request").await;
+    let correlation = frames.last().unwrap().json()["correlation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    e.input(&id, json!({"type": "interrupt"})).await;
+    let frames = until(&mut stream, "result").await;
+    let cancelled: Vec<Value> = find(&frames, "error")
+        .into_iter()
+        .filter(|e| e["code"] == "permission_cancelled")
+        .collect();
+    assert_eq!(cancelled.len(), 1, "{:?}", names(&frames));
+    assert_eq!(cancelled[0]["correlation_id"], correlation.as_str());
+    assert_eq!(frames.last().unwrap().json()["is_error"], true);
+    let late = e
+        .client
+        .input(
+            &id,
+            &json!({"type": "permission_response", "correlation_id": correlation, "behavior": "allow"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 409);
+    assert!(!e.work().join("never-made").exists());
+    e.say(&id, "and now?").await;
+    until_success(&mut stream).await;
+}
+
+// (n) The CLI dies mid-session: `error {agent_exited}` with its exit status, then `done`.
+#[tokio::test]
+async fn a_killed_cli_ends_the_session_with_agent_exited() {
+    let cli = require_real_cli!("a_killed_cli_ends_the_session_with_agent_exited");
+    let e = E2e::start(&cli).await;
+    let server_pid = e.server.pid().unwrap();
+    let (id, mut stream) = e.session(json!({})).await;
+    e.say(&id, "[[slow: 100]]").await;
+    until(&mut stream, "message_delta").await;
+    let children = claude_children(server_pid);
+    assert_eq!(children.len(), 1, "{children:?}");
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &children[0].to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let frames = until(&mut stream, "done").await;
+    let errors = find(&frames, "error");
+    assert_eq!(errors.len(), 1, "{:?}", names(&frames));
+    assert_eq!(errors[0]["code"], "agent_exited");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("signal: 9"),
+        "{}",
+        errors[0]
+    );
+    let gone = e
+        .client
+        .input(&id, &json!({"type": "user_message", "content": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
