@@ -26,6 +26,15 @@ enum AgentKind {
     Replay,
 }
 
+/// Which web framework serves HTTP (both behave identically: all behaviour lives in core).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Framework {
+    /// axum (hyper).
+    Axum,
+    /// actix-web.
+    Actix,
+}
+
 /// Serve Claude Code agent sessions over HTTP + Server-Sent Events (wire protocol 1.0).
 #[derive(Debug, Parser)]
 #[command(name = "agent-webkit-server", version, about)]
@@ -65,6 +74,9 @@ struct Cli {
         value_delimiter = ','
     )]
     allowed_roots: Vec<PathBuf>,
+    /// The web framework serving HTTP.
+    #[arg(long, env = "AGENT_WEBKIT_FRAMEWORK", value_enum, default_value_t = Framework::Axum)]
+    framework: Framework,
     /// The agent behind each session.
     #[arg(long, env = "AGENT_WEBKIT_AGENT", value_enum, default_value_t = AgentKind::Claude)]
     agent: AgentKind,
@@ -290,22 +302,46 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; closing sessions");
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let config = build_config(&cli)?;
-    let auth_mode = if config.auth.disabled {
+fn auth_mode(config: &AppConfig) -> &'static str {
+    if config.auth.disabled {
         "disabled"
     } else {
         "bearer token"
-    };
+    }
+}
+
+fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
+    tracing::info!(%local, agent = ?cli.agent, framework = ?cli.framework, auth, "listening");
+    println!("agent-webkit-server listening on http://{local}");
+}
+
+async fn run_axum(cli: Cli) -> Result<(), String> {
+    let config = build_config(&cli)?;
+    let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%local, agent = ?cli.agent, auth = auth_mode, "listening");
-    println!("agent-webkit-server listening on http://{local}");
+    announce(local, &cli, auth);
     agent_webkit_axum::serve(listener, api, shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_actix(cli: Cli) -> Result<(), String> {
+    let config = build_config(&cli)?;
+    let auth = auth_mode(&config);
+    let api = Api::new(config).map_err(|e| e.to_string())?;
+    let addr = format!("{}:{}", cli.host, cli.port);
+    let listener =
+        std::net::TcpListener::bind(&addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    announce(local, &cli, auth);
+    agent_webkit_actix::serve(listener, api, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
@@ -320,17 +356,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let outcome = match cli.framework {
+        Framework::Axum => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run_axum(cli)),
+            Err(err) => Err(format!("cannot start the async runtime: {err}")),
+        },
+        Framework::Actix => actix_web::rt::System::new().block_on(run_actix(cli)),
     };
-    match runtime.block_on(run(cli)) {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");

@@ -1,0 +1,182 @@
+//! # agent-webkit-actix
+//!
+//! actix-web glue for [`agent_webkit_core`]: every request under the mount point goes to
+//! [`Api::handle`], which decides everything (routes, auth, status codes, SSE). This crate only
+//! translates requests and responses, following the adapter contract in
+//! [`agent_webkit_core::http`] — the same contract, and the same size, as `agent-webkit-axum`.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use actix_web::{web, App, HttpServer};
+//! use agent_webkit_core::{Api, AppConfig};
+//! # let factory: Arc<dyn agent_webkit_core::AgentClientFactory> = todo!();
+//! actix_web::rt::System::new().block_on(async move {
+//!     let api = Api::new(AppConfig::new(factory)).map_err(std::io::Error::other)?;
+//!     HttpServer::new(move || {
+//!         App::new().service(web::scope("/agent").configure(agent_webkit_actix::configure(api.clone())))
+//!     })
+//!     .bind("127.0.0.1:8000")?
+//!     .run()
+//!     .await
+//! })
+//! # }
+//! ```
+//! Use [`serve`] instead of `HttpServer::run` to get graceful shutdown that ends every stream
+//! with `done`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use agent_webkit_core::http::{BodyError, RequestBody, RequestHeaders, ResponseBody};
+use agent_webkit_core::{Api, ApiResponse, AppConfig, ConfigError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use agent_webkit_core;
+
+/// Registers the agent-webkit routes (a catch-all handing every request to `api`). Mount it at
+/// the root with `App::configure`, or under a prefix with `web::scope(prefix).configure(...)`.
+pub fn configure(api: Api) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(api))
+            .service(web::resource("/{tail:.*}").to(handle));
+    }
+}
+
+/// Builds the [`Api`] from a configuration (starts the idle reaper; call inside the actix
+/// runtime) and returns it with a [`configure`] function for it.
+pub fn create_app(
+    config: AppConfig,
+) -> Result<(Api, impl Fn(&mut web::ServiceConfig) + Clone), ConfigError> {
+    let api = Api::new(config)?;
+    let shared = api.clone();
+    Ok((api, move |cfg: &mut web::ServiceConfig| {
+        configure(shared.clone())(cfg)
+    }))
+}
+
+/// Serves `api` on `listener` (inside an actix `System`) until `signal` completes, then closes
+/// every session (streams end with `done`) and stops the server gracefully.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    api: Api,
+    signal: impl Future<Output = ()> + 'static,
+) -> std::io::Result<()> {
+    let app_api = api.clone();
+    let server = HttpServer::new(move || App::new().configure(configure(app_api.clone())))
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        signal.await;
+        api.shutdown().await;
+        handle.stop(true).await;
+    });
+    server.await
+}
+
+/// A body the core did not read is drained up to this size, so the connection stays reusable
+/// (hyper does the same); beyond it actix closes the connection.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// How long the response waits for that drain.
+const DRAIN_WAIT: Duration = Duration::from_millis(200);
+
+async fn handle(api: web::Data<Api>, request: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let path = format!("/{}", request.match_info().get("tail").unwrap_or_default());
+    let (body, reader) = ActixBody::new(payload);
+    let response = api
+        .handle(
+            request.method().as_str(),
+            &path,
+            &ActixHeaders(request.headers()),
+            body,
+        )
+        .await;
+    let _ = actix_web::rt::time::timeout(DRAIN_WAIT, reader).await;
+    into_response(response)
+}
+
+struct ActixHeaders<'a>(&'a HeaderMap);
+
+impl RequestHeaders for ActixHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(HeaderValue::as_bytes)
+    }
+}
+
+/// actix's payload is `!Send`; the core reads bodies through a `Send` handle. A local task
+/// forwards the payload's chunks once (and only if) the core asks for the body.
+struct ActixBody {
+    start: oneshot::Sender<()>,
+    chunks: mpsc::Receiver<Result<Bytes, String>>,
+}
+
+impl ActixBody {
+    fn new(mut payload: web::Payload) -> (Self, JoinHandle<()>) {
+        let (start, started) = oneshot::channel();
+        let (tx, chunks) = mpsc::channel(8);
+        let reader = actix_web::rt::spawn(async move {
+            if started.await.is_err() {
+                // Never asked for: drain a small body so the connection can be reused.
+                let mut drained = 0;
+                while let Some(Ok(chunk)) = payload.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_LIMIT {
+                        return;
+                    }
+                }
+                return;
+            }
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| e.to_string());
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return; // the reader stopped (limit reached) or the read failed
+                }
+            }
+        });
+        (Self { start, chunks }, reader)
+    }
+}
+
+impl RequestBody for ActixBody {
+    async fn collect(mut self, limit: usize) -> Result<Bytes, BodyError> {
+        let _ = self.start.send(());
+        let mut body = Vec::new();
+        while let Some(chunk) = self.chunks.recv().await {
+            let chunk = chunk.map_err(BodyError::Read)?;
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    }
+}
+
+fn into_response(response: ApiResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in &response.headers {
+        match HeaderValue::try_from(value.as_ref()) {
+            Ok(value) => {
+                builder.insert_header((HeaderName::from_static(name), value));
+            }
+            Err(_) => tracing::warn!(header = name, "dropping invalid header value"),
+        }
+    }
+    match response.body {
+        ResponseBody::Empty => builder.finish(),
+        ResponseBody::Full(bytes) => builder.body(bytes),
+        ResponseBody::Sse(stream) => builder.streaming(stream.map(Ok::<_, Infallible>)),
+    }
+}
