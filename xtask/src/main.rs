@@ -3,12 +3,16 @@
 //! - `cargo xtask test` — everything CI runs: format check, clippy (`-D warnings`), every test.
 //! - `cargo xtask bench` — load benchmarks (not part of `test`).
 //! - `cargo xtask claude-cli` — install the pinned real Claude CLI (if needed) and print its path.
+//! - `cargo xtask js-client` — install the pinned JS client (if needed) and print its `node_modules`.
 //!
 //! `test` provisions the real Claude Code CLI first (see [`claude_cli`]) and hands its path to
 //! the end-to-end tests as `AGENT_WEBKIT_CLAUDE_CLI`; when that fails it prints a loud banner and
 //! exports `AGENT_WEBKIT_CLAUDE_CLI_SKIP=<reason>` instead (those tests then skip, loudly).
+//! Likewise it installs the published JS client for the JS smoke test (see [`js_client`]) and
+//! exports `AGENT_WEBKIT_JS_DEPS=<node_modules>`, or `AGENT_WEBKIT_JS_SKIP=<reason>`.
 
 mod claude_cli;
+mod js_client;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -19,9 +23,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("claude-cli") => claude_cli::ensure().map(|path| println!("{}", path.display())),
+        Some("js-client") => js_client::ensure().map(|path| println!("{}", path.display())),
         Some("bench") => Err("benchmarks are not implemented yet (tracked as issue 6)".into()),
         Some("help") | Some("--help") | Some("-h") | None => {
-            println!("usage: cargo xtask <test|bench|claude-cli>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path");
+            println!("usage: cargo xtask <test|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path");
             Ok(())
         }
         Some(other) => Err(format!("unknown task {other:?}; try `cargo xtask help`")),
@@ -82,6 +87,32 @@ fn provide_real_cli(tests: &mut Command) -> Option<String> {
     }
 }
 
+/// Installs the pinned JS client and puts its `node_modules` (or the reason it is missing) into
+/// `tests`' env; returns the skip reason, if any. Never fails the run.
+fn provide_js_client(tests: &mut Command) -> Option<String> {
+    eprintln!(
+        "xtask: ==> JS client {}@{}",
+        js_client::PACKAGE,
+        js_client::VERSION
+    );
+    match js_client::ensure() {
+        Ok(modules) => {
+            eprintln!("xtask: JS client: {}", modules.display());
+            tests
+                .env(js_client::DEPS_ENV, &modules)
+                .env_remove(js_client::SKIP_ENV);
+            None
+        }
+        Err(reason) => {
+            eprintln!("{}", js_client::skip_banner(&reason));
+            tests
+                .env(js_client::SKIP_ENV, &reason)
+                .env_remove(js_client::DEPS_ENV);
+            Some(reason)
+        }
+    }
+}
+
 fn run(step: &str, cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: ==> {step}");
     let started = Instant::now();
@@ -121,10 +152,14 @@ fn test(args: &[String]) -> Result<(), String> {
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets"]);
     let skipped = provide_real_cli(&mut tests);
+    let js_skipped = provide_js_client(&mut tests);
     let outcome = run("cargo test (unit, integration, property, HTTP)", &mut tests);
     if let Some(reason) = &skipped {
         // Again at the end, where it cannot scroll away unnoticed.
         eprintln!("{}", claude_cli::skip_banner(reason));
+    }
+    if let Some(reason) = &js_skipped {
+        eprintln!("{}", js_client::skip_banner(reason));
     }
     outcome?;
     let mut doc = cargo();
