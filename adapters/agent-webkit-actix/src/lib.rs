@@ -27,17 +27,16 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::ConnectionType;
+use actix_web::http::{StatusCode, Version};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use agent_webkit_core::http::{BodyError, RequestBody, RequestHeaders, ResponseBody};
 use agent_webkit_core::{Api, ApiResponse, AppConfig, ConfigError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 pub use agent_webkit_core;
 
@@ -84,25 +83,17 @@ pub async fn serve(
     server.await
 }
 
-/// A body the core did not read is drained up to this size, so the connection stays reusable
-/// (hyper does the same); beyond it actix closes the connection.
-const DRAIN_LIMIT: usize = 64 * 1024;
-/// How long the response waits for that drain.
-const DRAIN_WAIT: Duration = Duration::from_millis(200);
-
 async fn handle(api: web::Data<Api>, request: HttpRequest, payload: web::Payload) -> HttpResponse {
     let path = format!("/{}", request.match_info().get("tail").unwrap_or_default());
-    let (body, reader) = ActixBody::new(payload);
     let response = api
         .handle(
             request.method().as_str(),
             &path,
             &ActixHeaders(request.headers()),
-            body,
+            ActixBody::new(payload),
         )
         .await;
-    let _ = actix_web::rt::time::timeout(DRAIN_WAIT, reader).await;
-    into_response(response)
+    into_response(response, request.version())
 }
 
 struct ActixHeaders<'a>(&'a HeaderMap);
@@ -121,20 +112,12 @@ struct ActixBody {
 }
 
 impl ActixBody {
-    fn new(mut payload: web::Payload) -> (Self, JoinHandle<()>) {
+    fn new(mut payload: web::Payload) -> Self {
         let (start, started) = oneshot::channel();
         let (tx, chunks) = mpsc::channel(8);
-        let reader = actix_web::rt::spawn(async move {
+        actix_web::rt::spawn(async move {
             if started.await.is_err() {
-                // Never asked for: drain a small body so the connection can be reused.
-                let mut drained = 0;
-                while let Some(Ok(chunk)) = payload.next().await {
-                    drained += chunk.len();
-                    if drained > DRAIN_LIMIT {
-                        return;
-                    }
-                }
-                return;
+                return; // never asked for (the core then answers with `connection: close`)
             }
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| e.to_string());
@@ -144,7 +127,7 @@ impl ActixBody {
                 }
             }
         });
-        (Self { start, chunks }, reader)
+        Self { start, chunks }
     }
 }
 
@@ -163,10 +146,17 @@ impl RequestBody for ActixBody {
     }
 }
 
-fn into_response(response: ApiResponse) -> HttpResponse {
+fn into_response(response: ApiResponse, version: Version) -> HttpResponse {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = HttpResponse::build(status);
     for (name, value) in &response.headers {
+        if *name == "connection" {
+            // actix owns the Connection header; this is how to ask it to close.
+            if value.eq_ignore_ascii_case("close") {
+                builder.force_close();
+            }
+            continue;
+        }
         match HeaderValue::try_from(value.as_ref()) {
             Ok(value) => {
                 builder.insert_header((HeaderName::from_static(name), value));
@@ -177,6 +167,16 @@ fn into_response(response: ApiResponse) -> HttpResponse {
     match response.body {
         ResponseBody::Empty => builder.finish(),
         ResponseBody::Full(bytes) => builder.body(bytes),
-        ResponseBody::Sse(stream) => builder.streaming(stream.map(Ok::<_, Infallible>)),
+        ResponseBody::Sse(stream) => {
+            let mut response = builder.streaming(stream.map(Ok::<_, Infallible>));
+            if version == Version::HTTP_10 {
+                // HTTP/1.0 has no chunked encoding: the stream ends when the connection does.
+                response.head_mut().no_chunking(true);
+                response
+                    .head_mut()
+                    .set_connection_type(ConnectionType::Close);
+            }
+            response
+        }
     }
 }

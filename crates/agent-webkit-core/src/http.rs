@@ -27,6 +27,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ use crate::config::{AllowedRoots, AppConfig, ConfigError};
 use crate::event_log::{LoggedEvent, SubscribeError};
 use crate::models::{CreateSessionRequest, CreateSessionResponse, EventKind, InboundMessage};
 use crate::registry::{CreateError, SessionRegistry};
-use crate::session::{Session, SessionError, SessionSubscriber};
+use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
 /// The SSE keepalive comment frame.
@@ -65,6 +66,29 @@ impl RequestHeaders for [(&str, &str)] {
 impl<const N: usize> RequestHeaders for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<&[u8]> {
         RequestHeaders::get(self.as_slice(), name)
+    }
+}
+
+/// Whether the request announces a body (a non-zero `Content-Length`, or chunked).
+fn declares_body<H: RequestHeaders + ?Sized>(headers: &H) -> bool {
+    let length = headers
+        .get("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    length.is_some_and(|n| n > 0) || headers.get("transfer-encoding").is_some()
+}
+
+/// Records whether the whole body was read.
+struct TrackedBody<B> {
+    inner: B,
+    read: Arc<AtomicBool>,
+}
+
+impl<B: RequestBody> RequestBody for TrackedBody<B> {
+    async fn collect(self, limit: usize) -> Result<Bytes, BodyError> {
+        let body = self.inner.collect(limit).await?;
+        self.read.store(true, Ordering::Release);
+        Ok(body)
     }
 }
 
@@ -289,7 +313,17 @@ impl Api {
         H: RequestHeaders + Sync + ?Sized,
         B: RequestBody,
     {
-        let response = self.dispatch(method, path, headers, body).await;
+        let read = Arc::new(AtomicBool::new(false));
+        let body = TrackedBody {
+            inner: body,
+            read: Arc::clone(&read),
+        };
+        let mut response = self.dispatch(method, path, headers, body).await;
+        if declares_body(headers) && !read.load(Ordering::Acquire) {
+            // The body was refused or never needed: do not make the server read (or the client
+            // keep sending) it; every adapter closes the connection after this response.
+            response = response.with_header("connection", "close");
+        }
         tracing::debug!(method, path, status = response.status, "request handled");
         response
     }
@@ -517,12 +551,14 @@ fn parse_last_event_id(value: Option<&[u8]>) -> Result<Option<u64>, ()> {
 
 struct SseState {
     subscriber: SessionSubscriber,
+    probe: Probe,
     keepalive: Duration,
     ended: bool,
 }
 
 fn sse_stream(subscriber: SessionSubscriber, keepalive: Duration) -> SseStream {
     let state = SseState {
+        probe: subscriber.probe(),
         subscriber,
         keepalive,
         ended: false,
@@ -533,17 +569,20 @@ fn sse_stream(subscriber: SessionSubscriber, keepalive: Duration) -> SseStream {
             if state.ended {
                 return None;
             }
-            let next =
-                tokio::time::timeout(state.keepalive, state.subscriber.next_batch(MAX_BATCH)).await;
+            let next = tokio::select! {
+                next = tokio::time::timeout(state.keepalive, state.subscriber.next_batch(MAX_BATCH)) => next.ok(),
+                // Probed by the reaper: a write is how some servers find a dead client.
+                () = state.probe.probed() => None,
+            };
             let chunk = match next {
-                Err(_) => Bytes::from_static(KEEPALIVE_FRAME),
-                Ok(Ok(Some(batch))) => {
+                None => Bytes::from_static(KEEPALIVE_FRAME),
+                Some(Ok(Some(batch))) => {
                     let (chunk, done) = frames(&batch);
                     state.ended = done;
                     chunk
                 }
-                Ok(Ok(None)) => return None,
-                Ok(Err(err)) => {
+                Some(Ok(None)) => return None,
+                Some(Err(err)) => {
                     tracing::warn!(error = %err, "subscriber lagged behind the ring; ending its stream");
                     state.ended = true;
                     lagged_frame(&err)

@@ -275,14 +275,18 @@ impl SessionRegistry {
     /// Returns how many were evicted.
     pub async fn reap_idle(&self) -> usize {
         let timeout = self.inner.config.idle_timeout;
-        let stale: Vec<String> = self
-            .inner
-            .sessions
-            .read()
-            .values()
-            .filter(|s| s.subscriber_count() == 0 && s.idle_for() >= timeout)
-            .map(|s| s.id().to_owned())
-            .collect();
+        let mut stale = Vec::new();
+        for session in self.inner.sessions.read().values() {
+            if session.idle_for() < timeout {
+                continue;
+            }
+            if session.subscriber_count() == 0 {
+                stale.push(session.id().to_owned());
+            } else {
+                // Idle but watched: make sure the watchers are still there.
+                session.probe_subscribers();
+            }
+        }
         for id in &stale {
             tracing::info!(session_id = %id, "evicting idle session");
         }

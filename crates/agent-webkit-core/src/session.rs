@@ -100,6 +100,9 @@ pub struct Session {
     inbound_capacity: usize,
     last_activity: Mutex<Instant>,
     subscribers: AtomicUsize,
+    /// Bumped to make every subscriber's stream write a keepalive now (see
+    /// [`Session::probe_subscribers`]).
+    probe: tokio::sync::watch::Sender<u64>,
     cancel: CancellationToken,
     pump: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     finished: OnceCell<()>,
@@ -140,6 +143,7 @@ impl Session {
             inbound_capacity: capacity,
             last_activity: Mutex::new(Instant::now()),
             subscribers: AtomicUsize::new(0),
+            probe: tokio::sync::watch::Sender::new(0),
             cancel: CancellationToken::new(),
             pump: tokio::sync::Mutex::new(None),
             finished: OnceCell::new(),
@@ -295,8 +299,16 @@ impl Session {
         self.subscribers.fetch_add(1, Ordering::AcqRel);
         Ok(SessionSubscriber {
             session: Arc::clone(self),
+            probe: self.probe.subscribe(),
             inner,
         })
+    }
+
+    /// Asks every subscriber's stream to write a keepalive now. Some servers (actix-web) notice
+    /// a vanished client only when a write fails, so the reaper probes idle sessions that still
+    /// count subscribers: a dead connection fails within two probes and stops counting.
+    pub fn probe_subscribers(&self) {
+        self.probe.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Gracefully ends the session: withdraws pending prompts, stops the pump, disconnects the
@@ -562,6 +574,7 @@ impl Translator {
 /// A live subscriber of a session: counts toward "has a live subscriber" until dropped.
 pub struct SessionSubscriber {
     session: Arc<Session>,
+    probe: tokio::sync::watch::Receiver<u64>,
     inner: Subscription,
 }
 
@@ -583,9 +596,28 @@ impl SessionSubscriber {
         self.inner.next_batch(max).await
     }
 
+    /// A handle that completes each time [`Session::probe_subscribers`] asks this subscriber's
+    /// stream for a keepalive.
+    pub fn probe(&self) -> Probe {
+        Probe(self.probe.clone())
+    }
+
     /// The seq of the last event handed out.
     pub fn cursor(&self) -> u64 {
         self.inner.cursor()
+    }
+}
+
+/// See [`SessionSubscriber::probe`].
+#[derive(Debug)]
+pub struct Probe(tokio::sync::watch::Receiver<u64>);
+
+impl Probe {
+    /// Completes at the next probe (never, once the session is gone).
+    pub async fn probed(&mut self) {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 
 pub use agent_webkit_replay as replay;
 
+pub mod conformance;
 pub mod fake_claude;
 pub use fake_claude::fake_claude_path;
 
