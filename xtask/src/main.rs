@@ -10,9 +10,13 @@
 //! exports `AGENT_WEBKIT_CLAUDE_CLI_SKIP=<reason>` instead (those tests then skip, loudly).
 //! Likewise it installs the published JS client for the JS smoke test (see [`js_client`]) and
 //! exports `AGENT_WEBKIT_JS_DEPS=<node_modules>`, or `AGENT_WEBKIT_JS_SKIP=<reason>`.
+//! And it starts a throwaway PostgreSQL for the Postgres store tests (see [`postgres`]),
+//! exporting `AGENT_WEBKIT_PG_DSN`, or `AGENT_WEBKIT_PG_SKIP=<reason>`; it is stopped afterwards,
+//! whatever the tests did. `cargo xtask with-postgres <cmd…>` runs one command the same way.
 
 mod claude_cli;
 mod js_client;
+mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -24,9 +28,10 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("claude-cli") => claude_cli::ensure().map(|path| println!("{}", path.display())),
         Some("js-client") => js_client::ensure().map(|path| println!("{}", path.display())),
+        Some("with-postgres") => with_postgres(&args[1..]),
         Some("bench") => Err("benchmarks are not implemented yet (tracked as issue 6)".into()),
         Some("help") | Some("--help") | Some("-h") | None => {
-            println!("usage: cargo xtask <test|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path");
+            println!("usage: cargo xtask <test|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path\n  with-postgres <cmd…>  run a command with a throwaway PostgreSQL (AGENT_WEBKIT_PG_DSN)");
             Ok(())
         }
         Some(other) => Err(format!("unknown task {other:?}; try `cargo xtask help`")),
@@ -113,6 +118,67 @@ fn provide_js_client(tests: &mut Command) -> Option<String> {
     }
 }
 
+/// Starts a throwaway PostgreSQL (unless `AGENT_WEBKIT_PG_DSN` is already set) and puts its
+/// DSN (or the reason it is missing) into `tests`' env. Returns the handle that stops it on
+/// drop, and the skip reason, if any. Never fails the run.
+fn provide_postgres(tests: &mut Command) -> (Option<postgres::PgHandle>, Option<String>) {
+    if std::env::var_os(postgres::DSN_ENV).is_some_and(|v| !v.is_empty()) {
+        eprintln!("xtask: PostgreSQL: using the preset {}", postgres::DSN_ENV);
+        tests.env_remove(postgres::SKIP_ENV);
+        return (None, None);
+    }
+    eprintln!("xtask: ==> throwaway PostgreSQL");
+    let started = Instant::now();
+    match postgres::start() {
+        Ok(handle) => {
+            eprintln!(
+                "xtask: PostgreSQL ({}) up in {:.1}s",
+                handle.version(),
+                started.elapsed().as_secs_f64()
+            );
+            tests
+                .env(postgres::DSN_ENV, handle.dsn())
+                .env_remove(postgres::SKIP_ENV);
+            (Some(handle), None)
+        }
+        Err(reason) => {
+            eprintln!("{}", postgres::skip_banner(&reason));
+            tests
+                .env(postgres::SKIP_ENV, &reason)
+                .env_remove(postgres::DSN_ENV);
+            (None, Some(reason))
+        }
+    }
+}
+
+fn stop_postgres(handle: Option<postgres::PgHandle>) {
+    if let Some(mut handle) = handle {
+        let started = Instant::now();
+        match handle.stop() {
+            Ok(()) => eprintln!(
+                "xtask: PostgreSQL stopped in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => eprintln!("xtask: stopping PostgreSQL: {e}"),
+        }
+    }
+}
+
+fn with_postgres(args: &[String]) -> Result<(), String> {
+    let (program, rest) = args
+        .split_first()
+        .ok_or("usage: cargo xtask with-postgres <command> [args…]")?;
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    let (pg, skipped) = provide_postgres(&mut cmd);
+    let outcome = run(program, &mut cmd);
+    stop_postgres(pg);
+    if let Some(reason) = &skipped {
+        eprintln!("{}", postgres::skip_banner(reason));
+    }
+    outcome
+}
+
 fn run(step: &str, cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: ==> {step}");
     let started = Instant::now();
@@ -153,13 +219,19 @@ fn test(args: &[String]) -> Result<(), String> {
     tests.args(["test", "--workspace", "--all-targets"]);
     let skipped = provide_real_cli(&mut tests);
     let js_skipped = provide_js_client(&mut tests);
+    let (pg, pg_skipped) = provide_postgres(&mut tests);
     let outcome = run("cargo test (unit, integration, property, HTTP)", &mut tests);
+    // Stopped whatever the outcome (and on drop, should anything above panic).
+    stop_postgres(pg);
     if let Some(reason) = &skipped {
         // Again at the end, where it cannot scroll away unnoticed.
         eprintln!("{}", claude_cli::skip_banner(reason));
     }
     if let Some(reason) = &js_skipped {
         eprintln!("{}", js_client::skip_banner(reason));
+    }
+    if let Some(reason) = &pg_skipped {
+        eprintln!("{}", postgres::skip_banner(reason));
     }
     outcome?;
     let mut doc = cargo();
