@@ -15,6 +15,11 @@
 //! The schema is created or migrated on connect (see the crate README for the tables and the
 //! guarantees). Every optional method is implemented ([`StoreCapabilities::ALL`]).
 //!
+//! [`PgSessionPersistence`] is the core's `SessionPersistence` for cross-host failover
+//! (session records, bounded event logs, leases on the database clock); build it with
+//! [`PgSessionPersistence::connect`] or share a store's pool with
+//! [`PgSessionStore::persistence`].
+//!
 //! - `append` is one statement for a subagent key (one round trip) and one transaction of two
 //!   pipelined round trips for a main key (entries + the summary fold, under the transcript
 //!   row's lock). It returns only after the commit, so an acknowledged append survives a crash.
@@ -22,6 +27,7 @@
 //!   gone drops the pool's idle connections and is retried once on a fresh one, and the pool
 //!   never hands out a connection it knows to be closed.
 
+mod persistence;
 mod schema;
 
 use std::time::Duration;
@@ -39,6 +45,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 pub use deadpool_postgres;
+pub use persistence::{PgSessionPersistence, DEFAULT_MAX_EVENTS};
 pub use schema::SCHEMA_VERSION;
 
 /// Connection pool sizing for [`PgSessionStore::connect`].
@@ -151,7 +158,50 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
     std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
-const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds a pool for `dsn` and opens `min_size` connections (which checks the DSN).
+pub(crate) async fn connect_pool(dsn: &str, options: PoolOptions) -> Result<Pool, PgStoreError> {
+    let mut config: tokio_postgres::Config = dsn
+        .parse()
+        .map_err(|e: tokio_postgres::Error| PgStoreError::Config(describe(&e)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("agent-webkit");
+    }
+    if options.max_size == 0 {
+        return Err(PgStoreError::Config("max_size must be at least 1".into()));
+    }
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(options.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(DEFAULT_OP_TIMEOUT))
+        .create_timeout(Some(Duration::from_secs(15)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| PgStoreError::Config(e.to_string()))?;
+    // Open `min_size` connections at once (this also checks the DSN); they stay pooled.
+    let warm = options.min_size.clamp(1, options.max_size);
+    let opened = futures_util::future::try_join_all((0..warm).map(|_| pool.get())).await?;
+    drop(opened);
+    Ok(pool)
+}
+
+/// Creates or migrates the schema on one of `pool`'s connections.
+pub(crate) async fn migrate_pool(pool: &Pool) -> Result<(), PgStoreError> {
+    let mut client = pool.get().await?;
+    let pg: &mut tokio_postgres::Client = &mut client;
+    schema::migrate(pg).await
+}
 
 /// A [`SessionStore`] in PostgreSQL. Cheap to clone (the pool is shared).
 #[derive(Clone)]
@@ -175,46 +225,13 @@ impl PgSessionStore {
     /// Connects to `dsn` (a `postgres://` URL or `key=value` string), opens `min_size`
     /// connections and creates or migrates the schema (in the connection's `search_path`).
     pub async fn connect(dsn: &str, options: PoolOptions) -> Result<Self, PgStoreError> {
-        let mut config: tokio_postgres::Config = dsn
-            .parse()
-            .map_err(|e: tokio_postgres::Error| PgStoreError::Config(describe(&e)))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("agent-webkit");
-        }
-        if options.max_size == 0 {
-            return Err(PgStoreError::Config("max_size must be at least 1".into()));
-        }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.max_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(DEFAULT_OP_TIMEOUT))
-            .create_timeout(Some(Duration::from_secs(15)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| PgStoreError::Config(e.to_string()))?;
-        // Open `min_size` connections at once (this also checks the DSN); they stay pooled.
-        let warm = options.min_size.clamp(1, options.max_size);
-        let opened = futures_util::future::try_join_all((0..warm).map(|_| pool.get())).await?;
-        drop(opened);
-        Self::from_pool(pool).await
+        Self::from_pool(connect_pool(dsn, options).await?).await
     }
 
     /// Uses an existing pool (its connections' `search_path` picks the schema); creates or
     /// migrates the schema first.
     pub async fn from_pool(pool: Pool) -> Result<Self, PgStoreError> {
-        let mut client = pool.get().await?;
-        let pg: &mut tokio_postgres::Client = &mut client;
-        schema::migrate(pg).await?;
+        migrate_pool(&pool).await?;
         Ok(Self {
             pool,
             op_timeout: DEFAULT_OP_TIMEOUT,
@@ -233,6 +250,11 @@ impl PgSessionStore {
         &self.pool
     }
 
+    /// A [`PgSessionPersistence`] sharing this store's pool (the schema is already migrated).
+    pub fn persistence(&self) -> PgSessionPersistence {
+        PgSessionPersistence::with_migrated_pool(self.pool.clone())
+    }
+
     /// Runs `op` on a pooled connection; retries once on a fresh connection when the first
     /// one turns out to be dead; bounds everything by the op timeout.
     async fn run<T, F, Fut>(
@@ -245,33 +267,19 @@ impl PgSessionStore {
         F: Fn(Object) -> Fut,
         Fut: std::future::Future<Output = Result<T, PgStoreError>>,
     {
-        let attempts = async {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let client = self.pool.get().await?;
-                match op(client).await {
-                    Err(err) if attempt == 1 && err.is_connection_lost() => {
-                        // The server went away (restart, failover, terminated backends): the
-                        // idle connections opened before are as dead as this one, even if
-                        // their driver tasks have not noticed yet.
-                        drop(self.pool.retain(|_, _| false));
-                        tracing::info!(
-                            project_key = key.0,
-                            session_id = key.1,
-                            error = %err,
-                            "postgres session store: {what}: connection lost, retrying on a fresh one"
-                        );
-                    }
-                    other => return other,
-                }
-            }
+        let on_retry = |err: &PgStoreError| {
+            tracing::info!(
+                project_key = key.0,
+                session_id = key.1,
+                error = %err,
+                "postgres session store: {what}: connection lost, retrying on a fresh one"
+            );
         };
-        let result = match tokio::time::timeout(self.op_timeout, attempts).await {
-            Ok(result) => result,
-            Err(_) => Err(PgStoreError::Timeout(self.op_timeout)),
-        };
-        result.map_err(|err| {
+        run_on_pool(&self.pool, self.op_timeout, on_retry, |client, _| {
+            op(client)
+        })
+        .await
+        .map_err(|err| {
             tracing::warn!(
                 project_key = key.0,
                 session_id = key.1,
@@ -280,6 +288,42 @@ impl PgSessionStore {
             );
             StoreError::from(err)
         })
+    }
+}
+
+/// Runs `op(connection, attempt)` on a pooled connection; when the first attempt fails
+/// because its connection is dead, drops the pool's idle connections, calls `on_retry` and
+/// retries once (`attempt` 2) on a fresh one; bounds everything by `op_timeout`.
+pub(crate) async fn run_on_pool<T, F, Fut>(
+    pool: &Pool,
+    op_timeout: Duration,
+    on_retry: impl Fn(&PgStoreError),
+    op: F,
+) -> Result<T, PgStoreError>
+where
+    F: Fn(Object, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PgStoreError>>,
+{
+    let attempts = async {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = pool.get().await?;
+            match op(client, attempt).await {
+                Err(err) if attempt == 1 && err.is_connection_lost() => {
+                    // The server went away (restart, failover, terminated backends): the idle
+                    // connections opened before are as dead as this one, even if their
+                    // driver tasks have not noticed yet.
+                    drop(pool.retain(|_, _| false));
+                    on_retry(&err);
+                }
+                other => return other,
+            }
+        }
+    };
+    match tokio::time::timeout(op_timeout, attempts).await {
+        Ok(result) => result,
+        Err(_) => Err(PgStoreError::Timeout(op_timeout)),
     }
 }
 

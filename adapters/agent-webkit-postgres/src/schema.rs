@@ -9,10 +9,11 @@ use crate::PgStoreError;
 const MIGRATION_LOCK: i64 = 0x6167_656e_742d_776b;
 
 /// `(version, name, sql)`, in order. Never edit a released migration: append a new one.
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "transcripts, entries, summaries",
-    r#"
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "transcripts, entries, summaries",
+        r#"
 CREATE TABLE agent_webkit_transcripts (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     project_key text   NOT NULL,
@@ -44,10 +45,37 @@ CREATE TABLE agent_webkit_entries (
 CREATE UNIQUE INDEX agent_webkit_entries_uuid
     ON agent_webkit_entries (transcript_id, uuid) WHERE uuid IS NOT NULL;
 "#,
-)];
+    ),
+    (
+        2,
+        "failover persistence: session records, event logs, leases",
+        r#"
+CREATE TABLE agent_webkit_sessions (
+    session_id       text        PRIMARY KEY,
+    -- The core's SessionRecord, as serde_json writes it.
+    record           jsonb       NOT NULL,
+    -- The host holding the lease, NULL when released.
+    owner            text,
+    -- Lease end on the database clock; '-infinity' when released.
+    lease_expires_at timestamptz NOT NULL DEFAULT '-infinity',
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE agent_webkit_session_events (
+    session_id text   NOT NULL
+        REFERENCES agent_webkit_sessions (session_id) ON DELETE CASCADE,
+    seq        bigint NOT NULL,
+    event      text   NOT NULL,
+    -- The compact data JSON exactly as sent on the wire (text: kept byte for byte).
+    data       text   NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+"#,
+    ),
+];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Brings the schema (in the connection's `search_path`) up to [`SCHEMA_VERSION`]: one
 /// transaction, under an advisory lock, so concurrent hosts apply each migration exactly once.

@@ -41,6 +41,10 @@ pub struct AgentContext {
     pub permissions: PermissionHandle,
     /// The configured transcript store, if any.
     pub store: Option<Arc<dyn SessionStore>>,
+    /// Set when the session is being resumed on this host after another host held it (see
+    /// [`crate::persist`]): the agent's own session id to continue (for the Claude CLI,
+    /// `--resume=<id>` over the transcript materialised from `store`). `None` for new sessions.
+    pub resume: Option<String>,
 }
 
 impl std::fmt::Debug for AgentContext {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for AgentContext {
             .field("session_id", &self.session_id)
             .field("config", &self.config)
             .field("store", &self.store.is_some())
+            .field("resume", &self.resume)
             .finish()
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::agent::AgentClientFactory;
 use crate::auth::{AuthConfig, MissingTokenError};
-use crate::registry::RegistryConfig;
+use crate::registry::{Failover, RegistryConfig};
 use crate::store::{InMemorySessionStore, SessionStore};
 
 /// Default request body limit: 10 MiB (images arrive base64-encoded).
@@ -32,6 +32,9 @@ pub struct AppConfig {
     /// A session's `cwd` must resolve inside one of these (default: the server's working
     /// directory).
     pub allowed_roots: Vec<PathBuf>,
+    /// Cross-host failover (session persistence + this host's id); `None`: sessions live and
+    /// die with this process.
+    pub failover: Option<Failover>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -43,6 +46,7 @@ impl std::fmt::Debug for AppConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("keepalive", &self.keepalive)
             .field("allowed_roots", &self.allowed_roots)
+            .field("failover", &self.failover)
             .finish_non_exhaustive()
     }
 }
@@ -59,6 +63,7 @@ impl AppConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             keepalive: DEFAULT_KEEPALIVE,
             allowed_roots: Vec::new(),
+            failover: None,
         }
     }
 
@@ -71,6 +76,19 @@ impl AppConfig {
     /// Sets the registry configuration.
     pub fn with_registry(mut self, registry: RegistryConfig) -> Self {
         self.registry = registry;
+        self
+    }
+
+    /// Enables cross-host failover over `persistence`, as host `host_id`.
+    pub fn with_failover(
+        mut self,
+        persistence: Arc<dyn crate::persist::SessionPersistence>,
+        host_id: impl Into<String>,
+    ) -> Self {
+        self.failover = Some(Failover {
+            persistence,
+            host_id: host_id.into(),
+        });
         self
     }
 

@@ -17,9 +17,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::models::EventKind;
+use crate::persist::StoredEvent;
 
 /// Default ring capacity (events kept for replay).
 pub const DEFAULT_MAX_SIZE: usize = 1000;
@@ -56,6 +57,15 @@ impl LoggedEvent {
         let end = self.frame.len().saturating_sub(2);
         let start = (self.data_start as usize).min(end);
         std::str::from_utf8(&self.frame[start..end]).unwrap_or("null")
+    }
+
+    /// The event as persisted (name and data JSON copied out of the frame).
+    pub fn to_stored(&self) -> StoredEvent {
+        StoredEvent {
+            seq: self.seq,
+            event: self.kind.as_str().to_owned(),
+            data: self.data_json().to_owned(),
+        }
     }
 
     /// The event's data, parsed back into a JSON value.
@@ -116,6 +126,10 @@ struct LogState {
     ring: VecDeque<LoggedEvent>,
     next_seq: u64,
     closed: bool,
+    /// Where appended events are also sent (persistence), if anywhere.
+    sink: Option<mpsc::UnboundedSender<LoggedEvent>>,
+    /// With durable delivery: the last seq known to be persisted (subscribers see no further).
+    durable: Option<u64>,
 }
 
 impl LogState {
@@ -159,9 +173,70 @@ impl EventLog {
                 ring: VecDeque::new(),
                 next_seq: 1,
                 closed: false,
+                sink: None,
+                durable: None,
             }),
             version,
         }
+    }
+
+    /// A log continuing from persisted events (another host's log of the same session): the
+    /// ring holds the last `max_size` of `events`, and the next append gets the seq after the
+    /// last one. Events whose name is unknown are skipped.
+    pub fn restore(max_size: usize, events: &[StoredEvent]) -> Self {
+        let log = Self::new(max_size);
+        {
+            let mut state = log.state.lock();
+            let skip = events.len().saturating_sub(log.max_size);
+            for stored in &events[skip..] {
+                let Some(kind) = EventKind::from_name(&stored.event) else {
+                    tracing::warn!(seq = stored.seq, event = %stored.event, "unknown persisted event skipped");
+                    continue;
+                };
+                if stored.seq < state.next_seq {
+                    continue;
+                }
+                state
+                    .ring
+                    .push_back(render(stored.seq, kind, stored.data.as_bytes()));
+                state.next_seq = stored.seq + 1;
+            }
+            let last = state.next_seq - 1;
+            drop(state);
+            log.version.send_replace(last);
+        }
+        log
+    }
+
+    /// Sends every event appended from now on (in seq order) to `sink` as well; persistence
+    /// writers batch them from there. The channel closes when the log closes. From now on
+    /// subscribers only receive events confirmed with [`mark_durable`](Self::mark_durable)
+    /// (everything already in the log counts as durable).
+    pub fn set_sink(&self, sink: mpsc::UnboundedSender<LoggedEvent>) {
+        let mut state = self.state.lock();
+        state.sink = Some(sink);
+        state.durable = Some(state.next_seq - 1);
+    }
+
+    /// Confirms that every event up to `seq` is persisted: subscribers may now receive them.
+    pub fn mark_durable(&self, seq: u64) {
+        let mut state = self.state.lock();
+        let Some(durable) = state.durable.as_mut() else {
+            return;
+        };
+        if seq <= *durable {
+            return;
+        }
+        *durable = seq;
+        let last = state.next_seq - 1;
+        drop(state);
+        self.version.send_replace(last);
+    }
+
+    /// The last seq subscribers may receive (the last seq when delivery is not gated).
+    pub fn durable_seq(&self) -> u64 {
+        let state = self.state.lock();
+        state.durable.unwrap_or(state.next_seq - 1)
     }
 
     /// Ring capacity.
@@ -213,29 +288,16 @@ impl EventLog {
             return Err(AppendError::Closed);
         }
         let seq = state.next_seq;
-        let seq_buf = itoa_buf(seq);
-        let seq_str = seq_buf.as_str();
-        let mut frame =
-            BytesMut::with_capacity(4 + seq_str.len() + 8 + name.len() + 7 + json.len() + 2);
-        frame.put_slice(b"id: ");
-        frame.put_slice(seq_str.as_bytes());
-        frame.put_slice(b"\nevent: ");
-        frame.put_slice(name.as_bytes());
-        frame.put_slice(b"\ndata: ");
-        let data_start = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-        frame.put_slice(&json);
-        frame.put_slice(b"\n\n");
-        let event = LoggedEvent {
-            seq,
-            kind,
-            frame: frame.freeze(),
-            data_start,
-        };
+        let event = render(seq, kind, &json);
         state.next_seq += 1;
         if state.ring.len() == self.max_size {
             state.ring.pop_front();
         }
         state.ring.push_back(event.clone());
+        if let Some(sink) = &state.sink {
+            // Under the lock, so the sink sees events in seq order.
+            let _ = sink.send(event.clone());
+        }
         drop(state);
         self.version.send_replace(seq);
         tracing::trace!(seq, event = name, "event appended");
@@ -249,6 +311,7 @@ impl EventLog {
             return;
         }
         state.closed = true;
+        state.sink = None;
         let last = state.next_seq - 1;
         drop(state);
         self.version.send_replace(last);
@@ -292,6 +355,29 @@ impl EventLog {
             cursor: after_seq,
             version: self.version.subscribe(),
         })
+    }
+}
+
+/// Renders one complete SSE frame.
+fn render(seq: u64, kind: EventKind, json: &[u8]) -> LoggedEvent {
+    let name = kind.as_str();
+    let seq_buf = itoa_buf(seq);
+    let seq_str = seq_buf.as_str();
+    let mut frame =
+        BytesMut::with_capacity(4 + seq_str.len() + 8 + name.len() + 7 + json.len() + 2);
+    frame.put_slice(b"id: ");
+    frame.put_slice(seq_str.as_bytes());
+    frame.put_slice(b"\nevent: ");
+    frame.put_slice(name.as_bytes());
+    frame.put_slice(b"\ndata: ");
+    let data_start = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+    frame.put_slice(json);
+    frame.put_slice(b"\n\n");
+    LoggedEvent {
+        seq,
+        kind,
+        frame: frame.freeze(),
+        data_start,
     }
 }
 
@@ -362,16 +448,22 @@ impl Subscription {
                 if next < oldest {
                     return Err(SubscribeError::Lagged { missed: next });
                 }
-                if next < state.next_seq {
+                // With durable delivery on, only events already persisted are handed out, so
+                // a cursor a client holds can always be restored on another host.
+                let visible = state.durable.map_or(state.next_seq, |d| d + 1);
+                if next < visible {
                     let start = usize::try_from(next - oldest).unwrap_or(usize::MAX);
+                    let take = usize::try_from(visible - next)
+                        .unwrap_or(usize::MAX)
+                        .min(max);
                     let batch: Vec<LoggedEvent> =
-                        state.ring.iter().skip(start).take(max).cloned().collect();
+                        state.ring.iter().skip(start).take(take).cloned().collect();
                     if let Some(last) = batch.last() {
                         self.cursor = last.seq;
                     }
                     return Ok(Some(batch));
                 }
-                if state.closed {
+                if state.closed && visible >= state.next_seq {
                     return Ok(None);
                 }
             }

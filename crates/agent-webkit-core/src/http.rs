@@ -40,7 +40,7 @@ use crate::auth::AuthConfig;
 use crate::config::{AllowedRoots, AppConfig, ConfigError};
 use crate::event_log::{LoggedEvent, SubscribeError};
 use crate::models::{CreateSessionRequest, CreateSessionResponse, EventKind, InboundMessage};
-use crate::registry::{CreateError, SessionRegistry};
+use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
@@ -275,10 +275,11 @@ impl Api {
             return Err(ConfigError::NoRuntime);
         }
         let roots = AllowedRoots::new(&config.allowed_roots)?;
-        let registry = SessionRegistry::with_config(
+        let registry = SessionRegistry::with_failover(
             config.agent_factory,
             config.session_store,
             config.registry,
+            config.failover,
         );
         registry.start_reaper();
         Ok(Self {
@@ -360,7 +361,7 @@ impl Api {
                 self.inner.registry.remove(id).await;
                 ApiResponse::no_content()
             }
-            Route::Stream(id) => self.stream(id, headers),
+            Route::Stream(id) => self.stream(id, headers).await,
             Route::Input(id) => self.input(id, headers, body).await,
             Route::Health | Route::NotFound => ApiResponse::error(404, "Not Found", None),
         }
@@ -425,6 +426,11 @@ impl Api {
             Err(err @ CreateError::ShuttingDown) => {
                 ApiResponse::error(503, err, Some("shutting_down"))
             }
+            Err(err @ CreateError::Persistence(_)) => {
+                tracing::warn!(error = %err, "session create failed");
+                ApiResponse::error(503, err, Some("persistence_unavailable"))
+                    .with_header("retry-after", "1")
+            }
             Err(CreateError::Agent(err)) => {
                 tracing::warn!(error = %err, "session create failed");
                 let status = match err {
@@ -437,12 +443,47 @@ impl Api {
         }
     }
 
-    fn stream<H>(&self, id: &str, headers: &H) -> ApiResponse
+    /// The session for a stream or input request: held here, or taken over from another host.
+    async fn session(&self, id: &str) -> Result<Arc<Session>, ApiResponse> {
+        match self.inner.registry.get_or_resume(id).await {
+            Ok(Some(session)) => Ok(session),
+            Ok(None) => Err(ApiResponse::error(404, "Session not found", None)),
+            Err(ResumeError::HeldElsewhere {
+                owner,
+                retry_after_secs,
+            }) => {
+                tracing::info!(session_id = id, owner = %owner, "session is owned by another host");
+                Err(ApiResponse::error(
+                    503,
+                    ResumeError::HeldElsewhere {
+                        owner,
+                        retry_after_secs,
+                    },
+                    Some("session_owned_elsewhere"),
+                )
+                .with_header("retry-after", retry_after_secs.to_string()))
+            }
+            Err(err @ ResumeError::Persistence(_)) => {
+                tracing::warn!(session_id = id, error = %err, "take-over failed");
+                Err(
+                    ApiResponse::error(503, err, Some("persistence_unavailable"))
+                        .with_header("retry-after", "1"),
+                )
+            }
+            Err(ResumeError::Create(err)) => {
+                tracing::warn!(session_id = id, error = %err, "take-over failed");
+                Err(ApiResponse::error(502, err, Some("agent_start_failed")))
+            }
+        }
+    }
+
+    async fn stream<H>(&self, id: &str, headers: &H) -> ApiResponse
     where
         H: RequestHeaders + Sync + ?Sized,
     {
-        let Some(session) = self.inner.registry.get(id) else {
-            return ApiResponse::error(404, "Session not found", None);
+        let session = match self.session(id).await {
+            Ok(session) => session,
+            Err(response) => return response,
         };
         let after = match parse_last_event_id(headers.get("last-event-id")) {
             Ok(after) => after,
@@ -478,8 +519,9 @@ impl Api {
         H: RequestHeaders + Sync + ?Sized,
         B: RequestBody,
     {
-        let Some(session) = self.inner.registry.get(id) else {
-            return ApiResponse::error(404, "Session not found", None);
+        let session = match self.session(id).await {
+            Ok(session) => session,
+            Err(response) => return response,
         };
         let body = match self.read_body(headers, body).await {
             Ok(body) => body,

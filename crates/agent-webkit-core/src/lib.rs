@@ -9,6 +9,8 @@
 //! - [`agent`] — the traits an agent implements (the Claude CLI bridge, the replay agent).
 //! - [`session`] / [`registry`] — one live session; the set of them, with idle eviction.
 //! - [`store`] — the `SessionStore` trait for transcripts, with an in-memory implementation.
+//! - [`persist`] — `SessionPersistence`: session records, event logs and ownership leases for
+//!   cross-host failover.
 //! - [`auth`] — bearer tokens.
 //! - [`http`] — the HTTP behaviour itself, framework-free; see its docs for the adapter contract.
 //! - [`config`] — [`AppConfig`], what every adapter is built from.
@@ -20,6 +22,7 @@ pub mod event_log;
 pub mod http;
 pub mod models;
 pub mod permission;
+pub mod persist;
 pub mod registry;
 pub mod session;
 pub mod store;

@@ -100,6 +100,8 @@ pub struct Session {
     inbound_capacity: usize,
     last_activity: Mutex<Instant>,
     subscribers: AtomicUsize,
+    /// Closed to hand the session to another host: streams end without `done`.
+    handed_off: std::sync::atomic::AtomicBool,
     /// Bumped to make every subscriber's stream write a keepalive now (see
     /// [`Session::probe_subscribers`]).
     probe: tokio::sync::watch::Sender<u64>,
@@ -144,6 +146,7 @@ impl Session {
             last_activity: Mutex::new(Instant::now()),
             subscribers: AtomicUsize::new(0),
             probe: tokio::sync::watch::Sender::new(0),
+            handed_off: std::sync::atomic::AtomicBool::new(false),
             cancel: CancellationToken::new(),
             pump: tokio::sync::Mutex::new(None),
             finished: OnceCell::new(),
@@ -304,6 +307,14 @@ impl Session {
         })
     }
 
+    /// Stops the session here without ending it for its clients: the agent is disconnected and
+    /// the log closed **without** `done`, so clients reconnect (with `Last-Event-ID`) and the
+    /// host that takes the session over continues it. Used for failover hand-off.
+    pub async fn close_for_handoff(&self) {
+        self.handed_off.store(true, Ordering::Release);
+        self.close().await;
+    }
+
     /// Asks every subscriber's stream to write a keepalive now. Some servers (actix-web) notice
     /// a vanished client only when a write fails, so the reaper probes idle sessions that still
     /// count subscribers: a dead connection fails within two probes and stops counting.
@@ -344,7 +355,9 @@ impl Session {
                         "agent disconnect timed out"
                     ),
                 }
-                self.append(EventKind::Done, &DoneData {});
+                if !self.handed_off.load(Ordering::Acquire) {
+                    self.append(EventKind::Done, &DoneData {});
+                }
                 self.log.close();
                 tracing::info!(session_id = %self.id, last_seq = self.log.last_seq(), "session closed");
             })

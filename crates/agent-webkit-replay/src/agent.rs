@@ -106,6 +106,7 @@ pub(crate) fn start(ctx: AgentContext, scenario: Scenario, live: &LiveAgents) ->
         config,
         permissions,
         store: _,
+        resume: _,
     } = ctx;
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (out_tx, mut out_rx) = mpsc::channel(OUTBOX_CAPACITY);

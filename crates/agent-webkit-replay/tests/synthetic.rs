@@ -352,6 +352,7 @@ fn context(model: &str) -> AgentContext {
             Arc::new(PermissionRouter::new()),
         ),
         store: None,
+        resume: None,
     }
 }
 
