@@ -24,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 use crate::discover::find_cli;
 use crate::mirror::{MirrorBatcher, MirrorError};
 use crate::options::{
-    initialize_request, launch_spec, ClaudeOptions, HookSpec, LaunchInputs, PERMISSION_MODES,
+    inherited_config_dir, initialize_request, launch_spec, session_cwd, ClaudeOptions, HookSpec,
+    LaunchInputs, PERMISSION_MODES,
 };
 use crate::process::{CliProcess, LineReader};
+use crate::resume::{self, ResumeDir};
 use crate::translate::{is_self_started, result_user_uuids, Translator};
 
 /// Capacity of the channel from the stdout reader to the session.
@@ -80,29 +82,51 @@ impl AgentClientFactory for ClaudeAgentFactory {
         let program = find_cli(options.cli_path.as_deref())
             .map_err(|e| AgentError::Unavailable(e.to_string()))?;
         let store = ctx.store.clone().filter(|_| !options.disable_mirror);
+        let cwd = session_cwd(options, &ctx.config);
+        if !cwd.is_dir() {
+            return Err(AgentError::InvalidConfig(format!(
+                "Working directory does not exist: {}",
+                cwd.display()
+            )));
+        }
+        let plan = resume::plan(
+            &ctx.session_id,
+            ctx.resume.as_deref(),
+            ctx.store.as_ref(),
+            &cwd,
+            &inherited_config_dir(options),
+            options.timeouts.store_load,
+        )
+        .await?;
         let spec = launch_spec(
             options,
             program,
             &LaunchInputs {
-                session_id: &ctx.session_id,
+                session_id: &plan.session_id,
+                resume: plan.resume.as_deref(),
+                config_dir: plan.dir.as_ref().map(ResumeDir::path),
                 session: &ctx.config,
                 mirror: store.is_some(),
             },
         );
-        if !spec.cwd.is_dir() {
-            return Err(AgentError::InvalidConfig(format!(
-                "Working directory does not exist: {}",
-                spec.cwd.display()
-            )));
-        }
         let started = Instant::now();
-        let (process, stdout) = CliProcess::spawn(&spec, &ctx.session_id, Arc::clone(&self.live))
-            .map_err(|e| {
-            AgentError::StartFailed(format!(
-                "cannot start the Claude CLI {}: {e}",
-                spec.program.display()
-            ))
-        })?;
+        let (process, stdout) =
+            match CliProcess::spawn(&spec, &ctx.session_id, Arc::clone(&self.live)) {
+                Ok(spawned) => spawned,
+                Err(e) => {
+                    if let Some(dir) = plan.dir {
+                        dir.remove().await;
+                    }
+                    return Err(AgentError::StartFailed(format!(
+                        "cannot start the Claude CLI {}: {e}",
+                        spec.program.display()
+                    )));
+                }
+            };
+        let resumed = plan.dir.is_some();
+        if let Some(dir) = plan.dir {
+            process.attach_resume_dir(dir).await;
+        }
         let (init, hooks) = initialize_request(&options.hooks);
         let shared = Arc::new(Shared {
             session_id: ctx.session_id.clone(),
@@ -141,6 +165,10 @@ impl AgentClientFactory for ClaudeAgentFactory {
                     ControlError::Rejected { error, .. } => error,
                     ControlError::Agent(err) => err.to_string(),
                 };
+                // Reap it now (deleting a resume directory) rather than in the background.
+                guard.0 = None;
+                shared.closing.store(true, Ordering::Release);
+                shared.process.kill().await;
                 return Err(AgentError::StartFailed(format!(
                     "the Claude CLI did not complete its initialize handshake: {detail}"
                 )));
@@ -156,6 +184,8 @@ impl AgentClientFactory for ClaudeAgentFactory {
             pid = shared.process.pid(),
             cli_version,
             ready_ms = started.elapsed().as_millis() as u64,
+            resume = plan.resume.as_deref(),
+            materialized = resumed,
             "Claude CLI ready"
         );
         guard.0 = None;

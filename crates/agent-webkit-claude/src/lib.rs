@@ -13,6 +13,9 @@
 //! - [`translate`] — CLI frames → normalised agent messages (deltas, accumulated assistant
 //!   messages, tool results, results, MCP status).
 //! - [`mirror`] — `transcript_mirror` frames → the configured `SessionStore`.
+//! - [`project_key`] — the CLI's project directory name for a working directory.
+//! - [`resume`] — resuming a session from the `SessionStore` (materialized transcript,
+//!   `--resume=<id>`).
 //! - [`client`] — [`ClaudeAgentFactory`] and the per-session client: handshake, control
 //!   requests both ways, permission and hook prompts, turn accounting.
 //!
@@ -34,6 +37,8 @@ pub mod discover;
 pub mod mirror;
 pub mod options;
 pub mod process;
+pub mod project_key;
+pub mod resume;
 pub mod translate;
 
 pub use agent_webkit_core::AgentClientFactory;

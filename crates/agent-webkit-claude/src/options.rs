@@ -90,6 +90,8 @@ pub struct Timeouts {
     pub terminate: Duration,
     /// One `SessionStore::append` attempt of the transcript mirror.
     pub store_append: Duration,
+    /// Each `SessionStore` read while materializing a resumed session (§5.5).
+    pub store_load: Duration,
 }
 
 impl Default for Timeouts {
@@ -100,6 +102,7 @@ impl Default for Timeouts {
             graceful_exit: Duration::from_secs(5),
             terminate: Duration::from_secs(2),
             store_append: Duration::from_secs(60),
+            store_load: Duration::from_secs(60),
         }
     }
 }
@@ -179,8 +182,14 @@ pub struct LaunchSpec {
 /// Per-launch inputs that are not options.
 #[derive(Debug, Clone)]
 pub struct LaunchInputs<'a> {
-    /// The CLI session id (`--session-id=`).
+    /// The CLI session id (`--session-id=`); ignored when `resume` is set.
     pub session_id: &'a str,
+    /// Continue this CLI session (`--resume=<id>` **instead of** `--session-id`: the CLI
+    /// refuses both together without `--fork-session`).
+    pub resume: Option<&'a str>,
+    /// `CLAUDE_CONFIG_DIR` for the child, overriding the configured/inherited one (the
+    /// materialized directory of a store-backed resume, §5.5).
+    pub config_dir: Option<&'a Path>,
     /// The session's settings.
     pub session: &'a SessionConfig,
     /// Whether `--session-mirror` is passed.
@@ -189,6 +198,31 @@ pub struct LaunchInputs<'a> {
 
 fn flag(args: &mut Vec<String>, name: &str, value: &str) {
     args.push(format!("--{name}={value}"));
+}
+
+/// The session's working directory: the session's, else the configured default, else the
+/// server's.
+pub fn session_cwd(options: &ClaudeOptions, session: &SessionConfig) -> PathBuf {
+    session
+        .cwd
+        .clone()
+        .or_else(|| options.cwd.clone())
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The `CLAUDE_CONFIG_DIR` the CLI gets without a resume override: from `options.env`, else
+/// the server's environment, else `~/.claude` (§5.3).
+pub fn inherited_config_dir(options: &ClaudeOptions) -> PathBuf {
+    options
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "CLAUDE_CONFIG_DIR")
+        .map(|(_, v)| PathBuf::from(v))
+        .or_else(|| std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".claude")))
+        .unwrap_or_else(|| PathBuf::from(".claude"))
 }
 
 /// Builds the command line and environment (§1.3, §1.4). User-controlled values always use the
@@ -237,7 +271,10 @@ pub fn launch_spec(
     {
         flag(&mut args, "permission-mode", mode);
     }
-    flag(&mut args, "session-id", inputs.session_id);
+    match inputs.resume {
+        Some(id) => flag(&mut args, "resume", id),
+        None => flag(&mut args, "session-id", inputs.session_id),
+    }
     if let Some(settings) = &options.settings {
         flag(&mut args, "settings", settings);
     }
@@ -261,13 +298,7 @@ pub fn launch_spec(
     args.push("--input-format".into());
     args.push("stream-json".into());
 
-    let cwd = inputs
-        .session
-        .cwd
-        .clone()
-        .or_else(|| options.cwd.clone())
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_else(|| PathBuf::from("."));
+    let cwd = session_cwd(options, inputs.session);
 
     let mut env: Vec<(String, String)> = vec![("CLAUDE_CODE_ENTRYPOINT".into(), ENTRYPOINT.into())];
     env.extend(options.env.iter().cloned());
@@ -289,15 +320,16 @@ pub fn launch_spec(
     }
     env.push(("PWD".into(), cwd.to_string_lossy().into_owned()));
 
-    let config_dir = options
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "CLAUDE_CONFIG_DIR")
-        .map(|(_, v)| PathBuf::from(v))
-        .or_else(|| std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from))
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".claude")))
-        .unwrap_or_else(|| PathBuf::from(".claude"));
+    let config_dir = match inputs.config_dir {
+        Some(dir) => {
+            env.push((
+                "CLAUDE_CONFIG_DIR".into(),
+                dir.to_string_lossy().into_owned(),
+            ));
+            dir.to_path_buf()
+        }
+        None => inherited_config_dir(options),
+    };
 
     LaunchSpec {
         program,
@@ -368,6 +400,8 @@ mod tests {
             PathBuf::from("/bin/claude"),
             &LaunchInputs {
                 session_id: "3f1c",
+                resume: None,
+                config_dir: None,
                 session: &session,
                 mirror: true,
             },
@@ -404,6 +438,52 @@ mod tests {
             .contains(&("CLAUDE_AGENT_SDK_VERSION".into(), SDK_VERSION.into())));
         assert!(spec.env.contains(&("PWD".into(), "/tmp".into())));
         assert!(spec.env_remove.contains(&"CLAUDECODE".to_owned()));
+    }
+
+    #[test]
+    fn resume_replaces_session_id_and_may_override_the_config_dir() {
+        let options = ClaudeOptions {
+            env: vec![("CLAUDE_CONFIG_DIR".into(), "/home/u/.claude".into())],
+            ..ClaudeOptions::default()
+        };
+        let session = SessionConfig {
+            cwd: Some(PathBuf::from("/tmp")),
+            ..SessionConfig::default()
+        };
+        let inputs = LaunchInputs {
+            session_id: "ignored",
+            resume: Some("-r1"),
+            config_dir: Some(Path::new("/tmp/claude-resume-x")),
+            session: &session,
+            mirror: true,
+        };
+        let spec = launch_spec(&options, PathBuf::from("/bin/claude"), &inputs);
+        let pos = |a: &str| spec.args.iter().position(|x| x == a).unwrap();
+        assert!(spec.args.contains(&"--resume=-r1".to_owned()));
+        assert!(!spec.args.iter().any(|a| a.starts_with("--session-id")));
+        assert!(pos("--permission-prompt-tool=stdio") < pos("--resume=-r1"));
+        assert!(pos("--resume=-r1") < pos("--include-partial-messages"));
+        assert_eq!(spec.config_dir, PathBuf::from("/tmp/claude-resume-x"));
+        // Set after the configured env, so it wins.
+        let last = spec
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "CLAUDE_CONFIG_DIR")
+            .unwrap();
+        assert_eq!(last.1, "/tmp/claude-resume-x");
+
+        let spec = launch_spec(
+            &options,
+            PathBuf::from("/bin/claude"),
+            &LaunchInputs {
+                resume: None,
+                config_dir: None,
+                ..inputs
+            },
+        );
+        assert!(spec.args.contains(&"--session-id=ignored".to_owned()));
+        assert_eq!(spec.config_dir, PathBuf::from("/home/u/.claude"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
 use crate::options::LaunchSpec;
+use crate::resume::ResumeDir;
 
 /// Bytes of stderr kept for error messages.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
@@ -124,6 +125,8 @@ pub struct CliProcess {
     reaped: AtomicBool,
     live: Arc<AtomicUsize>,
     session_id: String,
+    /// The materialized config dir of a resumed session, deleted once the child is reaped.
+    resume_dir: tokio::sync::Mutex<Option<ResumeDir>>,
 }
 
 impl std::fmt::Debug for CliProcess {
@@ -186,6 +189,7 @@ impl CliProcess {
                 reaped: AtomicBool::new(false),
                 live,
                 session_id: session_id.to_owned(),
+                resume_dir: tokio::sync::Mutex::new(None),
             }),
             stdout,
         ))
@@ -226,8 +230,26 @@ impl CliProcess {
         self.signal_group(Signal::Kill);
     }
 
-    /// Waits up to `timeout` for the process to exit; returns its status if it did.
+    /// Hands over a materialized resume directory: it is deleted once the process has been
+    /// reaped (by whichever [`wait_for`](Self::wait_for) sees the exit), or when this is
+    /// dropped.
+    pub async fn attach_resume_dir(&self, dir: ResumeDir) {
+        *self.resume_dir.lock().await = Some(dir);
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its status if it did. Once it
+    /// has exited, the resume directory (if any) is gone when this returns.
     pub async fn wait_for(&self, timeout: Duration) -> Option<ExitStatus> {
+        let status = self.reap(timeout).await?;
+        // Held while deleting, so a concurrent waiter returns only once the directory is gone.
+        let mut slot = self.resume_dir.lock().await;
+        if let Some(dir) = slot.take() {
+            dir.remove().await;
+        }
+        Some(status)
+    }
+
+    async fn reap(&self, timeout: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.exit_status() {
             return Some(status);
         }

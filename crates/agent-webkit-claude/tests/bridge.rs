@@ -781,3 +781,252 @@ async fn a_cli_killed_while_a_prompt_is_pending_fails_the_wait() {
     ));
     assert_eq!(h.factory.live_processes(), 0);
 }
+
+// ------------------------------------------------------------------------ resume (§5.5)
+
+use agent_webkit_claude::AgentClientFactory;
+
+/// A context for calling the factory directly, as the core does for a resumed session.
+fn resume_ctx(store: Arc<dyn SessionStore>, resume: &str) -> agent_webkit_core::AgentContext {
+    agent_webkit_core::AgentContext {
+        session_id: uuid_v4(),
+        config: SessionConfig::default(),
+        permissions: agent_webkit_core::PermissionHandle::new(
+            Arc::new(agent_webkit_core::EventLog::new(1000)),
+            Arc::new(agent_webkit_core::PermissionRouter::new()),
+        ),
+        store: Some(store),
+        resume: Some(resume.to_owned()),
+    }
+}
+
+fn uuid_v4() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let hex = format!("{:032x}", n ^ (u128::from(std::process::id()) << 96));
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// Sends one prompt on a directly created connection and returns the assistant text of its
+/// turn (the result's `result` field).
+async fn turn(conn: &mut agent_webkit_core::AgentConnection, prompt: &str) -> String {
+    use agent_webkit_core::AgentMessage;
+    use futures_util::StreamExt;
+    conn.client.query(text(prompt)).await.unwrap();
+    loop {
+        let msg = tokio::time::timeout(T, conn.messages.next())
+            .await
+            .expect("timed out waiting for the result")
+            .expect("stream ended")
+            .unwrap();
+        if let AgentMessage::Result(result) = msg {
+            assert_eq!(result.subtype, "success", "{result:?}");
+            return result.extra["result"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    }
+}
+
+/// The fake's record of the process whose argv contains `arg`.
+fn record_with(h: &Harness, arg: &str) -> Value {
+    h.records()
+        .into_iter()
+        .find(|r| r["argv"].as_array().unwrap().iter().any(|a| a == arg))
+        .unwrap_or_else(|| panic!("no process was started with {arg}"))
+}
+
+#[tokio::test]
+async fn a_session_resumes_from_the_store_in_a_fresh_config_dir() {
+    let h = Harness::new(|_| {});
+    let (session, mut r) = h.session(None).await;
+    session.submit_user_message(text("one")).unwrap();
+    r.until("result").await;
+    session.submit_user_message(text("two")).unwrap();
+    r.until("result").await;
+    let first_id = session.id().to_owned();
+    session.close().await;
+    let work = h.dir.path().join("work");
+    let key = SessionKey::main(
+        agent_webkit_claude::project_key::project_key_for_directory(&work).unwrap(),
+        first_id.clone(),
+    );
+    let before = h.store.load(&key).await.unwrap().expect("mirrored");
+
+    let store: Arc<dyn SessionStore> = h.store.clone();
+    let started = std::time::Instant::now();
+    let mut conn = h
+        .factory
+        .create(resume_ctx(store, &first_id))
+        .await
+        .expect("resumed");
+    let ready = started.elapsed();
+    let reply = turn(&mut conn, "three").await;
+    assert_eq!(reply, "echo: three (resumed: 4 earlier messages)");
+
+    let record = record_with(&h, &format!("--resume={first_id}"));
+    let argv: Vec<&str> = record["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        !argv.iter().any(|a| a.starts_with("--session-id")),
+        "{argv:?}"
+    );
+    assert!(argv.contains(&"--session-mirror"));
+    let tmp = PathBuf::from(record["env"]["CLAUDE_CONFIG_DIR"].as_str().unwrap());
+    assert_ne!(tmp, h.config_dir());
+    assert!(tmp
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("claude-resume-"));
+    assert_eq!(
+        tmp.parent().unwrap(),
+        std::env::temp_dir().canonicalize().unwrap()
+    );
+    assert!(tmp.exists(), "kept while the CLI runs");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&tmp).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    conn.client.disconnect().await.unwrap();
+    assert!(!tmp.exists(), "deleted once the CLI has exited");
+    assert_eq!(h.factory.live_processes(), 0);
+
+    // The resumed run appended to the same key: the history is untouched, new entries follow.
+    let after = h.store.load(&key).await.unwrap().unwrap();
+    assert!(after.len() > before.len());
+    assert_eq!(after[..before.len()], before[..]);
+    let new_users: Vec<String> = after[before.len()..]
+        .iter()
+        .filter(|e| e["type"] == "user")
+        .map(|e| e["message"]["content"].to_string())
+        .collect();
+    assert_eq!(new_users, vec!["\"three\"".to_owned()]);
+    assert!(after[before.len()..]
+        .iter()
+        .filter(|e| e.get("sessionId").is_some())
+        .all(|e| e["sessionId"] == first_id.as_str()));
+    eprintln!("resumed CLI (fake) ready after {ready:?}");
+}
+
+#[tokio::test]
+async fn resuming_an_id_the_store_does_not_have_starts_fresh_under_it() {
+    let h = Harness::new(|_| {});
+    let unknown = uuid_v4();
+    let store: Arc<dyn SessionStore> = h.store.clone();
+    let mut conn = h
+        .factory
+        .create(resume_ctx(store, &unknown))
+        .await
+        .expect("fresh start");
+    assert_eq!(turn(&mut conn, "hi").await, "echo: hi");
+    let record = record_with(&h, &format!("--session-id={unknown}"));
+    let argv = record["argv"].to_string();
+    assert!(!argv.contains("--resume"), "{argv}");
+    assert_eq!(
+        record["env"]["CLAUDE_CONFIG_DIR"],
+        h.config_dir().display().to_string()
+    );
+    conn.client.disconnect().await.unwrap();
+    // Mirrored under the requested id.
+    let key = SessionKey::main(
+        agent_webkit_claude::project_key::project_key_for_directory(&h.dir.path().join("work"))
+            .unwrap(),
+        unknown,
+    );
+    assert!(h.store.load(&key).await.unwrap().is_some());
+}
+
+struct DownStore;
+
+#[async_trait::async_trait]
+impl SessionStore for DownStore {
+    async fn append(
+        &self,
+        _: &SessionKey,
+        _: Vec<Value>,
+    ) -> Result<(), agent_webkit_core::store::StoreError> {
+        Ok(())
+    }
+    async fn load(
+        &self,
+        _: &SessionKey,
+    ) -> Result<Option<Vec<Value>>, agent_webkit_core::store::StoreError> {
+        Err(agent_webkit_core::store::StoreError::Backend(
+            "connection refused".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_load_fails_the_resume_clearly() {
+    let h = Harness::new(|_| {});
+    let err = h
+        .factory
+        .create(resume_ctx(Arc::new(DownStore), &uuid_v4()))
+        .await
+        .expect_err("must fail");
+    let AgentError::StartFailed(message) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("connection refused"), "{message}");
+    assert!(message.contains("resume"), "{message}");
+    assert!(h.records().is_empty(), "nothing was spawned");
+}
+
+#[tokio::test]
+async fn the_resume_dir_is_deleted_when_initialize_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new(|_| {});
+    let seen = h.dir.path().join("seen-config-dir");
+    let script = h.dir.path().join("dies-before-initialize");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf %s \"$CLAUDE_CONFIG_DIR\" > '{}'\nexit 1\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let factory = ClaudeAgentFactory::new(ClaudeOptions {
+        cli_path: Some(script),
+        ..h.factory.options().clone()
+    });
+    let id = uuid_v4();
+    let key = SessionKey::main(
+        agent_webkit_claude::project_key::project_key_for_directory(&h.dir.path().join("work"))
+            .unwrap(),
+        id.clone(),
+    );
+    h.store
+        .append(&key, vec![json!({"type": "user", "uuid": "u1"})])
+        .await
+        .unwrap();
+    let store: Arc<dyn SessionStore> = h.store.clone();
+    let err = factory
+        .create(resume_ctx(store, &id))
+        .await
+        .expect_err("initialize fails");
+    assert!(err.to_string().contains("initialize"), "{err}");
+    let tmp = std::fs::read_to_string(&seen).unwrap();
+    assert!(tmp.contains("claude-resume-"), "{tmp}");
+    assert!(!Path::new(&tmp).exists(), "{tmp} left behind");
+    assert_eq!(factory.live_processes(), 0);
+}

@@ -199,3 +199,120 @@ async fn mcp_server_status_is_reported() {
     assert!(!events.iter().any(|(n, _)| n == "mcp_status_change"));
     session.close().await;
 }
+
+/// Session 1 runs in one CLI process; after it is closed, a second process resumes it from the
+/// store only (materialized into a fresh config dir) and the model sees the earlier turn.
+#[tokio::test]
+async fn a_session_resumes_from_the_store_in_a_new_process() {
+    use agent_webkit_claude::AgentClientFactory;
+    use agent_webkit_core::{AgentContext, AgentMessage, EventLog, PermissionHandle};
+    use futures_util::StreamExt;
+
+    let cli = require_real_cli!("a_session_resumes_from_the_store_in_a_new_process");
+    let rig = rig(cli, |_| {}).await;
+    let text_a = "Please remember the word PELICAN for later";
+    let started = std::time::Instant::now();
+    let (session, mut sub) = start(&rig).await;
+    let fresh_ready = started.elapsed();
+    session
+        .submit_user_message(UserContent::Text(text_a.into()))
+        .unwrap();
+    until(&mut sub, "result").await;
+    let id = session.id().to_owned();
+    session.close().await;
+    let key = SessionKey::main(project_key(rig.work.path()), id.clone());
+    let before = rig.store.load(&key).await.unwrap().expect("mirrored");
+    let requests_before = rig._mock.streaming_requests().len();
+
+    let ctx = AgentContext {
+        session_id: id.clone(),
+        config: SessionConfig::default(),
+        permissions: PermissionHandle::new(
+            Arc::new(EventLog::new(1000)),
+            Arc::new(agent_webkit_core::PermissionRouter::new()),
+        ),
+        store: Some(rig.store.clone() as Arc<dyn SessionStore>),
+        resume: Some(id.clone()),
+    };
+    let started = std::time::Instant::now();
+    let mut conn = rig.factory.create(ctx).await.expect("resumed");
+    let resumed_ready = started.elapsed();
+    conn.client
+        .query(UserContent::Text("Which word was it?".into()))
+        .await
+        .unwrap();
+    let result = loop {
+        let msg = tokio::time::timeout(T, conn.messages.next())
+            .await
+            .expect("timed out")
+            .expect("stream ended")
+            .unwrap();
+        if let AgentMessage::Result(result) = msg {
+            break result;
+        }
+    };
+    assert_eq!(result.subtype, "success", "{result:?}");
+    assert_eq!(result.session_id, id, "the CLI continued the same session");
+
+    // The model request for B carries A.
+    let requests = rig._mock.streaming_requests();
+    let b = requests[requests_before..]
+        .iter()
+        .find(|r| r["messages"].to_string().contains("Which word was it?"))
+        .expect("a model request for B");
+    let messages = b["messages"].as_array().unwrap();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["role"] == "user" && m.to_string().contains(text_a)),
+        "{messages:#?}"
+    );
+    assert!(messages
+        .iter()
+        .any(|m| m["role"] == "assistant" && m.to_string().contains("Echo: ")));
+
+    conn.client.disconnect().await.unwrap();
+    assert_eq!(rig.factory.live_processes(), 0);
+    let after = rig.store.load(&key).await.unwrap().unwrap();
+    assert_eq!(after[..before.len()], before[..], "history untouched");
+    let new: Vec<&Value> = after[before.len()..].iter().collect();
+    assert!(
+        new.iter()
+            .any(|e| e["type"] == "user" && e.to_string().contains("Which word was it?")),
+        "{new:#?}"
+    );
+    assert!(
+        !new.iter()
+            .any(|e| e["type"] == "user" && e.to_string().contains(text_a)),
+        "only new entries are mirrored on resume"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("claude-resume-")
+        })
+        .filter(|e| {
+            std::fs::read_dir(e.path())
+                .map(|mut d| d.any(|_| true))
+                .unwrap_or(false)
+                && e.path()
+                    .join("projects")
+                    .join(&key.project_key)
+                    .join(format!("{id}.jsonl"))
+                    .exists()
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "resume dir left behind");
+    eprintln!(
+        "real CLI: fresh session ready after {fresh_ready:?}, resumed after {resumed_ready:?}; \
+         {} entries before, {} new after resume: {:?}",
+        before.len(),
+        new.len(),
+        new.iter()
+            .map(|e| e["type"].as_str().unwrap_or("?"))
+            .collect::<Vec<_>>()
+    );
+}

@@ -83,6 +83,18 @@ struct Cli {
     /// Extra replay scenario scripts (`*.jsonl`, name = file stem).
     #[arg(long, env = "AGENT_WEBKIT_REPLAY_DIR")]
     replay_dir: Option<PathBuf>,
+    /// PostgreSQL URL: transcripts go to Postgres, and sessions are persisted so any server
+    /// sharing this database can take over a session whose host died (failover). Default: in
+    /// memory, sessions live and die with this process.
+    #[arg(long, env = "AGENT_WEBKIT_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// This server's identity in session leases (default: a fresh UUID per process).
+    #[arg(long, env = "AGENT_WEBKIT_HOST_ID")]
+    host_id: Option<String>,
+    /// Seconds a server owns a session without renewing; a crashed server's sessions move to
+    /// another after at most this long.
+    #[arg(long, env = "AGENT_WEBKIT_LEASE", default_value_t = 10.0)]
+    lease: f64,
     #[command(flatten)]
     claude: ClaudeArgs,
 }
@@ -266,6 +278,7 @@ fn build_config(cli: &Cli) -> Result<AppConfig, String> {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
         max_sessions: cli.max_sessions,
         ring_size: cli.ring_size.max(1),
+        lease: seconds(cli.lease, "lease")?.max(Duration::from_millis(100)),
         ..RegistryConfig::default()
     };
     config.keepalive = seconds(cli.keepalive, "keepalive")?.max(Duration::from_millis(10));
@@ -315,8 +328,34 @@ fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
     println!("agent-webkit-server listening on http://{local}");
 }
 
+/// With `--database-url`: Postgres transcripts and failover persistence.
+async fn with_database(cli: &Cli, config: AppConfig) -> Result<AppConfig, String> {
+    let Some(url) = &cli.database_url else {
+        return Ok(config);
+    };
+    let store = agent_webkit_postgres::PgSessionStore::connect(
+        url,
+        agent_webkit_postgres::PoolOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("cannot use --database-url: {e}"))?;
+    let persistence = store.persistence().with_max_events(
+        cli.ring_size
+            .max(1)
+            .max(agent_webkit_postgres::DEFAULT_MAX_EVENTS),
+    );
+    let host = cli
+        .host_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    tracing::info!(host_id = %host, "failover enabled (PostgreSQL)");
+    Ok(config
+        .with_store(Arc::new(store))
+        .with_failover(Arc::new(persistence), host))
+}
+
 async fn run_axum(cli: Cli) -> Result<(), String> {
-    let config = build_config(&cli)?;
+    let config = with_database(&cli, build_config(&cli)?).await?;
     let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);
@@ -333,7 +372,7 @@ async fn run_axum(cli: Cli) -> Result<(), String> {
 }
 
 async fn run_actix(cli: Cli) -> Result<(), String> {
-    let config = build_config(&cli)?;
+    let config = with_database(&cli, build_config(&cli)?).await?;
     let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);

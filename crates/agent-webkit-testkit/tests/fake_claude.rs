@@ -1277,22 +1277,162 @@ async fn session_mirror_frames() {
     let _ = std::fs::remove_dir_all(cwd);
 }
 
+/// The CLI's project key (ASCII-only test paths: one char per UTF-16 unit, ≤ 200).
+fn key_of(dir: &std::path::Path) -> String {
+    dir.canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
 #[tokio::test]
-async fn resume_uses_the_resumed_session_id() {
-    let mut fake = Fake::spawn(&["--resume=e05fd4cb-ab94-4211-9303-a439a8d1bbb8"]).await;
+async fn resume_reads_the_transcript_and_mirrors_only_new_entries() {
+    const RID: &str = "e05fd4cb-ab94-4211-9303-a439a8d1bbb8";
+    let config_dir = tempdir("resume");
+    let cwd = tempdir("resume-cwd");
+    let config_s = config_dir.to_string_lossy().into_owned();
+    let env = [("CLAUDE_CONFIG_DIR", config_s.as_str())];
+
+    // First run: a session whose transcript the test writes to disk from the mirror frames.
+    let mut fake = Fake::spawn_with(
+        &["--session-mirror", &format!("--session-id={RID}")],
+        &env,
+        Some(&cwd),
+    )
+    .await;
+    fake.initialize(Value::Null).await;
+    fake.user("first").await;
+    let mut frames = fake.until("result", |f| ty(f) == "result").await;
+    let (rest, code, _) = fake.finish().await;
+    assert_eq!(code, 0);
+    frames.extend(rest);
+    let path = format!("{config_s}/projects/{}/{RID}.jsonl", key_of(&cwd));
+    let mut lines = String::new();
+    for m in frames.iter().filter(|f| ty(f) == "transcript_mirror") {
+        assert_eq!(m["filePath"], path.as_str());
+        for e in m["entries"].as_array().unwrap() {
+            lines.push_str(&format!("{e}\n"));
+        }
+    }
+    std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+    std::fs::write(&path, &lines).unwrap();
+    let last_uuid = lines
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|e| e["uuid"].as_str().map(str::to_owned))
+        .unwrap();
+
+    // Resumed: same id, the earlier messages are counted, only new entries are mirrored.
+    let mut fake = Fake::spawn_with(
+        &["--session-mirror", &format!("--resume={RID}")],
+        &env,
+        Some(&cwd),
+    )
+    .await;
     fake.initialize(Value::Null).await;
     fake.user("again").await;
     let frames = fake.until("result", |f| ty(f) == "result").await;
+    assert_eq!(frames[0]["session_id"], RID);
     assert_eq!(
-        frames[0]["session_id"],
-        "e05fd4cb-ab94-4211-9303-a439a8d1bbb8"
+        result_of(&frames)["result"],
+        "echo: again (resumed: 2 earlier messages)"
+    );
+    let mirrored: Vec<&Value> = frames
+        .iter()
+        .filter(|f| ty(f) == "transcript_mirror")
+        .inspect(|m| assert_eq!(m["filePath"], path.as_str()))
+        .flat_map(|m| m["entries"].as_array().unwrap())
+        .collect();
+    let texts: Vec<String> = mirrored
+        .iter()
+        .filter(|e| e["type"] == "user")
+        .map(|e| e["message"]["content"].to_string())
+        .collect();
+    assert_eq!(texts, vec!["\"again\"".to_owned()], "only the new turn");
+    let first_user = mirrored.iter().find(|e| e["type"] == "user").unwrap();
+    assert_eq!(
+        first_user["parentUuid"],
+        last_uuid.as_str(),
+        "chained to the history"
     );
     fake.finish().await;
+
+    // A fork writes the whole history under its own id first.
+    let fork_id = "0c0c0c0c-1111-4222-8333-444444444444";
+    let mut fake = Fake::spawn_with(
+        &[
+            "--session-mirror",
+            &format!("--resume={RID}"),
+            "--fork-session",
+            &format!("--session-id={fork_id}"),
+        ],
+        &env,
+        Some(&cwd),
+    )
+    .await;
+    fake.initialize(Value::Null).await;
+    fake.user("forked").await;
+    let frames = fake.until("result", |f| ty(f) == "result").await;
+    let first_mirror = frames
+        .iter()
+        .find(|f| ty(f) == "transcript_mirror")
+        .unwrap();
+    assert!(first_mirror["filePath"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{fork_id}.jsonl")));
+    let entries = first_mirror["entries"].as_array().unwrap();
+    assert!(entries.len() > 3, "{entries:?}");
+    assert!(entries
+        .iter()
+        .filter(|e| e.get("sessionId").is_some())
+        .all(|e| e["sessionId"] == fork_id));
+    fake.finish().await;
+
+    let _ = std::fs::remove_dir_all(config_dir);
+    let _ = std::fs::remove_dir_all(cwd);
+}
+
+#[tokio::test]
+async fn resume_of_an_unknown_session_is_refused_like_the_cli() {
+    const RID: &str = "9d3c7b1a-0000-4000-8000-123456789abc";
+    let config_dir = tempdir("refused");
+    let config_s = config_dir.to_string_lossy().into_owned();
+    let mut fake = Fake::spawn_with(
+        &[&format!("--resume={RID}")],
+        &[("CLAUDE_CONFIG_DIR", &config_s)],
+        None,
+    )
+    .await;
+    fake.send(json!({"type":"control_request","request_id":"req_init",
+                     "request":{"subtype":"initialize","hooks":null}}))
+        .await;
+    let first = fake
+        .next()
+        .await
+        .expect("a frame instead of the initialize response");
+    assert_eq!(ty(&first), "result");
+    assert_eq!(first["subtype"], "error_during_execution");
+    assert_eq!(first["is_error"], true);
+    assert_eq!(first["num_turns"], 0);
+    assert_eq!(first["session_id"], RID);
+    assert_eq!(
+        first["errors"],
+        json!([format!("No conversation found with session ID: {RID}")])
+    );
+    let (rest, code, stderr) = fake.finish().await;
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("No conversation found"), "{stderr}");
 
     let fake = Fake::spawn(&["--resume=abc", "--session-id", SID]).await;
     let (code, stderr) = fake.exit_code().await;
     assert_eq!(code, 1);
     assert!(stderr.contains("--fork-session"), "{stderr}");
+    let _ = std::fs::remove_dir_all(config_dir);
 }
 
 // ------------------------------------------------------------------------ recordings

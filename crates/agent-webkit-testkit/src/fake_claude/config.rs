@@ -21,6 +21,29 @@ pub(crate) const MODES: &[&str] = &[
     "plan",
 ];
 
+/// What `--resume=<id>` found at start-up.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Resume {
+    /// Not a resume (or `--resume` without a value).
+    #[default]
+    None,
+    /// `$CLAUDE_CONFIG_DIR/projects/<key>/<id>.jsonl` does not exist: the CLI refuses.
+    Missing(String),
+    /// The earlier transcript.
+    Loaded(Resumed),
+}
+
+/// An earlier transcript read on `--resume`.
+#[derive(Debug, Clone)]
+pub(crate) struct Resumed {
+    /// Every entry of the file, in order.
+    pub entries: Vec<Value>,
+    /// Number of `user`/`assistant` entries among them.
+    pub prior_messages: usize,
+    /// `uuid` of the last entry that has one (parent of the next entry).
+    pub last_uuid: Option<String>,
+}
+
 /// Everything fixed for the life of the process.
 pub(crate) struct Config {
     pub args: Args,
@@ -33,6 +56,7 @@ pub(crate) struct Config {
     pub entrypoint: String,
     pub pid: u32,
     pub start_ms: u64,
+    pub resume: Resume,
 }
 
 impl Config {
@@ -61,8 +85,14 @@ impl Config {
             .as_deref()
             .map(mcp_servers)
             .unwrap_or_default();
+        let project_key = project_key(&cwd);
+        let resume = match args.resume.as_deref() {
+            Some(id) if !id.is_empty() => load_resume(&config_dir, &project_key, id),
+            _ => Resume::None,
+        };
         Self {
-            project_key: project_key(&cwd),
+            project_key,
+            resume,
             session_id,
             cwd,
             config_dir,
@@ -106,6 +136,43 @@ impl Config {
             Path::new(&self.cwd).join(p)
         }
     }
+}
+
+/// Reads `<config>/projects/<key>/<id>.jsonl` like the real CLI does on `--resume=<id>`.
+fn load_resume(config_dir: &Path, project_key: &str, id: &str) -> Resume {
+    if id.contains('/') || id.contains('\\') || id == "." || id == ".." {
+        return Resume::Missing(id.to_owned());
+    }
+    let path = config_dir
+        .join("projects")
+        .join(project_key)
+        .join(format!("{id}.jsonl"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Resume::Missing(id.to_owned());
+    };
+    let entries: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let prior_messages = entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.get("type").and_then(Value::as_str),
+                Some("user" | "assistant")
+            )
+        })
+        .count();
+    let last_uuid = entries
+        .iter()
+        .rev()
+        .find_map(|e| e.get("uuid").and_then(Value::as_str))
+        .map(str::to_owned);
+    Resume::Loaded(Resumed {
+        entries,
+        prior_messages,
+        last_uuid,
+    })
 }
 
 /// The CLI's project directory name for `cwd`: every UTF-16 unit that is not ASCII
@@ -180,6 +247,19 @@ mod tests {
         let long = format!("/{}", "a".repeat(260));
         let key = project_key(&long);
         assert!(key.len() > 201 && key.starts_with("-aaa"), "{key}");
+        // The cases verified against CLI 2.1.330 (claude-cli-protocol.md §5.1).
+        assert_eq!(
+            project_key("/srv/scratch/work/e😀é"),
+            "-srv-scratch-work-e---"
+        );
+        let long = format!(
+            "/srv/scratch/{}{}0cvjlnl",
+            "nested-directory/".repeat(13),
+            "x".repeat(11)
+        );
+        assert_eq!(long.len(), 252);
+        let key = project_key(&long);
+        assert!(key.ends_with("-rx6dnd") && key.len() == 207, "{key}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{oneshot, watch, Notify};
 
-use super::config::{Config, MODES, VERSION};
+use super::config::{Config, Resume, MODES, VERSION};
 use super::out::{eprint, new_uuid, timestamp, Out};
 use super::turn;
 
@@ -86,6 +86,8 @@ pub(crate) struct Fake {
     st: Mutex<State>,
     wake: Notify,
     pub hang: AtomicBool,
+    /// A fork has rewritten the earlier transcript under its own id (first mirror frame).
+    forked: AtomicBool,
 }
 
 impl Fake {
@@ -107,7 +109,10 @@ impl Fake {
             total_cost: 0.0,
             total_api_ms: 0,
             result_index: 0,
-            last_uuid: None,
+            last_uuid: match &cfg.resume {
+                Resume::Loaded(r) => r.last_uuid.clone(),
+                _ => None,
+            },
             tool_counter: 0,
             last_prompt: String::new(),
             input_tokens: 0,
@@ -119,6 +124,7 @@ impl Fake {
             st: Mutex::new(st),
             wake: Notify::new(),
             hang: AtomicBool::new(false),
+            forked: AtomicBool::new(false),
         })
     }
 
@@ -150,8 +156,22 @@ impl Fake {
                "uuid": new_uuid(), "session_id": self.cfg.session_id})
     }
 
-    /// Emits a `transcript_mirror` frame when `--session-mirror` is on.
-    pub(crate) fn mirror(&self, entries: Vec<Value>) {
+    /// Emits a `transcript_mirror` frame when `--session-mirror` is on. A resumed session
+    /// mirrors only new entries (same file); a fork first writes the whole earlier transcript
+    /// under its own session id, like the real CLI.
+    pub(crate) fn mirror(&self, mut entries: Vec<Value>) {
+        if self.cfg.args.fork_session && !self.forked.swap(true, Ordering::SeqCst) {
+            if let Resume::Loaded(r) = &self.cfg.resume {
+                let mut history: Vec<Value> = r.entries.clone();
+                for e in &mut history {
+                    if let Some(obj) = e.as_object_mut().filter(|o| o.contains_key("sessionId")) {
+                        obj.insert("sessionId".into(), json!(self.cfg.session_id));
+                    }
+                }
+                history.append(&mut entries);
+                entries = history;
+            }
+        }
         if self.cfg.args.session_mirror && !entries.is_empty() {
             self.out.send(&json!({"type": "transcript_mirror",
                 "filePath": self.cfg.transcript_path(), "entries": entries}));

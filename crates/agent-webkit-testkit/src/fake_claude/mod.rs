@@ -6,7 +6,9 @@
 //! `[[crash]]`, `[[garbage]]`, `[[huge: N]]`, `[[stderr: N]]`, `[[hang]]`, `[[api_error]]`);
 //! a message without directives is answered `echo: <text>`. `--model recording:<name>`
 //! replays `fixtures/cli/<name>.annotated.jsonl` instead (override the directory with
-//! `FAKE_CLAUDE_FIXTURES`). With `FAKE_CLAUDE_RECORD_DIR` set, every process writes
+//! `FAKE_CLAUDE_FIXTURES`). `--resume=<id>` reads `$CLAUDE_CONFIG_DIR/projects/<project key of
+//! the cwd>/<id>.jsonl` (refused like the real CLI when missing) and echo replies then say
+//! `(resumed: N earlier messages)`. With `FAKE_CLAUDE_RECORD_DIR` set, every process writes
 //! `<dir>/<pid>.json` (`pid`, `argv`, `cwd`, `env`) on start.
 //!
 //! Use [`fake_claude_path`] to find (and if needed build) the executable from a test.
@@ -154,11 +156,41 @@ async fn main_async(args: args::Args) -> i32 {
         tokio::spawn(on_sigterm(None));
         return recording::run(&cfg, out, &name).await;
     }
+    if let config::Resume::Missing(id) = &cfg.resume {
+        return refuse_resume(&cfg, &out, id).await;
+    }
     let fake = interactive::Fake::new(cfg, out);
     tokio::spawn(on_sigterm(Some(fake.clone())));
     tokio::spawn(fake.clone().read_stdin());
     fake.run_turns().await;
     0
+}
+
+/// `--resume=<id>` of a conversation that is not on disk: like CLI 2.1.330, an error `result`
+/// is written instead of the initialize response (once the host has written something), the
+/// reason goes to stderr too, and the process exits 1.
+async fn refuse_resume(cfg: &config::Config, out: &out::Out, id: &str) -> i32 {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) if line.trim().is_empty() => continue,
+            _ => break,
+        }
+    }
+    let error = format!("No conversation found with session ID: {id}");
+    out.send(
+        &json!({"type": "result", "subtype": "error_during_execution",
+        "duration_ms": 0, "duration_api_ms": 0, "is_error": true, "num_turns": 0,
+        "stop_reason": null, "session_id": cfg.session_id, "total_cost_usd": 0,
+        "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0,
+                  "cache_read_input_tokens": 0, "output_tokens": 0},
+        "modelUsage": {}, "permission_denials": [], "uuid": out::new_uuid(),
+        "errors": [error]}),
+    );
+    out::eprint(&error).await;
+    out.flush().await;
+    1
 }
 
 /// Exits 143 on SIGTERM, unless `[[hang]]` asked to ignore it.

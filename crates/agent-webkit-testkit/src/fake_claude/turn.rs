@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
-use super::config::VERSION;
+use super::config::{Resume, VERSION};
 use super::directives::{self, Directive};
 use super::interactive::{merge, Answer, Fake, Job};
 use super::out::{eprint, hex, new_uuid, timestamp};
@@ -250,7 +250,13 @@ impl Turn<'_> {
     }
 
     async fn echo(&mut self, text: &str) -> Result<(), Stop> {
-        let reply = format!("echo: {text}");
+        let reply = match &self.f.cfg.resume {
+            Resume::Loaded(r) => format!(
+                "echo: {text} (resumed: {} earlier messages)",
+                r.prior_messages
+            ),
+            _ => format!("echo: {text}"),
+        };
         self.text_message(split3(&reply), None).await
     }
 

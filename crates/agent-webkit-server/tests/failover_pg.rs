@@ -1,0 +1,203 @@
+//! Failover across processes: two server binaries (one axum, one actix) share a real
+//! PostgreSQL (`--database-url`); the fake `claude` runs behind both. Host A is SIGKILLed; the
+//! client reconnects to B with its `Last-Event-ID` and sees exactly the events it missed, then
+//! the conversation continues on B. Needs `AGENT_WEBKIT_PG_DSN` (exported by `cargo xtask
+//! test`); skips loudly otherwise, and fails in CI when xtask did not report why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use agent_webkit_postgres::deadpool_postgres::tokio_postgres;
+use agent_webkit_testkit::fake_claude::fake_claude_path;
+use agent_webkit_testkit::real_cli::TempDir;
+use agent_webkit_testkit::{ServerProcess, SseFrame, SseStream};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
+const T: Duration = Duration::from_secs(20);
+
+fn dsn_or_skip() -> Option<String> {
+    if let Some(dsn) = std::env::var("AGENT_WEBKIT_PG_DSN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return Some(dsn);
+    }
+    let reason = std::env::var("AGENT_WEBKIT_PG_SKIP")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if std::env::var_os("CI").is_some() && reason.is_none() {
+        panic!("AGENT_WEBKIT_PG_DSN is not set in CI (run the tests through `cargo xtask test`)");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n*** failover_pg: SKIPPED (postgres): {} ***\n",
+        reason.unwrap_or_else(|| "AGENT_WEBKIT_PG_DSN is not set".into())
+    );
+    None
+}
+
+/// A fresh database on the admin DSN; returns its URL.
+async fn fresh_database(admin: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let name = format!("aw_failover_{}", uuid_like());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let rest = admin
+        .strip_prefix("postgres://")
+        .or_else(|| admin.strip_prefix("postgresql://"))
+        .expect("a postgres:// URL");
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or("");
+    if query.is_empty() {
+        format!("postgres://{authority}/{name}")
+    } else {
+        format!("postgres://{authority}/{name}?{query}")
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}_{nanos}", std::process::id())
+}
+
+fn seqs(frames: &[SseFrame]) -> Vec<u64> {
+    frames.iter().filter_map(|f| f.id).collect()
+}
+
+async fn host(framework: &str, db: &str, dir: &TempDir, name: &str) -> ServerProcess {
+    let fake = fake_claude_path();
+    let config = format!("CLAUDE_CONFIG_DIR={}", dir.path().join(name).display());
+    let work = dir.path().join("work").display().to_string();
+    ServerProcess::spawn(
+        BIN,
+        &[
+            "--no-auth",
+            "--framework",
+            framework,
+            "--agent",
+            "claude",
+            "--claude-path",
+            fake.to_str().unwrap(),
+            "--claude-env",
+            &config,
+            "--allowed-root",
+            &work,
+            "--database-url",
+            db,
+            "--host-id",
+            name,
+            "--lease",
+            "1",
+        ],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_host_fails_over_with_the_clients_cursor_and_conversation() {
+    let Some(admin) = dsn_or_skip() else { return };
+    let db = fresh_database(&admin).await;
+    let dir = TempDir::new("failover").unwrap();
+    std::fs::create_dir_all(dir.path().join("work")).unwrap();
+    let a = host("axum", &db, &dir, "host-a").await;
+    let b = host("actix", &db, &dir, "host-b").await;
+    let (ca, cb) = (a.client(None), b.client(None));
+    let work = dir.path().join("work").display().to_string();
+
+    let id = ca.create(&json!({"cwd": work})).await.unwrap();
+    let mut stream = ca.stream(&id, None).await.unwrap();
+    let say = |c: &agent_webkit_testkit::Client, text: &str| {
+        let (c, text, id) = (c.clone(), text.to_owned(), id.clone());
+        async move {
+            let r = c
+                .input(&id, &json!({"type": "user_message", "content": text}))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204);
+        }
+    };
+    say(&ca, "remember the word kiwi").await;
+    let seen = stream.until("result", T).await.unwrap();
+    let last = *seqs(&seen).last().unwrap();
+    drop(stream);
+    // A turn this client never saw, then A dies (SIGKILL: no hand-off, no lease release).
+    say(&ca, "what was the word?").await;
+    let mut watcher = ca.stream(&id, Some(&last.to_string())).await.unwrap();
+    let unseen = watcher.until("result", T).await.unwrap();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &a.pid().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+
+    // The client reconnects to B with its cursor; B answers 503 + Retry-After until A's lease
+    // expires, then takes the session over.
+    let reconnect = Instant::now();
+    let mut resumed = loop {
+        let r = cb.stream_raw(&id, Some(&last.to_string())).await.unwrap();
+        match r.status().as_u16() {
+            200 => break SseStream::new(r),
+            503 => {
+                assert!(r.headers().contains_key("retry-after"));
+                assert!(reconnect.elapsed() < T, "B never took over");
+                // Bounded poll: lease expiry is not an event we can await.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("{other}: {}", r.text().await.unwrap()),
+        }
+    };
+    let first = resumed.next_event_within(T).await.unwrap().unwrap();
+    let failover = reconnect.elapsed();
+    let mut replay = vec![first];
+    while replay.len() < unseen.len() {
+        replay.push(resumed.next_event_within(T).await.unwrap().unwrap());
+    }
+    eprintln!("FAILOVER (two processes, lease 1 s): reconnect → first replayed event {failover:?}");
+    assert_eq!(
+        replay
+            .iter()
+            .map(|f| (f.id, f.event.clone(), f.data.clone()))
+            .collect::<Vec<_>>(),
+        unseen
+            .iter()
+            .map(|f| (f.id, f.event.clone(), f.data.clone()))
+            .collect::<Vec<_>>(),
+        "exactly the missed events, no duplicates"
+    );
+
+    // The conversation continues on B: its CLI was resumed from the mirrored transcript.
+    say(&cb, "and now?").await;
+    let after = resumed.until("result", T).await.unwrap();
+    assert_eq!(after[0].id, Some(unseen.last().unwrap().id.unwrap() + 1));
+    let reply: String = after
+        .iter()
+        .filter(|f| f.event == "message_complete")
+        .map(|f| f.json()["message"]["content"][0]["text"].to_string())
+        .collect();
+    assert!(reply.contains("and now?"), "{reply}");
+    assert!(
+        reply.contains("resumed"),
+        "B's CLI resumed the conversation: {reply}"
+    );
+
+    // DELETE on B: gone everywhere.
+    assert_eq!(cb.delete(&id).await.unwrap(), 204);
+    let end = resumed.collect_to_end(T).await.unwrap();
+    assert_eq!(end.last().unwrap().event, "done");
+    let r = cb.stream_raw(&id, None).await.unwrap();
+    assert_eq!(r.status(), 404);
+}
