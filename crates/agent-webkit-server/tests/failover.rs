@@ -216,3 +216,27 @@ fn a_crashed_hosts_session_is_taken_over_after_its_lease() {
         assert_eq!(frame.id, Some(last + 1));
     });
 }
+
+#[test]
+fn delete_on_another_host_ends_the_session_on_its_owner() {
+    let persistence: Arc<dyn SessionPersistence> = Arc::new(InMemoryPersistence::new(10_000));
+    let a = Host::start("host-a", Arc::clone(&persistence));
+    let b = Host::start("host-b", Arc::clone(&persistence));
+    let test = tokio::runtime::Runtime::new().unwrap();
+    test.block_on(async {
+        let (ca, cb) = (a.client(), b.client());
+        let id = ca.create(&json!({"model": "echo"})).await.unwrap();
+        let mut stream = ca.stream(&id, None).await.unwrap();
+        stream.until("session_ready", T).await.unwrap();
+        // B does not hold it, but DELETE there is global and idempotent.
+        assert_eq!(cb.delete(&id).await.unwrap(), 204);
+        assert_eq!(cb.delete(&id).await.unwrap(), 204);
+        // A notices at its next lease renewal and ends the stream with `done`.
+        let rest = stream.collect_to_end(T).await.unwrap();
+        assert_eq!(rest.last().unwrap().event, "done");
+        let r = ca.stream_raw(&id, None).await.unwrap();
+        assert_eq!(r.status(), 404);
+        let r = cb.stream_raw(&id, None).await.unwrap();
+        assert_eq!(r.status(), 404);
+    });
+}
