@@ -11,8 +11,9 @@
 //! Likewise it installs the published JS client for the JS smoke test (see [`js_client`]) and
 //! exports `AGENT_WEBKIT_JS_DEPS=<node_modules>`, or `AGENT_WEBKIT_JS_SKIP=<reason>`.
 //! And it starts a throwaway PostgreSQL for the Postgres store tests (see [`postgres`]),
-//! exporting `AGENT_WEBKIT_PG_DSN`, or `AGENT_WEBKIT_PG_SKIP=<reason>`; it is stopped afterwards,
-//! whatever the tests did. `cargo xtask with-postgres <cmd…>` runs one command the same way.
+//! exporting `AGENT_WEBKIT_PG_DSN` (and `AGENT_WEBKIT_PG_RESTART`, a `sh -c` command line that
+//! restarts that server, for the outage tests), or `AGENT_WEBKIT_PG_SKIP=<reason>`; it is stopped
+//! afterwards, whatever the tests did. `cargo xtask with-postgres <cmd…>` runs one command the same way.
 
 mod claude_cli;
 mod js_client;
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
         Some("with-postgres") => with_postgres(&args[1..]),
         Some("bench") => Err("benchmarks are not implemented yet (tracked as issue 6)".into()),
         Some("help") | Some("--help") | Some("-h") | None => {
-            println!("usage: cargo xtask <test|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path\n  with-postgres <cmd…>  run a command with a throwaway PostgreSQL (AGENT_WEBKIT_PG_DSN)");
+            println!("usage: cargo xtask <test|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path\n  with-postgres <cmd…>  run a command with a throwaway PostgreSQL (AGENT_WEBKIT_PG_DSN,\n                        AGENT_WEBKIT_PG_RESTART)");
             Ok(())
         }
         Some(other) => Err(format!("unknown task {other:?}; try `cargo xtask help`")),
@@ -119,7 +120,8 @@ fn provide_js_client(tests: &mut Command) -> Option<String> {
 }
 
 /// Starts a throwaway PostgreSQL (unless `AGENT_WEBKIT_PG_DSN` is already set) and puts its
-/// DSN (or the reason it is missing) into `tests`' env. Returns the handle that stops it on
+/// DSN and restart command (or the reason it is missing) into `tests`' env. With a preset DSN,
+/// a preset `AGENT_WEBKIT_PG_RESTART` is passed on as is (xtask cannot restart that server). Returns the handle that stops it on
 /// drop, and the skip reason, if any. Never fails the run.
 fn provide_postgres(tests: &mut Command) -> (Option<postgres::PgHandle>, Option<String>) {
     if std::env::var_os(postgres::DSN_ENV).is_some_and(|v| !v.is_empty()) {
@@ -138,6 +140,7 @@ fn provide_postgres(tests: &mut Command) -> (Option<postgres::PgHandle>, Option<
             );
             tests
                 .env(postgres::DSN_ENV, handle.dsn())
+                .env(postgres::RESTART_ENV, handle.restart_command())
                 .env_remove(postgres::SKIP_ENV);
             (Some(handle), None)
         }
@@ -145,7 +148,8 @@ fn provide_postgres(tests: &mut Command) -> (Option<postgres::PgHandle>, Option<
             eprintln!("{}", postgres::skip_banner(&reason));
             tests
                 .env(postgres::SKIP_ENV, &reason)
-                .env_remove(postgres::DSN_ENV);
+                .env_remove(postgres::DSN_ENV)
+                .env_remove(postgres::RESTART_ENV);
             (None, Some(reason))
         }
     }

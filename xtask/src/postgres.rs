@@ -17,6 +17,10 @@ pub const DSN_ENV: &str = "AGENT_WEBKIT_PG_DSN";
 /// Environment variable through which the tests learn why PostgreSQL is unavailable.
 pub const SKIP_ENV: &str = "AGENT_WEBKIT_PG_SKIP";
 
+/// Environment variable through which the tests receive a shell command line (for `sh -c`)
+/// that restarts the throwaway server (`pg_ctl restart -m fast -w`, same port and options).
+pub const RESTART_ENV: &str = "AGENT_WEBKIT_PG_RESTART";
+
 const DIR_PREFIX: &str = "agent-webkit-pg-";
 const SERVER_USER: &str = "postgres";
 
@@ -39,6 +43,33 @@ impl PgHandle {
     /// The server's `postgres --version`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// A shell command line (for `sh -c`) that restarts the server the way xtask runs
+    /// `pg_ctl`: as the same OS user, in the server folder, `-m fast`, waiting (up to 60 s)
+    /// until it accepts connections again. `pg_ctl restart` reuses the previous start's
+    /// options (`postmaster.opts`), so the port and settings stay the same.
+    pub fn restart_command(&self) -> String {
+        let mut words: Vec<String> = vec![
+            "cd".into(),
+            shell_quote(&self.dir.to_string_lossy()),
+            "&&".into(),
+            "exec".into(),
+            "env".into(),
+            "-u".into(),
+            "PGDATA".into(),
+            "LC_ALL=C".into(),
+        ];
+        if let Some(user) = self.as_user {
+            words.extend(["runuser", "-u", user, "--"].map(String::from));
+        }
+        words.push(shell_quote(&self.bin.join("pg_ctl").to_string_lossy()));
+        words.push("-D".into());
+        words.push(shell_quote(&self.dir.join("data").to_string_lossy()));
+        words.push("-l".into());
+        words.push(shell_quote(&self.dir.join("server.log").to_string_lossy()));
+        words.extend(["-m", "fast", "-w", "-t", "60", "restart"].map(String::from));
+        words.join(" ")
     }
 
     /// `pg_ctl stop -m fast`, then removes the folder. Idempotent.
@@ -65,6 +96,11 @@ impl Drop for PgHandle {
             eprintln!("xtask: stopping the throwaway PostgreSQL: {e}");
         }
     }
+}
+
+/// `s` as one POSIX shell word (single-quoted).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Runs `cmd` with its output captured, killing it after `limit`.

@@ -5,76 +5,18 @@
 //! test`); skips loudly otherwise, and fails in CI when xtask did not report why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use agent_webkit_postgres::deadpool_postgres::tokio_postgres;
 use agent_webkit_testkit::fake_claude::fake_claude_path;
 use agent_webkit_testkit::real_cli::TempDir;
-use agent_webkit_testkit::{ServerProcess, SseFrame, SseStream};
+use agent_webkit_testkit::{ServerProcess, SseStream};
+use common::{dsn_or_skip, fresh_database, seqs};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
 const T: Duration = Duration::from_secs(20);
-
-fn dsn_or_skip() -> Option<String> {
-    if let Some(dsn) = std::env::var("AGENT_WEBKIT_PG_DSN")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        return Some(dsn);
-    }
-    let reason = std::env::var("AGENT_WEBKIT_PG_SKIP")
-        .ok()
-        .filter(|v| !v.is_empty());
-    if std::env::var_os("CI").is_some() && reason.is_none() {
-        panic!("AGENT_WEBKIT_PG_DSN is not set in CI (run the tests through `cargo xtask test`)");
-    }
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "\n*** failover_pg: SKIPPED (postgres): {} ***\n",
-        reason.unwrap_or_else(|| "AGENT_WEBKIT_PG_DSN is not set".into())
-    );
-    None
-}
-
-/// A fresh database on the admin DSN; returns its URL.
-async fn fresh_database(admin: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let name = format!("aw_failover_{}", uuid_like());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let rest = admin
-        .strip_prefix("postgres://")
-        .or_else(|| admin.strip_prefix("postgresql://"))
-        .expect("a postgres:// URL");
-    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let authority = before_query.split('/').next().unwrap_or("");
-    if query.is_empty() {
-        format!("postgres://{authority}/{name}")
-    } else {
-        format!("postgres://{authority}/{name}?{query}")
-    }
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}_{nanos}", std::process::id())
-}
-
-fn seqs(frames: &[SseFrame]) -> Vec<u64> {
-    frames.iter().filter_map(|f| f.id).collect()
-}
 
 async fn host(framework: &str, db: &str, dir: &TempDir, name: &str) -> ServerProcess {
     let fake = fake_claude_path();
@@ -107,13 +49,24 @@ async fn host(framework: &str, db: &str, dir: &TempDir, name: &str) -> ServerPro
 }
 
 #[tokio::test]
-async fn a_killed_host_fails_over_with_the_clients_cursor_and_conversation() {
-    let Some(admin) = dsn_or_skip() else { return };
+async fn an_axum_host_killed_fails_over_to_an_actix_host() {
+    killed_host_fails_over("axum", "actix").await;
+}
+
+#[tokio::test]
+async fn an_actix_host_killed_fails_over_to_an_axum_host() {
+    killed_host_fails_over("actix", "axum").await;
+}
+
+async fn killed_host_fails_over(first: &str, second: &str) {
+    let Some(admin) = dsn_or_skip("failover_pg") else {
+        return;
+    };
     let db = fresh_database(&admin).await;
     let dir = TempDir::new("failover").unwrap();
     std::fs::create_dir_all(dir.path().join("work")).unwrap();
-    let a = host("axum", &db, &dir, "host-a").await;
-    let b = host("actix", &db, &dir, "host-b").await;
+    let a = host(first, &db, &dir, "host-a").await;
+    let b = host(second, &db, &dir, "host-b").await;
     let (ca, cb) = (a.client(None), b.client(None));
     let work = dir.path().join("work").display().to_string();
 
