@@ -1,4 +1,4 @@
-//! Running the real Claude Code CLI offline against [`MockAnthropicApi`](crate::mock_api::MockAnthropicApi).
+//! Running the real Claude Code CLI offline against [`MockAnthropicApi`].
 //!
 //! `cargo xtask test` installs the pinned CLI into a cache folder and exports
 //! `AGENT_WEBKIT_CLAUDE_CLI=<path>` (or `AGENT_WEBKIT_CLAUDE_CLI_SKIP=<reason>` when the install
