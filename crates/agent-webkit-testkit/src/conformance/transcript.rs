@@ -146,7 +146,7 @@ async fn post_raw(server: &Server, path: &str, body: Option<&str>) -> Result<req
 
 /// Runs one scripted exchange (auth, routing, create, stream, every input type and error,
 /// resume, keepalive, limits, backpressure, session cap, crash, DELETE) against a fresh replay
-/// server and returns its transcript: one line per response (status, (the headers that
+/// server and returns its transcript: one line per response (status, the headers that
 /// matter, body) and one per SSE frame (exact bytes), with session ids and the
 /// temporary root normalised. Two adapters that answer identically produce identical
 /// transcripts.
