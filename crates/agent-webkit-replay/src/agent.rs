@@ -568,6 +568,9 @@ impl Agent {
 
     async fn stream_turn(&mut self, spec: StreamSpec) -> Result<(), Stop> {
         let model = self.shared.model.lock().clone();
+        // Paced on an absolute schedule (event i at start + (i-1)·interval), so timer
+        // granularity does not slow the rate down: a late event is followed by on-time ones.
+        let start = tokio::time::Instant::now();
         for i in 1..=spec.count {
             if i > 1 {
                 if spec.interval.is_zero() {
@@ -575,7 +578,11 @@ impl Agent {
                         tokio::task::yield_now().await;
                     }
                 } else {
-                    let mut pause = pin!(tokio::time::sleep(spec.interval));
+                    let due = start
+                        + spec
+                            .interval
+                            .saturating_mul(u32::try_from(i - 1).unwrap_or(u32::MAX));
+                    let mut pause = pin!(tokio::time::sleep_until(due));
                     self.inbox.guard(&mut pause).await?;
                 }
             }
