@@ -15,9 +15,11 @@
 //! restarts that server, for the outage tests), or `AGENT_WEBKIT_PG_SKIP=<reason>`; it is stopped
 //! afterwards, whatever the tests did. `cargo xtask with-postgres <cmd…>` runs one command the same way.
 
+mod bench;
 mod claude_cli;
 mod js_client;
 mod postgres;
+mod python_original;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
         Some("claude-cli") => claude_cli::ensure().map(|path| println!("{}", path.display())),
         Some("js-client") => js_client::ensure().map(|path| println!("{}", path.display())),
         Some("with-postgres") => with_postgres(&args[1..]),
-        Some("bench") => Err("benchmarks are not implemented yet (tracked as issue 6)".into()),
+        Some("bench") => bench::bench(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!("usage: cargo xtask <test|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path\n  with-postgres <cmd…>  run a command with a throwaway PostgreSQL (AGENT_WEBKIT_PG_DSN,\n                        AGENT_WEBKIT_PG_RESTART)");
             Ok(())

@@ -1,0 +1,189 @@
+//! Smoke version of `cargo xtask bench`: every load scenario with tiny parameters against our
+//! server (both adapters, replay agent), asserting correctness only (every event seen exactly
+//! once, no errors) — never speed. Runs in `cargo xtask test` (`cargo test --workspace`).
+//!
+//! The server binary is the `agent-webkit-server` that cargo built next to this test (in
+//! `target/<profile>/`); when it is missing (e.g. `cargo test -p agent-webkit-loadgen` alone)
+//! it is built first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const TOKEN: &str = "smoke";
+
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/smoke-<hash> → target/<profile>/agent-webkit-server
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let binary = profile_dir.join(format!(
+        "agent-webkit-server{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    if !binary.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "agent-webkit-server"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo build -p agent-webkit-server");
+        assert!(status.success(), "building agent-webkit-server failed");
+    }
+    assert!(binary.is_file(), "{} not found", binary.display());
+    binary
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(framework: &str) -> Server {
+    let mut child = Command::new(server_binary())
+        .args([
+            "--agent",
+            "replay",
+            "--framework",
+            framework,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--token",
+            TOKEN,
+            "--ring-size",
+            "200",
+            "--keepalive",
+            "1",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start agent-webkit-server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some((_, url)) = line.split_once(" listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+                break;
+            }
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server printed no listening line within 30 s");
+    Server { child, url }
+}
+
+fn loadgen(server: &Server, args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_agent-webkit-loadgen"))
+        .args(args)
+        .args([
+            "--url",
+            &server.url,
+            "--token",
+            TOKEN,
+            "--json",
+            "--timeout",
+            "60",
+        ])
+        .args(["--pid", &server.child.id().to_string()])
+        .output()
+        .expect("run agent-webkit-loadgen");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{args:?}: not one JSON line ({e}): {stdout}"));
+    assert_eq!(report["ok"], true, "{args:?}: {report:#}");
+    assert!(output.status.success(), "{args:?}: {report:#}");
+    report
+}
+
+fn all_scenarios(framework: &str) {
+    let server = start(framework);
+    let r = loadgen(
+        &server,
+        &["fanout", "--events", "2000", "--subscribers", "3"],
+    );
+    assert_eq!(r["metrics"]["events_delivered"], 3 * 2001, "{r:#}");
+
+    let r = loadgen(
+        &server,
+        &[
+            "latency",
+            "--rate",
+            "200",
+            "--seconds",
+            "1",
+            "--subscribers",
+            "5",
+        ],
+    );
+    assert_eq!(r["metrics"]["fanout_spread"]["samples"], 5 * 200, "{r:#}");
+
+    let r = loadgen(&server, &["memory", "--sessions", "20", "--ring", "200"]);
+    assert_eq!(r["metrics"]["sessions"], 20, "{r:#}");
+    assert!(
+        r["metrics"]["rss_after_bytes"].as_u64().unwrap() > 0,
+        "{r:#}"
+    );
+
+    let r = loadgen(
+        &server,
+        &[
+            "connections",
+            "--max",
+            "200",
+            "--step",
+            "100",
+            "--sessions",
+            "4",
+        ],
+    );
+    assert_eq!(r["metrics"]["max_held"], 200, "{r:#}");
+
+    let r = loadgen(
+        &server,
+        &[
+            "resume",
+            "--clients",
+            "50",
+            "--back",
+            "100",
+            "--events",
+            "150",
+        ],
+    );
+    assert_eq!(r["metrics"]["completed"], 50, "{r:#}");
+
+    let r = loadgen(&server, &["churn", "--seconds", "1", "--concurrency", "4"]);
+    assert!(r["metrics"]["completed"].as_u64().unwrap() > 0, "{r:#}");
+}
+
+#[test]
+fn every_scenario_against_axum() {
+    all_scenarios("axum");
+}
+
+#[test]
+fn every_scenario_against_actix() {
+    all_scenarios("actix");
+}

@@ -1,0 +1,895 @@
+//! `cargo xtask bench`: load scenarios (the `agent-webkit-loadgen` binary) against our server
+//! (axum and actix adapters, replay agent) and the Python original (`bench/python/serve.py`,
+//! provisioned by [`crate::python_original`]), over loopback. Every run gets a fresh server
+//! process. Writes `target/bench/report.md` (also printed), `target/bench/report.png` and the
+//! raw loadgen outputs `target/bench/results.json`. See `docs/benchmarks.md`.
+//!
+//! Flags: `--quick` (tiny sizes), `--only <scenario|case>[,…]`, `--targets ours-axum,…`,
+//! `--runs N` (default 5: median, min, max).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const TOKEN: &str = "bench";
+const TARGETS: [&str; 3] = ["ours-axum", "ours-actix", "python-original"];
+const PYTHON: &str = "python-original";
+
+/// One number taken from a loadgen result.
+struct Metric {
+    label: &'static str,
+    /// Path into the result's `metrics` object.
+    path: &'static [&'static str],
+    higher_is_better: bool,
+    /// Drawn in the PNG.
+    chart: bool,
+}
+
+const fn metric(
+    label: &'static str,
+    path: &'static [&'static str],
+    higher_is_better: bool,
+    chart: bool,
+) -> Metric {
+    Metric {
+        label,
+        path,
+        higher_is_better,
+        chart,
+    }
+}
+
+/// One benchmark case: a loadgen scenario with its parameters and the server it needs.
+struct Case {
+    id: String,
+    scenario: &'static str,
+    args: Vec<String>,
+    ring_size: Option<u64>,
+    timeout_s: u64,
+    metrics: Vec<Metric>,
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn cases(quick: bool) -> Vec<Case> {
+    let mut out = Vec::new();
+    let events: u64 = if quick { 5_000 } else { 100_000 };
+    for subs in [1u32, 10, 100] {
+        out.push(Case {
+            id: format!("fanout-{subs}"),
+            scenario: "fanout",
+            args: args(&[
+                "--events",
+                &events.to_string(),
+                "--subscribers",
+                &subs.to_string(),
+                "--bytes",
+                "200",
+            ]),
+            // Large enough that no subscriber can lag out of the ring: this measures
+            // throughput, not the eviction policy.
+            ring_size: Some(events + 16),
+            timeout_s: if quick { 120 } else { 900 },
+            metrics: vec![metric(
+                "events/s delivered",
+                &["events_per_sec"],
+                true,
+                true,
+            )],
+        });
+    }
+    let (rate, seconds, subs) = if quick {
+        ("200", "1", "10")
+    } else {
+        ("1000", "10", "100")
+    };
+    out.push(Case {
+        id: "latency".into(),
+        scenario: "latency",
+        args: args(&[
+            "--rate",
+            rate,
+            "--seconds",
+            seconds,
+            "--subscribers",
+            subs,
+            "--bytes",
+            "200",
+        ]),
+        ring_size: None,
+        timeout_s: if quick { 60 } else { 300 },
+        metrics: vec![
+            metric(
+                "fan-out spread p50 ms",
+                &["fanout_spread", "p50_ms"],
+                false,
+                false,
+            ),
+            metric(
+                "fan-out spread p99 ms",
+                &["fanout_spread", "p99_ms"],
+                false,
+                true,
+            ),
+            metric(
+                "fan-out spread max ms",
+                &["fanout_spread", "max_ms"],
+                false,
+                false,
+            ),
+            metric(
+                "cadence lag p50 ms",
+                &["cadence_lag", "p50_ms"],
+                false,
+                false,
+            ),
+            metric(
+                "cadence lag p99 ms",
+                &["cadence_lag", "p99_ms"],
+                false,
+                true,
+            ),
+            metric(
+                "schedule lag p50 ms",
+                &["schedule_lag", "p50_ms"],
+                false,
+                false,
+            ),
+            metric(
+                "schedule lag p99 ms",
+                &["schedule_lag", "p99_ms"],
+                false,
+                false,
+            ),
+            metric("achieved events/s", &["achieved_rate_per_s"], true, false),
+        ],
+    });
+    let sessions = if quick { "50" } else { "1000" };
+    out.push(Case {
+        id: "memory".into(),
+        scenario: "memory",
+        args: args(&["--sessions", sessions, "--ring", "1000", "--bytes", "200"]),
+        ring_size: Some(1000),
+        timeout_s: if quick { 120 } else { 900 },
+        metrics: vec![
+            metric("RSS bytes/session", &["bytes_per_session"], false, true),
+            metric(
+                "SSE bytes/session (ring payload)",
+                &["stream_bytes_per_session"],
+                false,
+                false,
+            ),
+        ],
+    });
+    let (max, step) = if quick {
+        ("500", "250")
+    } else {
+        ("10000", "1000")
+    };
+    out.push(Case {
+        id: "connections".into(),
+        scenario: "connections",
+        args: args(&["--max", max, "--step", step, "--sessions", "10"]),
+        ring_size: None,
+        timeout_s: if quick { 120 } else { 900 },
+        metrics: vec![metric("SSE connections held", &["max_held"], true, true)],
+    });
+    let clients = if quick { "100" } else { "1000" };
+    out.push(Case {
+        id: "resume".into(),
+        scenario: "resume",
+        args: args(&["--clients", clients, "--back", "500", "--events", "1000"]),
+        ring_size: Some(1000),
+        timeout_s: if quick { 120 } else { 600 },
+        metrics: vec![
+            metric("reconnects/s", &["reconnects_per_sec"], true, true),
+            metric(
+                "per-reconnect p99 ms",
+                &["per_client", "p99_ms"],
+                false,
+                false,
+            ),
+        ],
+    });
+    let (secs, conc) = if quick { ("2", "4") } else { ("10", "16") };
+    out.push(Case {
+        id: "churn".into(),
+        scenario: "churn",
+        args: args(&["--seconds", secs, "--concurrency", conc]),
+        ring_size: None,
+        timeout_s: if quick { 60 } else { 120 },
+        metrics: vec![
+            metric("sessions/s", &["sessions_per_sec"], true, true),
+            metric(
+                "per-session p99 ms",
+                &["per_session", "p99_ms"],
+                false,
+                false,
+            ),
+        ],
+    });
+    out
+}
+
+struct Options {
+    quick: bool,
+    only: Option<Vec<String>>,
+    targets: Vec<String>,
+    runs: usize,
+}
+
+fn parse(argv: &[String]) -> Result<Options, String> {
+    let mut opts = Options {
+        quick: false,
+        only: None,
+        targets: TARGETS.iter().map(|t| (*t).to_owned()).collect(),
+        runs: 5,
+    };
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--only" => {
+                opts.only = Some(value("--only")?.split(',').map(str::to_owned).collect())
+            }
+            "--targets" => {
+                opts.targets = value("--targets")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                for t in &opts.targets {
+                    if !TARGETS.contains(&t.as_str()) {
+                        return Err(format!("unknown target {t:?}; known: {TARGETS:?}"));
+                    }
+                }
+            }
+            "--runs" => {
+                opts.runs = value("--runs")?
+                    .parse()
+                    .map_err(|e| format!("--runs: {e}"))?;
+                if opts.runs == 0 {
+                    return Err("--runs must be at least 1".into());
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown bench flag {other:?}; flags: --quick --only <scenario>[,…] --targets {} --runs N",
+                    TARGETS.join(",")
+                ))
+            }
+        }
+    }
+    Ok(opts)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::root().join("target"))
+}
+
+/// The Python original's interpreter (a venv with `agent-webkit-server` 0.2.0 installed).
+fn python_interpreter() -> Result<PathBuf, String> {
+    crate::python_original::ensure()
+}
+
+/// How to start one target's server.
+enum Launch {
+    Ours { binary: PathBuf, framework: String },
+    Python { python: PathBuf, script: PathBuf },
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(launch: &Launch, case: &Case, log: &Path) -> Result<Server, String> {
+    let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut cmd = match launch {
+        Launch::Ours { binary, framework } => {
+            let mut cmd = Command::new(binary);
+            cmd.args(["--agent", "replay", "--framework", framework])
+                .args(["--keepalive", "1"])
+                .env("RUST_LOG", "warn");
+            cmd
+        }
+        Launch::Python { python, script } => {
+            let mut cmd = Command::new(python);
+            cmd.arg(script);
+            cmd
+        }
+    };
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--token", TOKEN]);
+    if let Some(ring) = case.ring_size {
+        cmd.args(["--ring-size", &ring.to_string()]);
+    }
+    let mut child = cmd
+        .current_dir(crate::root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no server stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some((_, url)) = line.split_once(" listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+                break;
+            }
+        }
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => Ok(Server { child, url }),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "the server printed no listening line within 60 s (log: {})",
+                log.display()
+            ))
+        }
+    }
+}
+
+/// Runs the loadgen once; returns its JSON result (which may say `ok: false`).
+fn run_loadgen(loadgen: &Path, case: &Case, server: &Server) -> Result<Value, String> {
+    let mut child = Command::new(loadgen)
+        .arg(case.scenario)
+        .args(&case.args)
+        .args(["--url", &server.url, "--token", TOKEN, "--json"])
+        .args(["--pid", &server.child.id().to_string()])
+        .args(["--timeout", &case.timeout_s.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the loadgen: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no loadgen stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            text = line;
+        }
+        text
+    });
+    // The loadgen bounds itself; this is the backstop.
+    let deadline = Instant::now() + Duration::from_secs(case.timeout_s + 60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("the loadgen overran its timeout and was killed".into());
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let line = reader.join().map_err(|_| "loadgen reader panicked")?;
+    serde_json::from_str(&line).map_err(|e| format!("loadgen printed no JSON ({e}): {line:?}"))
+}
+
+fn lookup(metrics: &Value, path: &[&str]) -> Option<f64> {
+    path.iter()
+        .try_fold(metrics, |v, key| v.get(key))
+        .and_then(Value::as_f64)
+}
+
+/// The outcome of one (case, target).
+enum Cell {
+    Skipped,
+    Runs {
+        /// Per metric, the values of the successful runs.
+        values: Vec<Vec<f64>>,
+        failures: Vec<String>,
+    },
+}
+
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stats(values: &[f64]) -> Option<Stats> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Stats {
+        median,
+        min: v[0],
+        max: v[n - 1],
+    })
+}
+
+impl Cell {
+    fn stats(&self, metric: usize) -> Option<Stats> {
+        match self {
+            Cell::Runs { values, .. } => values.get(metric).and_then(|v| stats(v)),
+            Cell::Skipped => None,
+        }
+    }
+}
+
+fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 || (v.fract() == 0.0 && a < 1e15) {
+        let s = format!("{:.0}", v);
+        let (sign, digits) = s.split_at(if s.starts_with('-') { 1 } else { 0 });
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        format!("{sign}{out}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Runs the benchmarks.
+pub fn bench(argv: &[String]) -> Result<(), String> {
+    let opts = parse(argv)?;
+    let all = cases(opts.quick);
+    let selected: Vec<&Case> = all
+        .iter()
+        .filter(|c| {
+            opts.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == &c.id || o == c.scenario))
+        })
+        .collect();
+    if selected.is_empty() {
+        return Err(format!(
+            "--only matches no case; cases: {}",
+            all.iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let out_dir = target_dir().join("bench");
+    let log_dir = out_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+
+    let mut build = crate::cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "agent-webkit-loadgen",
+        "-p",
+        "agent-webkit-server",
+    ]);
+    crate::run("cargo build --release (loadgen, server)", &mut build)?;
+    let release = target_dir().join("release");
+    let loadgen = release.join("agent-webkit-loadgen");
+    let server_bin = release.join("agent-webkit-server");
+
+    let mut launches: BTreeMap<String, Result<Launch, String>> = BTreeMap::new();
+    for target in &opts.targets {
+        let launch = match target.as_str() {
+            "ours-axum" | "ours-actix" => Ok(Launch::Ours {
+                binary: server_bin.clone(),
+                framework: target.trim_start_matches("ours-").to_owned(),
+            }),
+            _ => {
+                eprintln!("xtask: ==> Python original (bench/python/serve.py)");
+                let script = crate::python_original::serve_script();
+                if script.is_file() {
+                    python_interpreter().map(|python| Launch::Python { python, script })
+                } else {
+                    Err(format!("{} is missing", script.display()))
+                }
+            }
+        };
+        if let Err(reason) = &launch {
+            eprintln!("xtask: {target} SKIPPED: {reason}");
+        }
+        launches.insert(target.clone(), launch);
+    }
+
+    let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
+    let mut raw = Vec::new();
+    let started = Instant::now();
+    for case in &selected {
+        for target in &opts.targets {
+            let key = (case.id.clone(), target.clone());
+            let launch = match launches.get(target) {
+                Some(Ok(launch)) => launch,
+                Some(Err(_)) => {
+                    cells.insert(key, Cell::Skipped);
+                    continue;
+                }
+                None => continue,
+            };
+            let mut values = vec![Vec::new(); case.metrics.len()];
+            let mut failures = Vec::new();
+            for run in 1..=opts.runs {
+                let log = log_dir.join(format!("{target}-{}-{run}.log", case.id));
+                let t = Instant::now();
+                let outcome = start_server(launch, case, &log)
+                    .and_then(|server| run_loadgen(&loadgen, case, &server));
+                match outcome {
+                    Ok(result) => {
+                        let ok = result.get("ok") == Some(&Value::Bool(true));
+                        let summary = case
+                            .metrics
+                            .iter()
+                            .filter_map(|m| {
+                                lookup(&result["metrics"], m.path)
+                                    .map(|v| format!("{} {}", m.label, num(v)))
+                            })
+                            .next()
+                            .unwrap_or_default();
+                        if ok {
+                            for (i, m) in case.metrics.iter().enumerate() {
+                                if let Some(v) = lookup(&result["metrics"], m.path) {
+                                    values[i].push(v);
+                                }
+                            }
+                            eprintln!(
+                                "xtask: {:<12} {:<16} run {run}/{}: {summary} ({:.1}s)",
+                                case.id,
+                                target,
+                                opts.runs,
+                                t.elapsed().as_secs_f64()
+                            );
+                        } else {
+                            let first = result["errors"]
+                                .get(0)
+                                .and_then(Value::as_str)
+                                .unwrap_or("not ok")
+                                .to_owned();
+                            eprintln!(
+                                "xtask: {:<12} {:<16} run {run}/{}: FAILED: {first} ({} error(s))",
+                                case.id, target, opts.runs, result["error_count"]
+                            );
+                            failures.push(first);
+                        }
+                        raw.push(json!({"case": case.id, "target": target, "run": run, "result": result}));
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "xtask: {:<12} {:<16} run {run}/{}: FAILED: {e}",
+                            case.id, target, opts.runs
+                        );
+                        raw.push(
+                            json!({"case": case.id, "target": target, "run": run, "error": e}),
+                        );
+                        failures.push(e);
+                    }
+                }
+            }
+            cells.insert(key, Cell::Runs { values, failures });
+        }
+    }
+
+    let report = markdown(&opts, &selected, &cells, &launches, started.elapsed());
+    println!("{report}");
+    let md = out_dir.join("report.md");
+    std::fs::write(&md, &report).map_err(|e| format!("{}: {e}", md.display()))?;
+    let json_path = out_dir.join("results.json");
+    let raw_text = serde_json::to_string_pretty(&Value::Array(raw)).unwrap_or_default();
+    std::fs::write(&json_path, raw_text).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    let png = out_dir.join("report.png");
+    match chart(&png, &opts.targets, &selected, &cells) {
+        Ok(note) => eprintln!("xtask: chart: {}{note}", png.display()),
+        Err(e) => eprintln!("xtask: chart not drawn: {e}"),
+    }
+    eprintln!(
+        "xtask: report: {} (raw results: {})",
+        md.display(),
+        json_path.display()
+    );
+    let failed: usize = cells
+        .values()
+        .map(|c| match c {
+            Cell::Runs { failures, .. } => failures.len(),
+            Cell::Skipped => 0,
+        })
+        .sum();
+    if failed > 0 {
+        return Err(format!(
+            "{failed} benchmark run(s) failed (see the report and target/bench/logs)"
+        ));
+    }
+    Ok(())
+}
+
+fn markdown(
+    opts: &Options,
+    cases: &[&Case],
+    cells: &BTreeMap<(String, String), Cell>,
+    launches: &BTreeMap<String, Result<Launch, String>>,
+    took: Duration,
+) -> String {
+    let mut s = String::new();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let _ = writeln!(s, "# agent-webkit benchmarks\n");
+    let _ = writeln!(
+        s,
+        "{} run(s) per cell, each against a fresh server process; cells are `median (min–max)` of the successful runs. {}{cores} core(s) shared by the server and the load generator; loopback only. Took {:.0} s. How to read this: docs/benchmarks.md.\n",
+        opts.runs,
+        if opts.quick { "**--quick sizes** (not comparable with full runs). " } else { "" },
+        took.as_secs_f64()
+    );
+    let python = opts.targets.iter().any(|t| t == PYTHON);
+    let ours: Vec<&String> = opts.targets.iter().filter(|t| *t != PYTHON).collect();
+    let _ = write!(s, "| case | metric |");
+    for t in &opts.targets {
+        let _ = write!(s, " {t} |");
+    }
+    if python {
+        for t in &ours {
+            let _ = write!(s, " {t} / python |");
+        }
+    }
+    let _ = writeln!(s);
+    let columns = 2 + opts.targets.len() + if python { ours.len() } else { 0 };
+    let _ = writeln!(s, "{}", "|---".repeat(columns) + "|");
+    for case in cases {
+        for (i, m) in case.metrics.iter().enumerate() {
+            let arrow = if m.higher_is_better { "↑" } else { "↓" };
+            let _ = write!(s, "| {} | {} {arrow} |", case.id, m.label);
+            for t in &opts.targets {
+                let cell = cells.get(&(case.id.clone(), t.clone()));
+                let text = match cell {
+                    None => "–".to_owned(),
+                    Some(Cell::Skipped) => "SKIPPED".to_owned(),
+                    Some(c @ Cell::Runs { failures, .. }) => match c.stats(i) {
+                        Some(st) => {
+                            let mut text = if opts.runs > 1 {
+                                format!("{} ({}–{})", num(st.median), num(st.min), num(st.max))
+                            } else {
+                                num(st.median)
+                            };
+                            if !failures.is_empty() {
+                                let _ = write!(text, " ({} run(s) FAILED)", failures.len());
+                            }
+                            text
+                        }
+                        None if !failures.is_empty() => "FAILED".to_owned(),
+                        None => "n/a".to_owned(),
+                    },
+                };
+                let _ = write!(s, " {text} |");
+            }
+            if python {
+                let py = cells
+                    .get(&(case.id.clone(), PYTHON.to_owned()))
+                    .and_then(|c| c.stats(i));
+                for t in &ours {
+                    let ours = cells
+                        .get(&(case.id.clone(), (*t).clone()))
+                        .and_then(|c| c.stats(i));
+                    let text = match (ours, &py) {
+                        (Some(o), Some(p)) if p.median != 0.0 => {
+                            format!("{:.2}×", o.median / p.median)
+                        }
+                        _ => "–".to_owned(),
+                    };
+                    let _ = write!(s, " {text} |");
+                }
+            }
+            let _ = writeln!(s);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n↑ higher is better, ↓ lower is better; the ratio is ours / python either way."
+    );
+    let mut notes = Vec::new();
+    for (target, launch) in launches {
+        if let Err(reason) = launch {
+            notes.push(format!("**{target} SKIPPED**: {reason}"));
+        }
+    }
+    for ((case, target), cell) in cells {
+        if let Cell::Runs { failures, .. } = cell {
+            for f in failures.iter().take(3) {
+                notes.push(format!("{case} / {target} FAILED: {f}"));
+            }
+        }
+    }
+    notes.push("connections: our server runs with `--keepalive 1`; the Python original's keepalive is fixed at 15 s, so its connections are verified by the events of one echo turn per step (as ours are too) — the keepalive does not matter for the verdict.".into());
+    notes.push("fanout: the servers run with a ring of events+16, so no subscriber can lag out of the ring (ours would end such a stream with an `evicted` error; that would be a correctness failure here).".into());
+    let _ = writeln!(s, "\nNotes:\n");
+    for n in notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    s
+}
+
+const COLORS: [plotters::style::RGBColor; 3] = [
+    plotters::style::RGBColor(31, 119, 180),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(44, 160, 44),
+];
+
+/// Loads a TrueType font for the chart's labels, if this machine has one.
+fn font() -> bool {
+    let candidates = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    ];
+    for path in candidates {
+        if let Ok(bytes) = std::fs::read(path) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font(
+                "sans-serif",
+                plotters::style::FontStyle::Normal,
+                bytes,
+            )
+            .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// One panel per charted metric: a bar per target (its median, with a min–max whisker).
+fn chart(
+    path: &Path,
+    targets: &[String],
+    cases: &[&Case],
+    cells: &BTreeMap<(String, String), Cell>,
+) -> Result<String, String> {
+    use plotters::prelude::*;
+    let labels = font();
+    let panels: Vec<(&Case, usize)> = cases
+        .iter()
+        .flat_map(|c| {
+            c.metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.chart)
+                .map(move |(i, _)| (*c, i))
+        })
+        .collect();
+    if panels.is_empty() {
+        return Err("nothing to draw".into());
+    }
+    let cols = 3usize.min(panels.len());
+    let rows = panels.len().div_ceil(cols);
+    let (w, h) = (420 * cols as u32, 300 * rows as u32 + 40);
+    let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let (legend, body) = root.split_vertically(40);
+    if labels {
+        for (i, t) in targets.iter().enumerate() {
+            let x = 20 + 200 * i as i32;
+            legend
+                .draw(&Rectangle::new(
+                    [(x, 12), (x + 16, 28)],
+                    COLORS[i % 3].filled(),
+                ))
+                .map_err(|x| e(&x))?;
+            legend
+                .draw(&Text::new(
+                    t.as_str(),
+                    (x + 22, 12),
+                    ("sans-serif", 16).into_font(),
+                ))
+                .map_err(|x| e(&x))?;
+        }
+    }
+    let areas = body.split_evenly((rows, cols));
+    for ((case, i), area) in panels.iter().zip(areas.iter()) {
+        let m = &case.metrics[*i];
+        let bars: Vec<(usize, Stats)> = targets
+            .iter()
+            .enumerate()
+            .filter_map(|(ti, t)| {
+                cells
+                    .get(&(case.id.clone(), t.clone()))
+                    .and_then(|c| c.stats(*i))
+                    .map(|s| (ti, s))
+            })
+            .collect();
+        let top = bars.iter().map(|(_, s)| s.max).fold(0.0f64, f64::max) * 1.15;
+        let top = if top > 0.0 { top } else { 1.0 };
+        let mut builder = ChartBuilder::on(area);
+        builder.margin(10);
+        if labels {
+            let arrow = if m.higher_is_better {
+                "higher is better"
+            } else {
+                "lower is better"
+            };
+            builder
+                .caption(
+                    format!("{}: {} ({arrow})", case.id, m.label),
+                    ("sans-serif", 15),
+                )
+                .y_label_area_size(70)
+                .x_label_area_size(20);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(0f64..targets.len() as f64, 0f64..top)
+            .map_err(|x| e(&x))?;
+        if labels {
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .disable_x_axis()
+                .y_label_formatter(&|v| num(*v))
+                .draw()
+                .map_err(|x| e(&x))?;
+        }
+        for (ti, s) in &bars {
+            let x0 = *ti as f64 + 0.15;
+            let x1 = *ti as f64 + 0.85;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, 0.0), (x1, s.median)],
+                    COLORS[ti % 3].filled(),
+                )))
+                .map_err(|x| e(&x))?;
+            let xm = *ti as f64 + 0.5;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(xm, s.min), (xm, s.max)],
+                    BLACK.stroke_width(2),
+                )))
+                .map_err(|x| e(&x))?;
+            if labels {
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        num(s.median),
+                        (x0, s.max + top * 0.07),
+                        ("sans-serif", 13).into_font(),
+                    )))
+                    .map_err(|x| e(&x))?;
+            }
+        }
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(if labels {
+        String::new()
+    } else {
+        " (no TrueType font found: drawn without labels)".into()
+    })
+}
