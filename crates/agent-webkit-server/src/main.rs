@@ -354,12 +354,35 @@ async fn with_database(cli: &Cli, config: AppConfig) -> Result<AppConfig, String
         .with_failover(Arc::new(persistence), host))
 }
 
+/// Listen backlog: bursts of (re)connecting clients must not overflow the accept queue (a
+/// dropped SYN costs the client a 1 s retransmission). actix-web uses 2048; the kernel caps it
+/// at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+async fn bind_listener(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for candidate in tokio::net::lookup_host(addr).await? {
+        let socket = if candidate.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(candidate) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to bind")))
+}
+
 async fn run_axum(cli: Cli) -> Result<(), String> {
     let config = with_database(&cli, build_config(&cli)?).await?;
     let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = bind_listener(&addr)
         .await
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
