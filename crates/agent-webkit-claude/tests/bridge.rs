@@ -14,6 +14,7 @@ use agent_webkit_core::session::{Session, SessionError, SessionSubscriber};
 use agent_webkit_core::store::{SessionKey, SessionStore};
 use agent_webkit_core::{AgentError, InMemorySessionStore, UserContent};
 use agent_webkit_testkit::fake_claude::fake_claude_path;
+use agent_webkit_testkit::process_alive as alive;
 use agent_webkit_testkit::real_cli::TempDir;
 use serde_json::{json, Value};
 
@@ -88,16 +89,6 @@ impl Harness {
 
     fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config")
-    }
-}
-
-/// Whether a process is still running (a zombie counts as gone).
-fn alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 

@@ -71,11 +71,15 @@ impl<const N: usize> RequestHeaders for [(&str, &str); N] {
 
 /// Whether the request announces a body (a non-zero `Content-Length`, or chunked).
 fn declares_body<H: RequestHeaders + ?Sized>(headers: &H) -> bool {
-    let length = headers
+    content_length(headers).is_some_and(|n| n > 0) || headers.get("transfer-encoding").is_some()
+}
+
+/// The request's `Content-Length`, when present and valid.
+fn content_length<H: RequestHeaders + ?Sized>(headers: &H) -> Option<u64> {
+    headers
         .get("content-length")
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    length.is_some_and(|n| n > 0) || headers.get("transfer-encoding").is_some()
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// Records whether the whole body was read.
@@ -373,11 +377,7 @@ impl Api {
         B: RequestBody,
     {
         let limit = self.inner.max_body_bytes;
-        let declared = headers
-            .get("content-length")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
+        if content_length(headers).is_some_and(|len| len > limit as u64) {
             return Err(ApiResponse::payload_too_large(limit));
         }
         body.collect(limit).await.map_err(|err| match err {

@@ -292,14 +292,19 @@ impl SessionRegistry {
             Ok(session) => Ok(session),
             Err(err) => {
                 if let Some(failover) = &inner.failover {
-                    let writer = inner.writers.lock().remove(&id);
-                    if let Some(writer) = writer {
-                        let _ = writer.await;
-                    }
+                    self.finish_writer(&id).await;
                     let _ = failover.persistence.delete(&id).await;
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Waits until a session's event writer has persisted everything (its log is closed).
+    async fn finish_writer(&self, id: &str) {
+        let writer = self.inner.writers.lock().remove(id);
+        if let Some(writer) = writer {
+            let _ = writer.await;
         }
     }
 
@@ -498,10 +503,7 @@ impl SessionRegistry {
             Ok(session) => Ok(Some(session)),
             Err(err) => {
                 inner.reserved.fetch_sub(1, Ordering::AcqRel);
-                let writer = inner.writers.lock().remove(id);
-                if let Some(writer) = writer {
-                    let _ = writer.await;
-                }
+                self.finish_writer(id).await;
                 let _ = persistence.release(id, &failover.host_id).await;
                 Err(err.into())
             }
@@ -524,10 +526,7 @@ impl SessionRegistry {
             None => false,
         };
         if let Some(failover) = &self.inner.failover {
-            let writer = self.inner.writers.lock().remove(id);
-            if let Some(writer) = writer {
-                let _ = writer.await;
-            }
+            self.finish_writer(id).await;
             if let Err(err) = failover.persistence.delete(id).await {
                 tracing::warn!(session_id = %id, error = %err, "could not delete the persisted session");
             }
@@ -543,10 +542,7 @@ impl SessionRegistry {
         };
         session.close_for_handoff().await;
         if let Some(failover) = &self.inner.failover {
-            let writer = self.inner.writers.lock().remove(id);
-            if let Some(writer) = writer {
-                let _ = writer.await;
-            }
+            self.finish_writer(id).await;
             if let Err(err) = failover.persistence.release(id, &failover.host_id).await {
                 tracing::warn!(session_id = %id, error = %err, "could not release the lease");
             }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_webkit_testkit::fake_claude::fake_claude_path;
+use agent_webkit_testkit::process_alive as alive;
 use agent_webkit_testkit::real_cli::TempDir;
 use agent_webkit_testkit::{Client, ServerProcess, SseStream};
 use serde_json::{json, Value};
@@ -89,15 +90,6 @@ impl Fixture {
                 v["pid"].as_u64().unwrap()
             })
             .collect()
-    }
-}
-
-fn alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 

@@ -26,6 +26,17 @@ pub use fake_claude::fake_claude_path;
 pub mod mock_api;
 pub mod real_cli;
 
+/// Whether process `pid` is still running (Linux `/proc`; a zombie counts as gone: it has
+/// exited and only waits to be reaped).
+pub fn process_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// Test helper failures.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
