@@ -65,8 +65,10 @@ fn start(framework: &str) -> Server {
             "0",
             "--token",
             TOKEN,
+            // Larger than any turn below: a subscriber slowed down by a busy machine must never
+            // lag out of the ring (that is an `evicted` error, i.e. a failed scenario).
             "--ring-size",
-            "200",
+            "4096",
             "--keepalive",
             "1",
         ])
