@@ -72,6 +72,9 @@ pub async fn serve(
     let server = HttpServer::new(move || App::new().configure(configure(app_api.clone())))
         .disable_signals()
         .shutdown_timeout(10)
+        // SSE writes many small frames: without TCP_NODELAY, Nagle's algorithm holds a frame
+        // back until the previous one is acknowledged.
+        .tcp_nodelay(true)
         .listen(listener)?
         .run();
     let handle = server.handle();

@@ -28,6 +28,7 @@ use axum::extract::{Request, State};
 use axum::http::header::{HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -55,6 +56,13 @@ pub async fn serve(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(api.clone());
+    // SSE writes many small frames: without TCP_NODELAY, Nagle's algorithm holds a frame back
+    // until the previous one is acknowledged (tens of milliseconds with delayed ACKs).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             signal.await;
