@@ -9,16 +9,26 @@
 //! lock and bumps a version counter, so a slow subscriber never blocks `append` or anyone else.
 //! A subscriber that falls so far behind that its next event has left the ring gets
 //! [`SubscribeError::Lagged`] instead of a silent gap.
+//!
+//! The ring has a hot part (the newest events, as shared frames) and, once the log has been
+//! quiet and [`EventLog::compact`] ran, a cold part: older events packed into compressed blocks
+//! ([`cold`]). Readers never see the difference, except that reading back into the cold part
+//! decompresses a block (once, shared by every concurrent reader of it).
+
+mod cold;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use self::cold::{ColdBlock, BLOCK_EVENTS};
 use crate::models::EventKind;
 use crate::persist::StoredEvent;
 
@@ -123,6 +133,13 @@ pub enum SubscribeError {
 }
 
 struct LogState {
+    /// Compressed blocks of the oldest events, oldest first, contiguous, all before `ring`.
+    cold: VecDeque<Arc<ColdBlock>>,
+    /// Leading events of `cold.front()` already evicted.
+    cold_skip: usize,
+    /// Events held in `cold` (not counting evicted ones).
+    cold_len: usize,
+    /// The newest events, uncompressed ("hot").
     ring: VecDeque<LoggedEvent>,
     next_seq: u64,
     closed: bool,
@@ -130,12 +147,63 @@ struct LogState {
     sink: Option<mpsc::UnboundedSender<LoggedEvent>>,
     /// With durable delivery: the last seq known to be persisted (subscribers see no further).
     durable: Option<u64>,
+    /// When the last event was appended (or the log created).
+    last_append: Instant,
 }
 
 impl LogState {
     fn oldest_seq(&self) -> u64 {
+        match self.cold.front() {
+            Some(block) => block.first_seq() + self.cold_skip as u64,
+            None => self.hot_first_seq(),
+        }
+    }
+
+    /// The seq of the oldest uncompressed event (`next_seq` when there is none).
+    fn hot_first_seq(&self) -> u64 {
         self.ring.front().map_or(self.next_seq, |ev| ev.seq)
     }
+
+    fn len(&self) -> usize {
+        self.cold_len + self.ring.len()
+    }
+
+    /// Drops the oldest event.
+    fn evict_oldest(&mut self) {
+        if let Some(front) = self.cold.front() {
+            self.cold_skip += 1;
+            self.cold_len -= 1;
+            if self.cold_skip >= front.count() {
+                self.cold.pop_front();
+                self.cold_skip = 0;
+            }
+        } else {
+            self.ring.pop_front();
+        }
+    }
+
+    /// The cold block holding `seq`, if `seq` is in the cold part.
+    fn cold_block(&self, seq: u64) -> Option<&Arc<ColdBlock>> {
+        let i = self.cold.partition_point(|b| b.end_seq() <= seq);
+        self.cold.get(i).filter(|b| b.first_seq() <= seq)
+    }
+}
+
+/// How much memory an [`EventLog`] holds (see [`EventLog::memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogMemory {
+    /// Events held, hot and cold.
+    pub events: usize,
+    /// Events held uncompressed.
+    pub hot_events: usize,
+    /// Bytes of the uncompressed frames.
+    pub hot_bytes: usize,
+    /// Compressed blocks.
+    pub cold_blocks: usize,
+    /// Bytes of the compressed blocks.
+    pub cold_bytes: usize,
+    /// What the compressed events take uncompressed.
+    pub cold_raw_bytes: usize,
 }
 
 /// A bounded, append-only, multi-subscriber event log (see the module docs).
@@ -143,6 +211,10 @@ pub struct EventLog {
     max_size: usize,
     state: Mutex<LogState>,
     version: watch::Sender<u64>,
+    /// The last frame's length: the next frame's buffer is sized from it.
+    size_hint: AtomicUsize,
+    /// A compaction is running (one at a time).
+    compacting: AtomicBool,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -150,7 +222,7 @@ impl std::fmt::Debug for EventLog {
         let state = self.state.lock();
         f.debug_struct("EventLog")
             .field("max_size", &self.max_size)
-            .field("len", &state.ring.len())
+            .field("len", &state.len())
             .field("last_seq", &(state.next_seq - 1))
             .field("closed", &state.closed)
             .finish()
@@ -170,13 +242,19 @@ impl EventLog {
         Self {
             max_size: max_size.max(1),
             state: Mutex::new(LogState {
+                cold: VecDeque::new(),
+                cold_skip: 0,
+                cold_len: 0,
                 ring: VecDeque::new(),
                 next_seq: 1,
                 closed: false,
                 sink: None,
                 durable: None,
+                last_append: Instant::now(),
             }),
             version,
+            size_hint: AtomicUsize::new(256),
+            compacting: AtomicBool::new(false),
         }
     }
 
@@ -256,7 +334,7 @@ impl EventLog {
 
     /// Number of events held.
     pub fn len(&self) -> usize {
-        self.state.lock().ring.len()
+        self.state.lock().len()
     }
 
     /// Whether no event is held.
@@ -269,9 +347,112 @@ impl EventLog {
         self.state.lock().closed
     }
 
-    /// A copy of the events currently held, oldest first.
+    /// A copy of the events currently held, oldest first (compressed ones decompressed; an
+    /// unreadable block is logged and left out).
     pub fn snapshot(&self) -> Vec<LoggedEvent> {
-        self.state.lock().ring.iter().cloned().collect()
+        let (cold, skip, hot) = {
+            let state = self.state.lock();
+            let hot: Vec<LoggedEvent> = state.ring.iter().cloned().collect();
+            (
+                state.cold.iter().cloned().collect::<Vec<_>>(),
+                state.cold_skip,
+                hot,
+            )
+        };
+        let mut out = Vec::new();
+        for (i, block) in cold.iter().enumerate() {
+            let from = block.first_seq() + if i == 0 { skip as u64 } else { 0 };
+            match block.events(from, usize::MAX) {
+                Ok(events) => out.extend(events),
+                Err(err) => tracing::error!(error = %err, "event block unreadable"),
+            }
+        }
+        out.extend(hot);
+        out
+    }
+
+    /// Events held uncompressed.
+    pub fn hot_len(&self) -> usize {
+        self.state.lock().ring.len()
+    }
+
+    /// How long ago the last event was appended.
+    pub fn quiet_for(&self) -> Duration {
+        self.state.lock().last_append.elapsed()
+    }
+
+    /// What the log holds, hot and cold.
+    pub fn memory(&self) -> LogMemory {
+        let state = self.state.lock();
+        LogMemory {
+            events: state.len(),
+            hot_events: state.ring.len(),
+            hot_bytes: state.ring.iter().map(|ev| ev.frame.len()).sum(),
+            cold_blocks: state.cold.len(),
+            cold_bytes: state.cold.iter().map(|b| b.heap_bytes()).sum(),
+            cold_raw_bytes: state.cold.iter().map(|b| b.raw_bytes()).sum(),
+        }
+    }
+
+    /// Compresses the hot events (all but the newest `keep_hot`) into cold blocks, when there
+    /// are at least `min_events` of them. Returns how many events were compressed.
+    ///
+    /// CPU-bound (deflate): call it from a blocking thread for logs that have gone quiet
+    /// ([`quiet_for`](Self::quiet_for)). Appends and subscribers proceed meanwhile; the lock
+    /// is held only to copy the event handles and to swap the result in.
+    pub fn compact(&self, keep_hot: usize, min_events: usize) -> usize {
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        let packed = self.compact_inner(keep_hot, min_events.max(1));
+        self.compacting.store(false, Ordering::Release);
+        packed
+    }
+
+    fn compact_inner(&self, keep_hot: usize, min_events: usize) -> usize {
+        let events: Vec<LoggedEvent> = {
+            let state = self.state.lock();
+            let n = state.ring.len().saturating_sub(keep_hot);
+            if n < min_events {
+                return 0;
+            }
+            state.ring.iter().take(n).cloned().collect()
+        };
+        let blocks: Vec<ColdBlock> = events
+            .chunks(BLOCK_EVENTS)
+            .map_while(ColdBlock::pack)
+            .collect();
+        drop(events);
+        let mut packed = 0;
+        let mut state = self.state.lock();
+        for block in blocks {
+            let hot_first = state.hot_first_seq();
+            if let Some(last) = state.cold.back() {
+                // Cold and hot stay contiguous: this block must start where both meet.
+                if last.end_seq() != block.first_seq() || hot_first != block.first_seq() {
+                    break;
+                }
+            } else if hot_first >= block.end_seq() {
+                continue; // evicted meanwhile
+            } else if hot_first < block.first_seq() {
+                break;
+            } else {
+                state.cold_skip = usize::try_from(hot_first - block.first_seq()).unwrap_or(0);
+            }
+            let n = usize::try_from(block.end_seq() - hot_first).unwrap_or(0);
+            let n_hot = n.min(state.ring.len());
+            state.ring.drain(..n_hot);
+            state.cold_len += n;
+            packed += n;
+            state.cold.push_back(Arc::new(block));
+        }
+        if state.ring.is_empty() {
+            state.ring.shrink_to_fit();
+        } else {
+            let len = state.ring.len();
+            state.ring.shrink_to(len.max(BLOCK_EVENTS));
+        }
+        packed
     }
 
     /// Appends an event: assigns the next seq, renders the SSE frame once, wakes subscribers.
@@ -280,19 +461,29 @@ impl EventLog {
         kind: EventKind,
         data: &T,
     ) -> Result<LoggedEvent, AppendError> {
-        // Serialise outside the lock; only seq assignment and the ring push are inside.
-        let json = serde_json::to_vec(data).map_err(|e| AppendError::Serialize(e.to_string()))?;
+        // Serialise outside the lock, straight into the frame's buffer behind room for the
+        // header; only the seq (and so the header) is filled in under the lock.
         let name = kind.as_str();
+        let headroom = HEADER_MAX + name.len();
+        let mut buf =
+            BytesMut::with_capacity(headroom + self.size_hint.load(Ordering::Relaxed) + 16);
+        buf.put_bytes(0, headroom);
+        serde_json::to_writer((&mut buf).writer(), data)
+            .map_err(|e| AppendError::Serialize(e.to_string()))?;
+        buf.put_slice(b"\n\n");
+        self.size_hint
+            .store(buf.len() - headroom, Ordering::Relaxed);
         let mut state = self.state.lock();
         if state.closed {
             return Err(AppendError::Closed);
         }
         let seq = state.next_seq;
-        let event = render(seq, kind, &json);
+        let event = finish_frame(buf, headroom, seq, kind);
         state.next_seq += 1;
-        if state.ring.len() == self.max_size {
-            state.ring.pop_front();
+        if state.len() >= self.max_size {
+            state.evict_oldest();
         }
+        state.last_append = Instant::now();
         state.ring.push_back(event.clone());
         if let Some(sink) = &state.sink {
             // Under the lock, so the sink sees events in seq order.
@@ -355,6 +546,37 @@ impl EventLog {
             cursor: after_seq,
             version: self.version.subscribe(),
         })
+    }
+}
+
+/// Longest frame header without the event name: `id: <20 digits>\nevent: ` + `\ndata: `.
+const HEADER_MAX: usize = 4 + 20 + 8 + 7;
+
+/// Where the data starts in the frame of event `seq` of kind `kind`.
+fn data_start_of(seq: u64, kind: EventKind) -> u32 {
+    let len = 4 + itoa_buf(seq).as_str().len() + 8 + kind.as_str().len() + 7;
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Writes the header of event `seq` right before the data that starts at `headroom` in `buf`
+/// (which ends with the data and `\n\n`), and drops the unused room in front of it.
+fn finish_frame(mut buf: BytesMut, headroom: usize, seq: u64, kind: EventKind) -> LoggedEvent {
+    let seq_buf = itoa_buf(seq);
+    let seq_str = seq_buf.as_str().as_bytes();
+    let name = kind.as_str().as_bytes();
+    let header_len = 4 + seq_str.len() + 8 + name.len() + 7;
+    let start = headroom - header_len;
+    let mut at = start;
+    for part in [b"id: ", seq_str, b"\nevent: ", name, b"\ndata: "] {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    buf.advance(start);
+    LoggedEvent {
+        seq,
+        kind,
+        frame: buf.freeze(),
+        data_start: u32::try_from(header_len).unwrap_or(u32::MAX),
     }
 }
 
@@ -452,12 +674,25 @@ impl Subscription {
                 // a cursor a client holds can always be restored on another host.
                 let visible = state.durable.map_or(state.next_seq, |d| d + 1);
                 if next < visible {
-                    let start = usize::try_from(next - oldest).unwrap_or(usize::MAX);
                     let take = usize::try_from(visible - next)
                         .unwrap_or(usize::MAX)
                         .min(max);
-                    let batch: Vec<LoggedEvent> =
-                        state.ring.iter().skip(start).take(take).cloned().collect();
+                    let hot_first = state.hot_first_seq();
+                    let batch = if next < hot_first {
+                        // Compressed: decompress outside the log's lock.
+                        let block = state.cold_block(next).cloned();
+                        drop(state);
+                        let Some(block) = block else {
+                            return Err(SubscribeError::Lagged { missed: next });
+                        };
+                        block.events(next, take).map_err(|err| {
+                            tracing::error!(error = %err, seq = next, "cannot replay compressed events");
+                            SubscribeError::Lagged { missed: next }
+                        })?
+                    } else {
+                        let start = usize::try_from(next - hot_first).unwrap_or(usize::MAX);
+                        state.ring.iter().skip(start).take(take).cloned().collect()
+                    };
                     if let Some(last) = batch.last() {
                         self.cursor = last.seq;
                     }

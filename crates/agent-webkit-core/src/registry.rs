@@ -37,7 +37,13 @@ pub struct RegistryConfig {
     /// With failover: how long a host owns a session without renewing (default 10 s; renewed
     /// every third of it). A crashed host's sessions move after at most this long.
     pub lease: Duration,
+    /// A session whose event log has been quiet this long gets its ring compressed (see
+    /// [`EventLog::compact`](crate::event_log::EventLog::compact)); `None`: never. Default 1 s.
+    pub compact_after: Option<Duration>,
 }
+
+/// Fewest uncompressed events worth compressing (a smaller tail stays as it is).
+const COMPACT_MIN_EVENTS: usize = 32;
 
 impl Default for RegistryConfig {
     fn default() -> Self {
@@ -50,6 +56,7 @@ impl Default for RegistryConfig {
             start_timeout: Duration::from_secs(60),
             disconnect_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(10),
+            compact_after: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -155,6 +162,7 @@ struct Inner {
     reserved: AtomicUsize,
     shutting_down: AtomicBool,
     reaper: Mutex<Option<JoinHandle<()>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
     failover: Option<Failover>,
     /// Event writers of the sessions held here (failover only).
     writers: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -219,6 +227,7 @@ impl SessionRegistry {
                 reserved: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 reaper: Mutex::new(None),
+                compactor: Mutex::new(None),
                 failover,
                 writers: Mutex::new(HashMap::new()),
                 resuming: Mutex::new(HashMap::new()),
@@ -585,8 +594,9 @@ impl SessionRegistry {
         }
     }
 
-    /// Starts the idle reaper (idempotent). Needs a Tokio runtime.
+    /// Starts the idle reaper and the ring compactor (idempotent). Needs a Tokio runtime.
     pub fn start_reaper(&self) {
+        self.start_compactor();
         let mut slot = self.inner.reaper.lock();
         if slot.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
@@ -604,6 +614,78 @@ impl SessionRegistry {
                 registry.renew_leases().await;
             }
         }));
+    }
+
+    fn start_compactor(&self) {
+        let Some(after) = self.inner.config.compact_after else {
+            return;
+        };
+        let mut slot = self.inner.compactor.lock();
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        *slot = Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval((after / 2).max(Duration::from_millis(50)));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let registry = SessionRegistry { inner };
+                registry.compact_quiet_logs().await;
+            }
+        }));
+    }
+
+    /// Compresses the rings of sessions whose event log has been quiet for `compact_after`
+    /// (on a blocking thread: deflate is CPU work). Returns how many events were compressed.
+    pub async fn compact_quiet_logs(&self) -> usize {
+        let Some(after) = self.inner.config.compact_after else {
+            return 0;
+        };
+        let quiet: Vec<Arc<Session>> = self
+            .inner
+            .sessions
+            .read()
+            .values()
+            .filter(|s| {
+                let log = s.event_log();
+                log.hot_len() >= COMPACT_MIN_EVENTS && log.quiet_for() >= after
+            })
+            .cloned()
+            .collect();
+        if quiet.is_empty() {
+            return 0;
+        }
+        // Deflate is CPU work: spread it over the cores, on blocking threads.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let per = quiet.len().div_ceil(threads.min(quiet.len()));
+        let work: Vec<_> = quiet
+            .chunks(per)
+            .map(|chunk| {
+                let chunk = chunk.to_vec();
+                tokio::task::spawn_blocking(move || {
+                    chunk
+                        .iter()
+                        .map(|s| {
+                            let packed = s.event_log().compact(0, COMPACT_MIN_EVENTS);
+                            if packed > 0 {
+                                tracing::debug!(session_id = %s.id(), events = packed, "ring compressed");
+                            }
+                            packed
+                        })
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        let mut packed = 0;
+        for result in join_all(work).await {
+            match result {
+                Ok(n) => packed += n,
+                Err(err) => tracing::error!(error = %err, "ring compaction failed"),
+            }
+        }
+        packed
     }
 
     /// Evicts every session idle for longer than the idle timeout with no live subscriber.
@@ -634,6 +716,9 @@ impl SessionRegistry {
         self.inner.shutting_down.store(true, Ordering::Release);
         if let Some(reaper) = self.inner.reaper.lock().take() {
             reaper.abort();
+        }
+        if let Some(compactor) = self.inner.compactor.lock().take() {
+            compactor.abort();
         }
         let ids = self.ids();
         if self.inner.failover.is_some() {

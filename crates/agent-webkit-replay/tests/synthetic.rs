@@ -601,3 +601,52 @@ async fn ask_user_question_answers_reach_the_agent_as_an_allow() {
     };
     assert_eq!(result.session_id, "fake-3");
 }
+
+#[tokio::test]
+async fn a_quiet_sessions_ring_is_compressed_and_replays_byte_for_byte() {
+    let config = agent_webkit_core::registry::RegistryConfig {
+        compact_after: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    };
+    let reg = agent_webkit_core::registry::SessionRegistry::with_config(
+        Arc::new(ReplayAgentFactory::new()),
+        None,
+        config,
+    );
+    let s = create(&reg, "stream:300:0:200").await;
+    let mut r = Reader::new(&s);
+    s.submit_user_message("go".into()).unwrap();
+    r.until(EventKind::Result).await;
+    let before = s.event_log().snapshot();
+    assert_eq!(before.len(), 302);
+    let hot = s.event_log().memory();
+    assert_eq!(hot.hot_events, 302);
+
+    assert_eq!(reg.compact_quiet_logs().await, 302);
+    let cold = s.event_log().memory();
+    assert_eq!((cold.events, cold.hot_events), (302, 0));
+    assert!(cold.cold_bytes * 3 < hot.hot_bytes, "{cold:?} vs {hot:?}");
+
+    // Any cursor replays the very same frames from the compressed blocks.
+    for cursor in [0u64, 1, 150, 301] {
+        let mut sub = s.subscribe(Some(cursor)).unwrap();
+        let mut got = Vec::new();
+        while got.len() < (302 - cursor) as usize {
+            let batch = tokio::time::timeout(T, sub.next_batch(64))
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            got.extend(batch);
+        }
+        for (ev, want) in got.iter().zip(&before[cursor as usize..]) {
+            assert_eq!(ev.frame(), want.frame());
+        }
+    }
+    // The session goes on: the next turn's events are appended (hot) after the cold ones.
+    s.submit_user_message("again".into()).unwrap();
+    let second = r.until(EventKind::Result).await;
+    assert_eq!(second.len(), 301);
+    assert_eq!(s.event_log().memory().hot_events, 301);
+    reg.remove(s.id()).await;
+}
