@@ -18,15 +18,24 @@ already dicts, so `_serialize_blocks` passes them through).
 Scenarios (the session's `model`, same syntax as our replay agent, crates/agent-webkit-replay):
 - `echo` (also: no model) -- one `message_complete` (id `msg_echo_<turn>`) whose content is the
   user's content (a string becomes one text block), model = current model, then `result`.
-- `stream:N[:ms[:bytes]]` -- N `message_complete` events (ids `msg_stream_<turn>_<i>`, i from 1)
-  `ms` apart on an absolute schedule, each one text block of exactly `bytes` bytes (default `chunk <i>`), stop_reason
-  `end_turn` on the last one only, then `result {subtype: "success"}`. With ms == 0 the agent
-  yields to the event loop every 64 messages. An interrupt ends the turn at once with
-  `result {subtype: "interrupted"}`.
+- `stream:N[:ms[:bytes]][:ts]` -- N `message_complete` events (ids `msg_stream_<turn>_<i>`, i
+  from 1) `ms` apart on an absolute schedule, each one text block (see `stream_text`) of exactly
+  `bytes` bytes (default: just the prefix `chunk <i>`), stop_reason `end_turn` on the last one
+  only, then `result {subtype: "success"}`. With ms == 0 the agent yields to the event loop
+  every 64 messages. An interrupt ends the turn at once with `result {subtype: "interrupted"}`.
+  The trailing `ts` flag (e.g. `stream:10000:1:200:ts`) stamps every message with its emission
+  time: the prefix becomes `chunk <i> t=<unix time in microseconds>`, taken with
+  `time.time_ns() // 1000` right before the message is yielded to the session (the load
+  generator's latency scenario subtracts it from its receipt time).
+
+`stream_text` and `parse_scenario` must match the replay agent byte for byte and field for field
+(`crates/agent-webkit-replay/src/agent.rs` and `scenario.rs`); the replay crate's test
+`python_fake_agent_matches` runs this module's functions and compares.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any, AsyncIterator, Optional
 
@@ -38,11 +47,26 @@ YIELD_EVERY = 64
 #: Largest `bytes` accepted in `stream:N:ms:bytes` (same bound as the replay agent).
 MAX_STREAM_BYTES = 16 * 1024 * 1024
 
-#: Text used to pad `stream` messages (identical to the replay agent's FILLER).
-FILLER = (
-    " lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod "
-    "tempor incididunt ut labore et dolore magna aliqua."
+#: The words `stream` messages are padded with: the distinct words of the classic lorem-ipsum
+#: paragraph, lowercase (identical, in the same order, to VOCAB in the replay agent).
+VOCAB = (
+    "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do",
+    "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "enim",
+    "ad", "minim", "veniam", "quis", "nostrud", "exercitation", "ullamco", "laboris", "nisi",
+    "aliquip", "ex", "ea", "commodo", "consequat", "duis", "aute", "irure", "in", "reprehenderit",
+    "voluptate", "velit", "esse", "cillum", "eu", "fugiat", "nulla", "pariatur", "excepteur",
+    "sint", "occaecat", "cupidatat", "non", "proident", "sunt", "culpa", "qui", "officia",
+    "deserunt", "mollit", "anim", "id", "est", "laborum",
 )
+
+#: The word generator: x0 = index ^ WORD_SEED, then x = x * LCG_MUL + LCG_INC (mod 2**64) per word.
+WORD_SEED = 0x9E3779B97F4A7C15
+LCG_MUL = 6364136223846793005
+LCG_INC = 1442695040888963407
+_MASK64 = (1 << 64) - 1
+
+#: Fields of `stream:N:ms:bytes` are u64 in the replay agent.
+_MAX_U64 = _MASK64
 
 
 class AssistantMessage:
@@ -68,44 +92,66 @@ class ResultMessage:
 
 
 class Scenario:
-    __slots__ = ("kind", "count", "interval", "bytes")
+    __slots__ = ("kind", "count", "interval", "bytes", "timestamps")
 
-    def __init__(self, kind: str, count: int = 0, interval: float = 0.0, nbytes: int = 0) -> None:
+    def __init__(
+        self, kind: str, count: int = 0, interval: float = 0.0, nbytes: int = 0, timestamps: bool = False
+    ) -> None:
         self.kind = kind
         self.count = count
         self.interval = interval
         self.bytes = nbytes
+        self.timestamps = timestamps
 
 
 def parse_scenario(model: Optional[str]) -> Scenario:
-    """`echo` / no model / `stream:N[:ms[:bytes]]`; anything else is a ValueError."""
+    """`echo` / no model / `stream:N[:ms[:bytes]][:ts]`; anything else is a ValueError."""
     if model is None or model == "" or model == "echo":
         return Scenario("echo")
     if model.startswith("stream:"):
         parts = model[len("stream:"):].split(":")
+        # `ts` is a flag after N (and the optional ms and bytes), never N itself.
+        timestamps = len(parts) > 1 and parts[-1] == "ts"
+        if timestamps:
+            parts.pop()
         if len(parts) > 3:
             raise ValueError(f"bad scenario {model!r}: too many fields")
         values = []
         for what, text in zip(("N", "ms", "bytes"), parts):
-            if not text.isdigit():
+            # ASCII digits only, and a u64, like the replay agent.
+            if not (text.isascii() and text.isdigit()) or int(text) > _MAX_U64:
                 raise ValueError(f"bad scenario {model!r}: {what} must be a non-negative integer, got {text!r}")
             values.append(int(text))
         values += [0] * (3 - len(values))
         count, ms, nbytes = values
         if nbytes > MAX_STREAM_BYTES:
             raise ValueError(f"bad scenario {model!r}: bytes must be at most {MAX_STREAM_BYTES}")
-        return Scenario("stream", count, ms / 1000.0, nbytes)
-    raise ValueError(f"unknown scenario {model!r}; the fake agent knows: echo, stream:N[:ms[:bytes]]")
+        return Scenario("stream", count, ms / 1000.0, nbytes, timestamps)
+    raise ValueError(
+        f"unknown scenario {model!r}; the fake agent knows: echo, stream:N[:ms[:bytes]][:ts]"
+    )
 
 
-def stream_text(index: int, nbytes: int) -> str:
-    """`chunk <i>`, padded with FILLER to exactly `nbytes` bytes when that is longer."""
-    text = f"chunk {index}"
-    missing = nbytes - len(text)
-    if missing <= 0:
+def stream_text(index: int, nbytes: int, emitted_us: Optional[int] = None) -> str:
+    """The text of `stream` message `index`, byte-identical to the replay agent's.
+
+    The prefix `chunk <index>` (plus ` t=<emitted_us>` when stamped); when `nbytes` is longer,
+    words appended as " " + word until the text reaches `nbytes`, cut to exactly `nbytes` bytes
+    (all ASCII). A prefix longer than `nbytes` is returned whole. Words: x = index ^ WORD_SEED,
+    then per word x = (x * LCG_MUL + LCG_INC) mod 2**64, word = VOCAB[(x >> 33) % len(VOCAB)].
+    """
+    text = f"chunk {index}" if emitted_us is None else f"chunk {index} t={emitted_us}"
+    if len(text) >= nbytes:
         return text
-    reps, rest = divmod(missing, len(FILLER))
-    return text + FILLER * reps + FILLER[:rest]
+    parts = [text]
+    length = len(text)
+    x = (index ^ WORD_SEED) & _MASK64
+    while length < nbytes:
+        x = (x * LCG_MUL + LCG_INC) & _MASK64
+        word = VOCAB[(x >> 33) % len(VOCAB)]
+        parts.append(word)
+        length += 1 + len(word)
+    return " ".join(parts)[:nbytes]
 
 
 _CLOSE = object()
@@ -165,7 +211,7 @@ class FakeClient:
 
     async def _stream_turn(self) -> AsyncIterator[Any]:
         spec = self._scenario
-        count, interval, nbytes = spec.count, spec.interval, spec.bytes
+        count, interval, nbytes, stamped = spec.count, spec.interval, spec.bytes, spec.timestamps
         turn, model = self._turn, self._model
         # Absolute schedule (event i at start + (i-1)*interval), like the replay agent.
         start = asyncio.get_running_loop().time()
@@ -178,9 +224,11 @@ class FakeClient:
                     await asyncio.sleep(0)
                 if self._interrupted:
                     return
+            # Taken right before the message is yielded to the session (`ts` scenarios only).
+            emitted_us = time.time_ns() // 1000 if stamped else None
             yield AssistantMessage(
                 f"msg_stream_{turn}_{i}",
-                [{"type": "text", "text": stream_text(i, nbytes)}],
+                [{"type": "text", "text": stream_text(i, nbytes, emitted_us)}],
                 model,
                 "end_turn" if i == count else None,
             )

@@ -1,9 +1,10 @@
 //! A minimal HTTP/1.1 client (hyper 1, one connection per stream) and an SSE frame parser that
-//! reads only what the scenarios need (`id`, `event`; `data` of rare events) — cheap enough to
-//! count millions of events on the machine that also runs the server.
+//! reads only what the scenarios need (`id`, `event`; `data` of rare events, and — only when a
+//! scenario asks, see [`Sse::read_stamps`] — the emission stamp in `message_complete` data) —
+//! cheap enough to count millions of events on the machine that also runs the server.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -233,6 +234,16 @@ impl Kind {
     }
 }
 
+/// When a `message_complete` was emitted and received (see [`Sse::read_stamps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// The agent's emission time (`t=` in the message text, Unix µs); `None` when the text
+    /// carries no well-formed stamp.
+    pub emitted_us: Option<u64>,
+    /// This process's wall clock (Unix µs) when the frame had been parsed.
+    pub received_us: u64,
+}
+
 /// One SSE frame.
 #[derive(Debug)]
 pub enum Frame {
@@ -244,9 +255,22 @@ pub enum Frame {
         kind: Kind,
         /// The `data:` of an `error` event.
         data: Option<String>,
+        /// For `message_complete` events of a stream reading stamps.
+        stamp: Option<Stamp>,
     },
     /// A comment frame (keepalive).
     Comment,
+}
+
+/// One event as the scenarios see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// The `id:` field (the server's seq).
+    pub id: Option<u64>,
+    /// The `event:` field.
+    pub kind: Kind,
+    /// For `message_complete` events of a stream reading stamps.
+    pub stamp: Option<Stamp>,
 }
 
 #[derive(Default)]
@@ -254,18 +278,48 @@ struct Pending {
     id: Option<u64>,
     kind: Option<Kind>,
     data: Option<String>,
+    emitted_us: Option<u64>,
     has_data: bool,
     comment: bool,
+}
+
+/// The SSE frame parser: bytes in, frames out.
+struct Parser {
+    buf: Vec<u8>,
+    pos: usize,
+    pending: Pending,
+    /// Whether `message_complete` frames get a [`Stamp`].
+    stamps: bool,
 }
 
 /// An open SSE stream.
 pub struct Sse {
     body: Incoming,
-    buf: Vec<u8>,
-    pos: usize,
-    pending: Pending,
+    parser: Parser,
     /// Bytes received so far.
     pub bytes: u64,
+}
+
+/// Wall-clock time in microseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The emission stamp in a `message_complete`'s data: the digits after the first ` t=` (the
+/// replay agent's and the Python fake's `chunk <i> t=<unix µs>` text prefix, in a `ts`
+/// scenario). `None` when there is none, or it is not a u64.
+pub fn find_stamp(data: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(data, b" t=")? + 3;
+    let digits = data[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    std::str::from_utf8(&data[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// `GET /sessions/{id}/stream` (with `Last-Event-ID` if given); fails unless the answer is 200.
@@ -303,9 +357,7 @@ pub async fn subscribe(
         // Dropping the sender lets the connection close once this response ends.
         Ok(Sse {
             body: response.into_body(),
-            buf: Vec::with_capacity(16 * 1024),
-            pos: 0,
-            pending: Pending::default(),
+            parser: Parser::new(),
             bytes: 0,
         })
     };
@@ -317,10 +369,17 @@ pub async fn subscribe(
 }
 
 impl Sse {
+    /// From now on, every `message_complete` frame carries a [`Stamp`]: the emission time found
+    /// in its data (` t=<digits>`, see [`find_stamp`]) and the receipt time, taken as soon as the
+    /// frame has been parsed. Other streams never look into `message_complete` data.
+    pub fn read_stamps(&mut self) {
+        self.parser.stamps = true;
+    }
+
     /// The next frame; `None` when the stream ended.
     pub async fn next(&mut self) -> Result<Option<Frame>, String> {
         loop {
-            if let Some(frame) = self.parse_one() {
+            if let Some(frame) = self.parser.parse_one() {
                 return Ok(Some(frame));
             }
             match self.body.frame().await {
@@ -328,12 +387,8 @@ impl Sse {
                 Some(Err(e)) => return Err(format!("stream read: {e}")),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        if self.pos > 0 {
-                            self.buf.drain(..self.pos);
-                            self.pos = 0;
-                        }
                         self.bytes += data.len() as u64;
-                        self.buf.extend_from_slice(&data);
+                        self.parser.push(&data);
                     }
                 }
             }
@@ -352,17 +407,48 @@ impl Sse {
 
     /// The next event (comments skipped) within `limit` per frame.
     pub async fn next_event(&mut self, limit: Duration) -> Result<(Option<u64>, Kind), String> {
+        self.next_stamped(limit).await.map(|e| (e.id, e.kind))
+    }
+
+    /// The next event (comments skipped) within `limit` per frame, with its stamp.
+    pub async fn next_stamped(&mut self, limit: Duration) -> Result<Event, String> {
         loop {
-            if let Frame::Event { id, kind, data } = self.next_within(limit).await? {
+            if let Frame::Event {
+                id,
+                kind,
+                data,
+                stamp,
+            } = self.next_within(limit).await?
+            {
                 if kind == Kind::Error {
                     return Err(format!(
                         "error event (id {id:?}): {}",
                         data.unwrap_or_default()
                     ));
                 }
-                return Ok((id, kind));
+                return Ok(Event { id, kind, stamp });
             }
         }
+    }
+}
+
+impl Parser {
+    fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(16 * 1024),
+            pos: 0,
+            pending: Pending::default(),
+            stamps: false,
+        }
+    }
+
+    /// Appends received bytes (dropping what was already parsed).
+    fn push(&mut self, data: &[u8]) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(data);
     }
 
     fn parse_one(&mut self) -> Option<Frame> {
@@ -377,10 +463,16 @@ impl Sse {
             if line.is_empty() {
                 let p = std::mem::take(&mut self.pending);
                 if p.kind.is_some() || p.has_data || p.id.is_some() {
+                    let kind = p.kind.unwrap_or(Kind::Other);
+                    let stamp = (self.stamps && kind == Kind::MessageComplete).then(|| Stamp {
+                        emitted_us: p.emitted_us,
+                        received_us: unix_micros(),
+                    });
                     return Some(Frame::Event {
                         id: p.id,
-                        kind: p.kind.unwrap_or(Kind::Other),
+                        kind,
                         data: p.data,
+                        stamp,
                     });
                 }
                 if p.comment {
@@ -406,13 +498,115 @@ impl Sse {
                 b"event" => self.pending.kind = Some(Kind::of(value)),
                 b"data" => {
                     self.pending.has_data = true;
-                    if self.pending.kind == Some(Kind::Error) {
-                        self.pending.data = Some(String::from_utf8_lossy(value).into_owned());
+                    match self.pending.kind {
+                        Some(Kind::Error) => {
+                            self.pending.data = Some(String::from_utf8_lossy(value).into_owned());
+                        }
+                        // Only streams reading stamps look into data (`event:` may come after
+                        // `data:`; then every data line is searched); the first stamp counts.
+                        Some(Kind::MessageComplete) | None
+                            if self.stamps && self.pending.emitted_us.is_none() =>
+                        {
+                            self.pending.emitted_us = find_stamp(value);
+                        }
+                        _ => {}
                     }
                 }
                 _ => {}
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn stamps_in_data() {
+        let data = br#"{"message_id":"msg_stream_1_5","message":{"content":[{"type":"text","text":"chunk 5 t=1700000000123456 lorem ipsum"}],"model":"stream:10:1:200:ts"}}"#;
+        assert_eq!(find_stamp(data), Some(1_700_000_000_123_456));
+        assert_eq!(find_stamp(br#"{"text":"chunk 5 t=42"}"#), Some(42));
+        assert_eq!(find_stamp(br#"{"text":"chunk 5 lorem ipsum"}"#), None);
+        assert_eq!(find_stamp(br#"{"text":"chunk 5 t=x1"}"#), None);
+        assert_eq!(find_stamp(br#"{"text":"chunk 5 t="}"#), None);
+        assert_eq!(
+            find_stamp(br#"{"text":"chunk 5 t=99999999999999999999999"}"#),
+            None
+        );
+    }
+
+    fn frames(parser: &mut Parser, input: &[u8]) -> Vec<Frame> {
+        // Byte by byte: frames split anywhere must parse the same.
+        let mut out = Vec::new();
+        for b in input {
+            parser.push(std::slice::from_ref(b));
+            while let Some(frame) = parser.parse_one() {
+                out.push(frame);
+            }
+        }
+        out
+    }
+
+    const STREAM: &[u8] =
+        b"id: 2\nevent: message_complete\ndata: {\"text\":\"chunk 1 t=1000 a\"}\n\n\
+        : keepalive\n\n\
+        event: message_complete\r\nid: 3\r\ndata: {\"text\":\"chunk 2 lorem\"}\r\n\r\n\
+        data: {\"text\":\"chunk 3 t=3000\"}\nevent: message_complete\nid: 4\n\n\
+        id: 5\nevent: result\ndata: {\"x\":\" t=9\"}\n\n\
+        id: 6\nevent: error\ndata: {\"code\":\"evicted\"}\n\n";
+
+    #[test]
+    fn frames_without_stamps() {
+        let mut parser = Parser::new();
+        let frames = frames(&mut parser, STREAM);
+        assert_eq!(frames.len(), 6, "{frames:?}");
+        assert!(matches!(frames[1], Frame::Comment));
+        for frame in &frames {
+            if let Frame::Event { stamp, kind, .. } = frame {
+                assert_eq!(*stamp, None, "{kind:?}");
+            }
+        }
+        let Frame::Event { id, kind, data, .. } = &frames[5] else {
+            panic!("{frames:?}")
+        };
+        assert_eq!((*id, *kind), (Some(6), Kind::Error));
+        assert_eq!(data.as_deref(), Some(r#"{"code":"evicted"}"#));
+    }
+
+    #[test]
+    fn frames_with_stamps() {
+        let mut parser = Parser::new();
+        parser.stamps = true;
+        let before = unix_micros();
+        let frames = frames(&mut parser, STREAM);
+        let events: Vec<(Option<u64>, Kind, Option<Option<u64>>)> = frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Event {
+                    id, kind, stamp, ..
+                } => Some((*id, *kind, stamp.map(|s| s.emitted_us))),
+                Frame::Comment => None,
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [
+                (Some(2), Kind::MessageComplete, Some(Some(1000))),
+                (Some(3), Kind::MessageComplete, Some(None)),
+                (Some(4), Kind::MessageComplete, Some(Some(3000))),
+                (Some(5), Kind::Result, None),
+                (Some(6), Kind::Error, None),
+            ]
+        );
+        let Frame::Event {
+            stamp: Some(stamp), ..
+        } = frames[0]
+        else {
+            panic!()
+        };
+        assert!(stamp.received_us >= before && stamp.received_us <= unix_micros());
     }
 }

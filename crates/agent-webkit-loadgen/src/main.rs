@@ -69,7 +69,8 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         bytes: usize,
     },
-    /// A paced turn to S subscribers: delivery latency percentiles.
+    /// A paced, timestamped turn (`stream:N:ms:bytes:ts`) to S subscribers: emission → receipt
+    /// latency percentiles (plus fan-out spread and cadence lag).
     Latency {
         /// Events per second.
         #[arg(long, default_value_t = 1000)]
@@ -98,6 +99,10 @@ enum Scenario {
         /// Sessions filled concurrently.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Seconds the sessions sit idle before the RSS is read (a first reading is taken
+        /// 0.5 s after the fill).
+        #[arg(long, default_value_t = 6.0)]
+        settle: f64,
     },
     /// SSE connections opened in steps until an error or the max: the most held.
     Connections {
@@ -175,8 +180,9 @@ impl Scenario {
                 ring,
                 bytes,
                 concurrency,
+                settle,
             } => {
-                json!({"sessions": sessions, "ring": ring, "bytes": bytes, "concurrency": concurrency})
+                json!({"sessions": sessions, "ring": ring, "bytes": bytes, "concurrency": concurrency, "settle_s": settle})
             }
             Self::Connections {
                 max,
@@ -230,11 +236,14 @@ async fn run(cli: &Cli, target: &Target) -> Result<Report, String> {
             ring,
             bytes,
             concurrency,
+            settle,
         } => {
             let pid = cli
                 .pid
                 .ok_or("memory needs --pid <server pid> (it reads /proc/<pid>/status)")?;
-            s::memory(target, pid, sessions, ring, bytes, concurrency).await
+            let settle = Duration::try_from_secs_f64(settle)
+                .map_err(|_| "--settle must be a non-negative number of seconds")?;
+            s::memory(target, pid, sessions, ring, bytes, concurrency, settle).await
         }
         Scenario::Connections {
             max,

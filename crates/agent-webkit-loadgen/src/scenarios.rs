@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::http::{subscribe, Control, Kind, Sse, Target};
+use crate::http::{subscribe, Control, Kind, Sse, Stamp, Target};
 
 /// Correctness errors, shared by a scenario's tasks (the first few are kept verbatim).
 #[derive(Clone, Default)]
@@ -19,8 +19,16 @@ pub struct Errors(Arc<Mutex<(u64, Vec<String>)>>);
 impl Errors {
     /// Records one error.
     pub fn push(&self, error: impl Into<String>) {
+        self.push_many(1, error);
+    }
+
+    /// Records `count` errors of one kind, described once.
+    pub fn push_many(&self, count: u64, error: impl Into<String>) {
+        if count == 0 {
+            return;
+        }
         let mut guard = self.0.lock();
-        guard.0 += 1;
+        guard.0 += count;
         if guard.1.len() < 20 {
             guard.1.push(error.into());
         }
@@ -97,16 +105,18 @@ async fn open_ready(target: &Target, session: &str) -> Result<Sse, String> {
 }
 
 /// Reads one turn up to its `result`, checking that seqs run on from `next_seq` without a gap
-/// or a repeat. Returns (events read, seq of the result).
+/// or a repeat. Returns (events read, seq of the result). `on_event` gets each event's seq,
+/// kind and stamp (`message_complete` of a stream reading stamps only).
 async fn read_turn(
     sse: &mut Sse,
     mut next_seq: u64,
     limit: Duration,
-    mut on_event: impl FnMut(u64, Kind),
+    mut on_event: impl FnMut(u64, Kind, Option<Stamp>),
 ) -> Result<(u64, u64), String> {
     let mut count = 0;
     loop {
-        let (id, kind) = sse.next_event(limit).await?;
+        let event = sse.next_stamped(limit).await?;
+        let (id, kind) = (event.id, event.kind);
         let id = id.ok_or_else(|| format!("{kind:?} event without id"))?;
         if id != next_seq {
             return Err(format!(
@@ -115,7 +125,7 @@ async fn read_turn(
         }
         next_seq += 1;
         count += 1;
-        on_event(id, kind);
+        on_event(id, kind, event.stamp);
         match kind {
             Kind::Result => return Ok((count, id)),
             Kind::Done => return Err(format!("done (seq {id}) before result")),
@@ -145,7 +155,7 @@ pub async fn fanout(
     for mut sse in streams {
         let limit = target.timeout;
         readers.spawn(async move {
-            let read = read_turn(&mut sse, 2, limit, |_, _| {}).await;
+            let read = read_turn(&mut sse, 2, limit, |_, _, _| {}).await;
             (read, start.elapsed(), sse.bytes)
         });
     }
@@ -183,7 +193,8 @@ pub async fn fanout(
     Ok(report)
 }
 
-/// `latency`: a paced `stream:N:ms:bytes` turn; per-event receipt times at every subscriber.
+/// `latency`: a paced `stream:N:ms:bytes:ts` turn; per-event emission and receipt times at every
+/// subscriber.
 pub async fn latency(
     target: &Target,
     rate_per_s: u64,
@@ -195,12 +206,15 @@ pub async fn latency(
     let interval_ms = (1000 / rate_per_s.max(1)).max(1);
     let events = (rate_per_s * seconds).max(1);
     let mut ctl = Control::new(target);
+    // `ts`: the agent writes its emission time (Unix µs) into every message's text.
     let session = ctl
-        .create_session(&format!("stream:{events}:{interval_ms}:{bytes}"))
+        .create_session(&format!("stream:{events}:{interval_ms}:{bytes}:ts"))
         .await?;
     let mut streams = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
-        streams.push(open_ready(target, &session).await?);
+        let mut sse = open_ready(target, &session).await?;
+        sse.read_stamps();
+        streams.push(sse);
     }
     let start = Instant::now();
     let mut readers = JoinSet::new();
@@ -208,19 +222,40 @@ pub async fn latency(
         let limit = target.timeout;
         readers.spawn(async move {
             let mut seen = Vec::with_capacity(events as usize + 1);
-            let read = read_turn(&mut sse, 2, limit, |seq, kind| {
+            // Emission → receipt, µs (receipt before emission: the wall clock stepped back).
+            let mut lags = Vec::with_capacity(events as usize + 1);
+            let (mut unstamped, mut first_unstamped, mut backwards) = (0u64, None, 0u64);
+            let read = read_turn(&mut sse, 2, limit, |seq, kind, stamp| {
                 if kind == Kind::MessageComplete {
                     seen.push((seq, start.elapsed().as_nanos() as u64));
+                    match stamp {
+                        Some(Stamp {
+                            emitted_us: Some(emitted),
+                            received_us,
+                        }) => {
+                            if received_us < emitted {
+                                backwards += 1;
+                            }
+                            lags.push(received_us.saturating_sub(emitted));
+                        }
+                        _ => {
+                            unstamped += 1;
+                            first_unstamped.get_or_insert(seq);
+                        }
+                    }
                 }
             })
             .await;
-            (read, seen)
+            (read, seen, lags, unstamped, first_unstamped, backwards)
         });
     }
     ctl.send_message(&session, "go").await?;
     let mut all = Vec::new();
+    let mut emission = Vec::new();
+    let mut backwards_total = 0;
     while let Some(joined) = readers.join_next().await {
-        let (read, seen) = joined.map_err(|e| e.to_string())?;
+        let (read, seen, lags, unstamped, first_unstamped, backwards) =
+            joined.map_err(|e| e.to_string())?;
         if let Err(e) = read {
             report.errors.push(format!("subscriber: {e}"));
         } else if seen.len() as u64 != events {
@@ -229,9 +264,21 @@ pub async fn latency(
                 seen.len()
             ));
         }
+        report.errors.push_many(
+            unstamped,
+            format!(
+                "a subscriber saw {unstamped} message_complete event(s) without a well-formed emission timestamp (` t=<unix µs>` in the text), the first at seq {}",
+                first_unstamped.unwrap_or_default()
+            ),
+        );
+        backwards_total += backwards;
+        emission.extend(lags.into_iter().map(|us| us.saturating_mul(1000)));
         all.push(seen);
     }
     let _ = ctl.delete(&session).await;
+    let mut emission_lag = summary_ms(emission);
+    emission_lag["clock_went_back"] = json!(backwards_total);
+    report.metric("emission_lag", emission_lag);
     let first_seq = all
         .iter()
         .filter_map(|s| s.first().map(|(seq, _)| *seq))
@@ -303,7 +350,7 @@ pub async fn latency(
     report.metric("fanout_spread", summary_ms(spread));
     report.metric("schedule_lag", summary_ms(schedule));
     report.notes.push(format!(
-        "{events} events {interval_ms} ms apart to {subscribers} subscribers. fanout_spread: per (subscriber, event), receipt time minus the earliest receipt of that event at any subscriber — the delivery skew the server adds across subscribers. schedule_lag: receipt time minus the event's place on the ideal schedule (send + i*{interval_ms} ms), minus the smallest such value (which removes the unknown emission offset); it also grows with the emitter's timer drift (a sleep of {interval_ms} ms lasts a little longer), so achieved_rate_per_s is reported beside it. cadence_lag removes that drift: receipt time minus a least-squares line through the earliest receipts (the emitter's real cadence, emission_interval_ms), minus the smallest such value — emitter jitter plus delivery delay. Timestamps are taken by the load generator, which shares the CPUs with the server."
+        "{events} events {interval_ms} ms apart to {subscribers} subscribers (model stream:{events}:{interval_ms}:{bytes}:ts). emission_lag (the headline): per (subscriber, message_complete), receipt time minus emission time, both wall-clock Unix µs on this machine's clock — the agent writes its clock into the message text (`chunk <i> t=<µs>`) right before handing the message to the session, and the load generator reads its own clock as soon as it has parsed the frame; so it is the server's whole emission → receipt path (event log, fan-out, SSE writing, loopback TCP) plus the load generator's own scheduling delay, with no clock offset to estimate. A message_complete without a well-formed stamp is an error; clock_went_back counts receipts stamped before their emission (a wall-clock step; counted as 0 lag). fanout_spread: per (subscriber, event), receipt time minus the earliest receipt of that event at any subscriber — the delivery skew the server adds across subscribers. schedule_lag: receipt time minus the event's place on the ideal schedule (send + i*{interval_ms} ms), minus the smallest such value (which removes the unknown emission offset); it also grows with the emitter's timer drift (a sleep of {interval_ms} ms lasts a little longer), so achieved_rate_per_s is reported beside it. cadence_lag removes that drift: receipt time minus a least-squares line through the earliest receipts (the emitter's real cadence, emission_interval_ms), minus the smallest such value — emitter jitter plus delivery delay. Receipt timestamps are taken by the load generator, which shares the CPUs with the server."
     ));
     Ok(report)
 }
@@ -335,6 +382,7 @@ pub async fn memory(
     ring: u64,
     bytes: usize,
     concurrency: usize,
+    settle: Duration,
 ) -> Result<Report, String> {
     let mut report = Report::default();
     let before = rss_bytes(pid)?;
@@ -362,7 +410,7 @@ pub async fn memory(
                         .await?;
                     let mut sse = open_ready(&target, &session).await?;
                     ctl.send_message(&session, "fill").await?;
-                    let (count, _) = read_turn(&mut sse, 2, target.timeout, |_, _| {}).await?;
+                    let (count, _) = read_turn(&mut sse, 2, target.timeout, |_, _, _| {}).await?;
                     if count != messages + 1 {
                         return Err(format!("saw {count} events, expected {}", messages + 1));
                     }
@@ -390,11 +438,17 @@ pub async fn memory(
     }
     let fill = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let fresh = rss_bytes(pid)?;
+    // Idle sessions: give the server `settle` to do what it does with idle sessions (ours
+    // compresses quiet rings), keepalives flowing, then read the RSS again.
+    tokio::time::sleep(settle.saturating_sub(Duration::from_millis(500))).await;
     let after = rss_bytes(pid)?;
     let n = held.len().max(1) as u64;
     report.metric("sessions", held.len());
     report.metric("rss_before_bytes", before);
+    report.metric("rss_fresh_bytes", fresh);
     report.metric("rss_after_bytes", after);
+    report.metric("bytes_per_session_fresh", fresh.saturating_sub(before) / n);
     report.metric("bytes_per_session", after.saturating_sub(before) / n);
     report.metric(
         "stream_bytes_per_session",
@@ -402,7 +456,7 @@ pub async fn memory(
     );
     report.metric("fill_s", secs(fill));
     report.notes.push(format!(
-        "{sessions} sessions, each one stream:{ring}:0:{bytes} turn (a full ring of {ring} events) and one idle subscriber held open; bytes_per_session = (VmRSS after − VmRSS before the first session) / sessions, read from /proc/{pid}/status. stream_bytes_per_session is what one subscriber received (≈ the ring's SSE payload)."
+        "{sessions} sessions, each one stream:{ring}:0:{bytes} turn (a full ring of {ring} events) and one idle subscriber held open; bytes_per_session = (VmRSS {settle:?} after the last session was filled − VmRSS before the first session) / sessions, read from /proc/{pid}/status (bytes_per_session_fresh: the same 0.5 s after the fill). stream_bytes_per_session is what one subscriber received (≈ the ring's SSE payload)."
     ));
     drop(held);
     Ok(report)
@@ -568,7 +622,7 @@ pub async fn resume(
         .await?;
     let mut sse = open_ready(target, &session).await?;
     ctl.send_message(&session, "fill").await?;
-    let (_, last) = read_turn(&mut sse, 2, target.timeout, |_, _| {}).await?;
+    let (_, last) = read_turn(&mut sse, 2, target.timeout, |_, _, _| {}).await?;
     drop(sse);
     if back >= last {
         return Err(format!("--back {back} must be below the last seq {last}"));
@@ -633,7 +687,7 @@ pub async fn churn(target: &Target, seconds: f64, concurrency: usize) -> Result<
                     let mut sse = open_ready(&target, &session).await?;
                     ctl.send_message(&session, "hi").await?;
                     let mut kinds = Vec::new();
-                    read_turn(&mut sse, 2, target.timeout, |_, k| kinds.push(k)).await?;
+                    read_turn(&mut sse, 2, target.timeout, |_, k, _| kinds.push(k)).await?;
                     if kinds != [Kind::MessageComplete, Kind::Result] {
                         return Err(format!("echo turn: unexpected events {kinds:?}"));
                     }

@@ -140,8 +140,21 @@ fn all_scenarios(framework: &str) {
         ],
     );
     assert_eq!(r["metrics"]["fanout_spread"]["samples"], 5 * 200, "{r:#}");
+    // Every message_complete carried its emission stamp (a missing one is an error anyway).
+    assert_eq!(r["metrics"]["emission_lag"]["samples"], 5 * 200, "{r:#}");
 
-    let r = loadgen(&server, &["memory", "--sessions", "20", "--ring", "200"]);
+    let r = loadgen(
+        &server,
+        &[
+            "memory",
+            "--sessions",
+            "20",
+            "--ring",
+            "200",
+            "--settle",
+            "0.5",
+        ],
+    );
     assert_eq!(r["metrics"]["sessions"], 20, "{r:#}");
     assert!(
         r["metrics"]["rss_after_bytes"].as_u64().unwrap() > 0,

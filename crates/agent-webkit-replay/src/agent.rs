@@ -40,9 +40,81 @@ const OUTBOX_CAPACITY: usize = 256;
 /// `stream` turns without a pause yield to the scheduler every this many messages.
 const YIELD_EVERY: u64 = 64;
 
-/// Text used to pad `stream` messages (ASCII, so any byte prefix is valid UTF-8).
-const FILLER: &str = " lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod \
-                      tempor incididunt ut labore et dolore magna aliqua.";
+/// The words `stream` messages are padded with: the distinct words of the classic lorem-ipsum
+/// paragraph, lowercase ASCII (so any byte prefix of a text is valid UTF-8). Picked per event by
+/// [`stream_text`]'s generator, so texts differ from event to event and do not flatter
+/// compression. `VOCAB` in `bench/python/fake_agent.py` is the same list, in the same order.
+const VOCAB: [&str; 63] = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "enim",
+    "ad",
+    "minim",
+    "veniam",
+    "quis",
+    "nostrud",
+    "exercitation",
+    "ullamco",
+    "laboris",
+    "nisi",
+    "aliquip",
+    "ex",
+    "ea",
+    "commodo",
+    "consequat",
+    "duis",
+    "aute",
+    "irure",
+    "in",
+    "reprehenderit",
+    "voluptate",
+    "velit",
+    "esse",
+    "cillum",
+    "eu",
+    "fugiat",
+    "nulla",
+    "pariatur",
+    "excepteur",
+    "sint",
+    "occaecat",
+    "cupidatat",
+    "non",
+    "proident",
+    "sunt",
+    "culpa",
+    "qui",
+    "officia",
+    "deserunt",
+    "mollit",
+    "anim",
+    "id",
+    "est",
+    "laborum",
+];
+
+/// Seed offset of the word generator (`x0 = index ^ WORD_SEED`).
+const WORD_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Multiplier and increment of the word generator (Knuth's MMIX 64-bit LCG).
+const LCG_MUL: u64 = 6_364_136_223_846_793_005;
+const LCG_INC: u64 = 1_442_695_040_888_963_407;
 
 /// The message of the `crash` scenario's error.
 pub(crate) const CRASH_MESSAGE: &str =
@@ -586,9 +658,11 @@ impl Agent {
                     self.inbox.guard(&mut pause).await?;
                 }
             }
+            // Taken right before the message goes to the session (`ts` scenarios only).
+            let emitted_us = spec.timestamps.then(unix_micros);
             self.emit(AgentMessage::Assistant(AssistantMessage {
                 id: format!("msg_stream_{}_{i}", self.turn),
-                content: vec![text_block(stream_text(i, spec.bytes))],
+                content: vec![text_block(stream_text(i, spec.bytes, emitted_us))],
                 model: model.clone(),
                 stop_reason: (i == spec.count).then(|| "end_turn".to_owned()),
             }))
@@ -645,14 +719,40 @@ fn into_blocks(content: UserContent) -> Vec<Value> {
     }
 }
 
-/// `chunk <i>`, padded to exactly `bytes` bytes when that is longer.
-fn stream_text(index: u64, bytes: usize) -> String {
+/// Wall-clock time in microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The text of `stream` message `index`: the prefix `chunk <index>` (plus ` t=<emitted_us>` when
+/// stamped), then — when `bytes` is longer than the prefix — words appended as `" " + word`
+/// until the text reaches `bytes`, cut to exactly `bytes` bytes. A prefix longer than `bytes` is
+/// returned whole.
+///
+/// The words come from [`VOCAB`], picked by a 64-bit LCG seeded with the index (not the stamp):
+/// `x = index ^ WORD_SEED`, then per word `x = x * LCG_MUL + LCG_INC (mod 2^64)` and
+/// `VOCAB[(x >> 33) % VOCAB.len()]`. `stream_text` in `bench/python/fake_agent.py` is the same
+/// function, byte for byte (a test below compares them when python3 is available).
+fn stream_text(index: u64, bytes: usize, emitted_us: Option<u64>) -> String {
     use std::fmt::Write as _;
-    let mut text = String::with_capacity(bytes.max(24));
+    let mut text = String::with_capacity(bytes.max(48) + 16);
     let _ = write!(text, "chunk {index}");
-    while text.len() < bytes {
-        let n = (bytes - text.len()).min(FILLER.len());
-        text.push_str(&FILLER[..n]);
+    if let Some(t) = emitted_us {
+        let _ = write!(text, " t={t}");
+    }
+    if text.len() < bytes {
+        let mut x = index ^ WORD_SEED;
+        while text.len() < bytes {
+            x = x.wrapping_mul(LCG_MUL).wrapping_add(LCG_INC);
+            // The remainder is below VOCAB.len(), so the cast cannot truncate.
+            let word = VOCAB[((x >> 33) % VOCAB.len() as u64) as usize];
+            text.push(' ');
+            text.push_str(word);
+        }
+        // Every byte is ASCII, so any length is a char boundary.
+        text.truncate(bytes);
     }
     text
 }
@@ -664,15 +764,152 @@ mod tests {
 
     #[test]
     fn stream_text_sizes() {
-        assert_eq!(stream_text(7, 0), "chunk 7");
-        assert_eq!(stream_text(7, 3), "chunk 7");
-        assert_eq!(stream_text(12, 8), "chunk 12");
-        for bytes in [9, 100, 1000, 4096] {
-            let text = stream_text(12, bytes);
+        assert_eq!(stream_text(7, 0, None), "chunk 7");
+        assert_eq!(stream_text(7, 3, None), "chunk 7");
+        assert_eq!(stream_text(12, 8, None), "chunk 12");
+        assert_eq!(stream_text(12, 8, Some(5)), "chunk 12 t=5");
+        for bytes in [9, 10, 100, 1000, 4096] {
+            let text = stream_text(12, bytes, None);
             assert_eq!(text.len(), bytes);
             assert!(text.starts_with("chunk 12 "), "{text}");
+            assert!(text.is_ascii());
+            let stamped = stream_text(12, bytes.max(40), Some(1_700_000_000_123_456));
+            assert_eq!(stamped.len(), bytes.max(40));
+            assert!(
+                stamped.starts_with("chunk 12 t=1700000000123456 "),
+                "{stamped}"
+            );
         }
-        assert!(stream_text(12, 100).starts_with("chunk 12 lorem ipsum"));
+    }
+
+    #[test]
+    fn stream_text_pinned() {
+        // Pinned outputs: the Python fake agent must produce exactly these too.
+        assert_eq!(
+            stream_text(1, 60, None),
+            "chunk 1 proident mollit in dolor aute ullamco laboris aute a"
+        );
+        assert_eq!(
+            stream_text(2, 60, None),
+            "chunk 2 amet officia nulla eu sed sed fugiat sed labore et e"
+        );
+        assert_eq!(
+            stream_text(3, 64, Some(1_700_000_000_000_000)),
+            "chunk 3 t=1700000000000000 est officia minim non anim officia re"
+        );
+        // Every word is from the vocabulary, and the text differs from event to event.
+        let text = stream_text(99, 4096, None);
+        for word in text.split(' ').skip(2).take(500) {
+            assert!(VOCAB.contains(&word), "{word:?}");
+        }
+        let distinct: std::collections::HashSet<String> = (1..=1000)
+            .map(|i| stream_text(i, 200, None)["chunk 1000".len()..].to_owned())
+            .collect();
+        assert_eq!(distinct.len(), 1000, "every padding differs");
+    }
+
+    #[test]
+    fn vocab_is_distinct_lowercase_ascii() {
+        let distinct: std::collections::HashSet<&str> = VOCAB.iter().copied().collect();
+        assert_eq!(distinct.len(), VOCAB.len());
+        assert!(VOCAB
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase())));
+    }
+
+    /// `bench/python/fake_agent.py` must produce the same texts (and accept the same
+    /// scenarios): the benchmark compares servers fed the same payload. Skipped (with a
+    /// message) when python3 is not installed.
+    #[test]
+    fn python_fake_agent_matches() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/python");
+        let cases: Vec<(u64, usize, Option<u64>)> = vec![
+            (1, 0, None),
+            (1, 5, None),
+            (7, 200, None),
+            (12, 8, Some(5)),
+            (123_456, 200, None),
+            (99_999, 200, Some(1_700_000_000_123_456)),
+            (3, 4096, None),
+            (u64::MAX, 300, None),
+            (0, 77, Some(0)),
+            (100_000, 201, Some(u64::MAX)),
+        ];
+        let specs = [
+            "5",
+            "3:10:100",
+            "10000:1:200:ts",
+            "4:ts",
+            "4:2:ts",
+            "",
+            "x",
+            "1:",
+            "1:2:3:4",
+            "-1",
+            "1:2:x",
+            "1:0:99999999999",
+            "ts",
+            "1:ts:2",
+            "1:2:3:4:ts",
+            "1:TS",
+            "1:2:3:ts:",
+            "+1",
+            " 1",
+        ];
+        let script = "import json, sys\n\
+             sys.path.insert(0, sys.argv[1])\n\
+             import fake_agent as f\n\
+             texts = [f.stream_text(i, b, t) for i, b, t in json.loads(sys.argv[2])]\n\
+             def spec(s):\n\
+             \x20   try:\n\
+             \x20       sc = f.parse_scenario('stream:' + s)\n\
+             \x20       return [sc.count, round(sc.interval * 1000), sc.bytes, sc.timestamps]\n\
+             \x20   except ValueError:\n\
+             \x20       return None\n\
+             specs = [spec(s) for s in json.loads(sys.argv[3])]\n\
+             print(json.dumps([texts, specs]))\n";
+        let output = std::process::Command::new("python3")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg("-c")
+            .arg(script)
+            .arg(&dir)
+            .arg(serde_json::to_string(&cases).unwrap())
+            .arg(serde_json::to_string(&specs).unwrap())
+            .output();
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                eprintln!("python_fake_agent_matches: SKIPPED, cannot run python3: {e}");
+                return;
+            }
+        };
+        assert!(
+            output.status.success(),
+            "python3 failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        /// (count, ms, bytes, timestamps), or `None` when rejected.
+        type Parsed = Option<(u64, u64, usize, bool)>;
+        let (texts, parsed): (Vec<String>, Vec<Parsed>) =
+            serde_json::from_slice(&output.stdout).unwrap();
+        for ((index, bytes, stamp), python) in cases.iter().zip(&texts) {
+            assert_eq!(
+                &stream_text(*index, *bytes, *stamp),
+                python,
+                "stream_text({index}, {bytes}, {stamp:?})"
+            );
+        }
+        for (spec, python) in specs.iter().zip(&parsed) {
+            let rust = StreamSpec::parse(spec).ok().map(|s| {
+                (
+                    s.count,
+                    u64::try_from(s.interval.as_millis()).unwrap(),
+                    s.bytes,
+                    s.timestamps,
+                )
+            });
+            assert_eq!(&rust, python, "stream:{spec}");
+        }
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! An [`AgentClientFactory`] that replays scripted scenarios, for offline UI work, tests and
 //! benchmarks. The session's `model` names the scenario (`"read_allow"` or
 //! `"fixture:read_allow"`; none → `echo`). Built in: the recorded fixture scenarios (shipped in
-//! `scenarios/`), and the synthetic `echo`, `controls`, `crash` and `stream:N[:ms[:bytes]]`.
+//! `scenarios/`), and the synthetic `echo`, `controls`, `crash` and `stream:N[:ms[:bytes]][:ts]`.
 //! See this crate's README for the script format and the semantics of each scenario.
 //!
 //! ```no_run
@@ -33,7 +33,7 @@ use agent_webkit_core::agent::{AgentClientFactory, AgentConnection, AgentContext
 use async_trait::async_trait;
 
 use crate::agent::LiveAgents;
-use crate::scenario::{Scenario, StreamSpec, SYNTHETIC};
+use crate::scenario::{Scenario, StreamSpec, STREAM_GRAMMAR, SYNTHETIC};
 pub use crate::script::{Script, ScriptError, Step};
 
 /// The prefix accepted in front of a scenario name (`fixture:read_allow`).
@@ -214,8 +214,8 @@ impl ReplayAgentFactory {
                     .map(Scenario::Stream)
                     .map_err(|reason| {
                         AgentError::InvalidConfig(format!(
-                        "invalid replay scenario {name:?}: {reason}; expected stream:N[:ms[:bytes]]"
-                    ))
+                            "invalid replay scenario {name:?}: {reason}; expected {STREAM_GRAMMAR}"
+                        ))
                     }),
                 None => Err(AgentError::InvalidConfig(format!(
                     "unknown replay scenario {name:?}; known scenarios: {}",
@@ -308,6 +308,13 @@ mod tests {
         let Err(AgentError::InvalidConfig(msg)) = f.resolve(Some("stream:x")) else {
             panic!()
         };
-        assert!(msg.contains("stream:N[:ms[:bytes]]"), "{msg}");
+        assert!(msg.contains("expected stream:N[:ms[:bytes]][:ts]"), "{msg}");
+        assert!(matches!(
+            f.resolve(Some("stream:2:1:10:ts")),
+            Ok(Scenario::Stream(StreamSpec {
+                timestamps: true,
+                ..
+            }))
+        ));
     }
 }

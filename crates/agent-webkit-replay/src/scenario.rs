@@ -6,7 +6,11 @@ use std::time::Duration;
 use crate::script::Script;
 
 /// The synthetic scenarios, as listed by `scenario_names` (`stream` as its pattern).
+/// (The listed pattern leaves out the optional trailing `:ts` flag; see [`StreamSpec`].)
 pub(crate) const SYNTHETIC: &[&str] = &["controls", "crash", "echo", "stream:N[:ms[:bytes]]"];
+
+/// The full `stream` grammar, as quoted in parse errors.
+pub(crate) const STREAM_GRAMMAR: &str = "stream:N[:ms[:bytes]][:ts]";
 
 /// Largest `bytes` accepted in `stream:N:ms:bytes` (per message).
 pub(crate) const MAX_STREAM_BYTES: usize = 16 * 1024 * 1024;
@@ -44,7 +48,8 @@ impl Scenario {
     }
 }
 
-/// `stream:N[:ms[:bytes]]`.
+/// `stream:N[:ms[:bytes]][:ts]`: a trailing `ts` flag stamps each message with its emission
+/// time (`chunk <i> t=<unix µs>`), for latency measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StreamSpec {
     /// Messages per turn.
@@ -53,12 +58,19 @@ pub(crate) struct StreamSpec {
     pub(crate) interval: Duration,
     /// Text size of each message (0: short).
     pub(crate) bytes: usize,
+    /// Whether each message's text carries its emission time (` t=<unix µs>` after `chunk <i>`).
+    pub(crate) timestamps: bool,
 }
 
 impl StreamSpec {
     /// Parses the part after `stream:`.
     pub(crate) fn parse(spec: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = spec.split(':').collect();
+        let mut parts: Vec<&str> = spec.split(':').collect();
+        // `ts` is a flag after N (and the optional ms and bytes), never N itself.
+        let timestamps = parts.len() > 1 && parts.last() == Some(&"ts");
+        if timestamps {
+            parts.pop();
+        }
         if parts.len() > 3 {
             return Err("too many fields".into());
         }
@@ -66,8 +78,12 @@ impl StreamSpec {
             parts
                 .get(index)
                 .map(|s| {
-                    s.parse::<u64>()
-                        .map_err(|_| format!("{what} must be a non-negative integer, got {s:?}"))
+                    // Digits only (`parse` alone would take a leading `+`), like the Python fake.
+                    s.bytes()
+                        .all(|b| b.is_ascii_digit())
+                        .then(|| s.parse::<u64>().ok())
+                        .flatten()
+                        .ok_or_else(|| format!("{what} must be a non-negative integer, got {s:?}"))
                 })
                 .transpose()
         };
@@ -82,6 +98,7 @@ impl StreamSpec {
             count,
             interval: Duration::from_millis(ms),
             bytes,
+            timestamps,
         })
     }
 }
@@ -98,7 +115,8 @@ mod tests {
             StreamSpec {
                 count: 5,
                 interval: Duration::ZERO,
-                bytes: 0
+                bytes: 0,
+                timestamps: false,
             }
         );
         assert_eq!(
@@ -106,11 +124,41 @@ mod tests {
             StreamSpec {
                 count: 3,
                 interval: Duration::from_millis(10),
-                bytes: 100
+                bytes: 100,
+                timestamps: false,
             }
         );
+        assert_eq!(
+            StreamSpec::parse("10000:1:200:ts").unwrap(),
+            StreamSpec {
+                count: 10000,
+                interval: Duration::from_millis(1),
+                bytes: 200,
+                timestamps: true,
+            }
+        );
+        let short = StreamSpec::parse("4:ts").unwrap();
+        assert_eq!((short.count, short.bytes, short.timestamps), (4, 0, true));
+        assert!(StreamSpec::parse("4:2:ts").unwrap().timestamps);
         assert_eq!(StreamSpec::parse("0:1").unwrap().count, 0);
-        for bad in ["", "x", "1:", "1:2:3:4", "-1", "1:2:x", "1:0:99999999999"] {
+        for bad in [
+            "",
+            "x",
+            "1:",
+            "1:2:3:4",
+            "-1",
+            "1:2:x",
+            "1:0:99999999999",
+            "ts",
+            "1:ts:2",
+            "1:2:3:4:ts",
+            "1:2:3:ts:ts",
+            "1:TS",
+            "1:2:3:ts:",
+            "+1",
+            "1:+2",
+            "18446744073709551616",
+        ] {
             assert!(StreamSpec::parse(bad).is_err(), "{bad:?}");
         }
     }
