@@ -312,7 +312,6 @@ async fn a_compacted_ring_is_smaller_and_shares_decompressed_blocks() {
     assert_eq!(before.hot_events, 1000);
     assert_eq!(log.compact(0, 1), 1000);
     let after = log.memory();
-    eprintln!("MEM before {before:?} after {after:?}");
     assert_eq!((after.events, after.hot_events), (1000, 0));
     assert_eq!(after.cold_raw_bytes, before.hot_bytes);
     assert!(

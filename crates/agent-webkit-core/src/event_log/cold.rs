@@ -10,9 +10,13 @@
 //!
 //! [`EventLog::compact`]: super::EventLog::compact
 
+use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+use miniz_oxide::deflate::core::{
+    compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
+};
 use parking_lot::Mutex;
 
 use super::{data_start_of, LoggedEvent};
@@ -77,16 +81,18 @@ impl ColdBlock {
         }
         let raw_len: usize = events.iter().map(|ev| ev.frame.len()).sum();
         let raw_len_u32 = u32::try_from(raw_len).ok()?;
-        let mut raw = Vec::with_capacity(raw_len);
         let mut ends = Vec::with_capacity(events.len());
         let mut splittable = true;
-        for ev in events {
-            raw.extend_from_slice(&ev.frame);
-            ends.push(u32::try_from(raw.len()).ok()?);
-            let data = &ev.frame[ev.data_start as usize..ev.frame.len().saturating_sub(2)];
-            splittable &= !data.contains(&b'\n');
-        }
-        let compressed = miniz_oxide::deflate::compress_to_vec(&raw, LEVEL).into_boxed_slice();
+        let compressed = with_packer(|packer| {
+            packer.raw.clear();
+            for ev in events {
+                packer.raw.extend_from_slice(&ev.frame);
+                ends.push(u32::try_from(packer.raw.len()).ok()?);
+                let data = &ev.frame[ev.data_start as usize..ev.frame.len().saturating_sub(2)];
+                splittable &= !data.contains(&b'\n');
+            }
+            packer.deflate()
+        })?;
         Some(Self {
             first_seq: first.seq,
             count: u32::try_from(events.len()).ok()?,
@@ -188,6 +194,68 @@ impl ColdBlock {
             reason: reason.to_owned(),
         }
     }
+}
+
+/// A compressor and its buffers, kept per thread: deflate's state is a few hundred KiB, and
+/// allocating it per block would churn the allocator of the very threads that shrink the heap.
+struct Packer {
+    compressor: CompressorOxide,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Packer {
+    fn new() -> Self {
+        Self {
+            compressor: CompressorOxide::new(create_comp_flags_from_zip_params(
+                i32::from(LEVEL),
+                -15, // raw deflate, no zlib header
+                0,
+            )),
+            raw: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Compresses `self.raw`, returning exactly the compressed bytes.
+    fn deflate(&mut self) -> Option<Box<[u8]>> {
+        self.compressor.reset();
+        self.out.clear();
+        self.out.resize((self.raw.len() / 2).max(64), 0);
+        let mut input = &self.raw[..];
+        let mut pos = 0;
+        loop {
+            let (status, read, written) = compress(
+                &mut self.compressor,
+                input,
+                &mut self.out[pos..],
+                TDEFLFlush::Finish,
+            );
+            pos += written;
+            match status {
+                TDEFLStatus::Done => return Some(self.out[..pos].into()),
+                TDEFLStatus::Okay => {
+                    input = input.get(read..)?;
+                    if self.out.len() - pos < 64 {
+                        let grown = self.out.len() * 2;
+                        self.out.resize(grown, 0);
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+thread_local! {
+    static PACKER: RefCell<Option<Packer>> = const { RefCell::new(None) };
+}
+
+fn with_packer<T>(f: impl FnOnce(&mut Packer) -> Option<T>) -> Option<T> {
+    PACKER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => f(slot.get_or_insert_with(Packer::new)),
+        Err(_) => f(&mut Packer::new()),
+    })
 }
 
 /// End offsets of the frames in `raw`: each ends with the first `\n\n` after its `data: `.
