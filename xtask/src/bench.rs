@@ -151,7 +151,7 @@ fn cases(quick: bool) -> Vec<Case> {
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![
             metric(
-                "RSS bytes/session (idle 6 s)",
+                "RSS bytes/session (idle 20 s)",
                 &["bytes_per_session"],
                 false,
                 true,

@@ -101,7 +101,7 @@ enum Scenario {
         concurrency: usize,
         /// Seconds the sessions sit idle before the RSS is read (a first reading is taken
         /// 0.5 s after the fill).
-        #[arg(long, default_value_t = 6.0)]
+        #[arg(long, default_value_t = 20.0)]
         settle: f64,
     },
     /// SSE connections opened in steps until an error or the max: the most held.
