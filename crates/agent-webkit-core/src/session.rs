@@ -430,8 +430,11 @@ impl Session {
             &ErrorData::new(failure.code(), failure.to_string()),
         );
         self.cancel.cancel();
-        self.finish().await;
+        // Leave the registry before `done` is visible: a client that reads `done` and asks
+        // again must get 404, not the ended session (with TCP_NODELAY `done` can arrive before
+        // a later removal would).
         (self.on_ended)(&self.id);
+        self.finish().await;
     }
 }
 
