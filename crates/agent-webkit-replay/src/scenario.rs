@@ -103,6 +103,28 @@ impl StreamSpec {
     }
 }
 
+/// `stream:` arguments the parser must refuse (shared with the Python cross-check test).
+#[cfg(test)]
+pub(crate) const BAD_STREAM_SPECS: &[&str] = &[
+    "",
+    "x",
+    "1:",
+    "1:2:3:4",
+    "-1",
+    "1:2:x",
+    "1:0:99999999999",
+    "ts",
+    "1:ts:2",
+    "1:2:3:4:ts",
+    "1:2:3:ts:ts",
+    "1:TS",
+    "1:2:3:ts:",
+    "+1",
+    "1:+2",
+    " 1",
+    "18446744073709551616",
+];
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -141,24 +163,7 @@ mod tests {
         assert_eq!((short.count, short.bytes, short.timestamps), (4, 0, true));
         assert!(StreamSpec::parse("4:2:ts").unwrap().timestamps);
         assert_eq!(StreamSpec::parse("0:1").unwrap().count, 0);
-        for bad in [
-            "",
-            "x",
-            "1:",
-            "1:2:3:4",
-            "-1",
-            "1:2:x",
-            "1:0:99999999999",
-            "ts",
-            "1:ts:2",
-            "1:2:3:4:ts",
-            "1:2:3:ts:ts",
-            "1:TS",
-            "1:2:3:ts:",
-            "+1",
-            "1:+2",
-            "18446744073709551616",
-        ] {
+        for bad in BAD_STREAM_SPECS {
             assert!(StreamSpec::parse(bad).is_err(), "{bad:?}");
         }
     }
