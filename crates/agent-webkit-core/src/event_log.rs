@@ -147,8 +147,9 @@ struct LogState {
     sink: Option<mpsc::UnboundedSender<LoggedEvent>>,
     /// With durable delivery: the last seq known to be persisted (subscribers see no further).
     durable: Option<u64>,
-    /// When the last event was appended (or the log created).
-    last_append: Instant,
+    /// `next_seq` as last seen by [`EventLog::quiet_for`], and when it first saw it (kept out
+    /// of `append`, which would otherwise read the clock for every event).
+    quiet_since: (u64, Instant),
 }
 
 impl LogState {
@@ -250,7 +251,7 @@ impl EventLog {
                 closed: false,
                 sink: None,
                 durable: None,
-                last_append: Instant::now(),
+                quiet_since: (1, Instant::now()),
             }),
             version,
             size_hint: AtomicUsize::new(256),
@@ -376,9 +377,15 @@ impl EventLog {
         self.state.lock().ring.len()
     }
 
-    /// How long ago the last event was appended.
+    /// How long the log has gone without a new event, as observed by calls to this method:
+    /// measured from the first call that saw the current last event, so it lags the truth by
+    /// up to the interval between calls (the compactor polls it on every tick).
     pub fn quiet_for(&self) -> Duration {
-        self.state.lock().last_append.elapsed()
+        let mut state = self.state.lock();
+        if state.quiet_since.0 != state.next_seq {
+            state.quiet_since = (state.next_seq, Instant::now());
+        }
+        state.quiet_since.1.elapsed()
     }
 
     /// What the log holds, hot and cold.
@@ -483,7 +490,6 @@ impl EventLog {
         if state.len() >= self.max_size {
             state.evict_oldest();
         }
-        state.last_append = Instant::now();
         state.ring.push_back(event.clone());
         if let Some(sink) = &state.sink {
             // Under the lock, so the sink sees events in seq order.
@@ -552,10 +558,14 @@ impl EventLog {
 /// Longest frame header without the event name: `id: <20 digits>\nevent: ` + `\ndata: `.
 const HEADER_MAX: usize = 4 + 20 + 8 + 7;
 
+/// Length of the header `id: <seq>\nevent: <name>\ndata: ` for a seq of `seq_digits` digits.
+fn header_len(seq_digits: usize, kind: EventKind) -> usize {
+    4 + seq_digits + 8 + kind.as_str().len() + 7
+}
+
 /// Where the data starts in the frame of event `seq` of kind `kind`.
 fn data_start_of(seq: u64, kind: EventKind) -> u32 {
-    let len = 4 + itoa_buf(seq).as_str().len() + 8 + kind.as_str().len() + 7;
-    u32::try_from(len).unwrap_or(u32::MAX)
+    u32::try_from(header_len(itoa_buf(seq).as_str().len(), kind)).unwrap_or(u32::MAX)
 }
 
 /// Writes the header of event `seq` right before the data that starts at `headroom` in `buf`
@@ -564,7 +574,7 @@ fn finish_frame(mut buf: BytesMut, headroom: usize, seq: u64, kind: EventKind) -
     let seq_buf = itoa_buf(seq);
     let seq_str = seq_buf.as_str().as_bytes();
     let name = kind.as_str().as_bytes();
-    let header_len = 4 + seq_str.len() + 8 + name.len() + 7;
+    let header_len = header_len(seq_str.len(), kind);
     let start = headroom - header_len;
     let mut at = start;
     for part in [b"id: ", seq_str, b"\nevent: ", name, b"\ndata: "] {
@@ -582,25 +592,12 @@ fn finish_frame(mut buf: BytesMut, headroom: usize, seq: u64, kind: EventKind) -
 
 /// Renders one complete SSE frame.
 fn render(seq: u64, kind: EventKind, json: &[u8]) -> LoggedEvent {
-    let name = kind.as_str();
-    let seq_buf = itoa_buf(seq);
-    let seq_str = seq_buf.as_str();
-    let mut frame =
-        BytesMut::with_capacity(4 + seq_str.len() + 8 + name.len() + 7 + json.len() + 2);
-    frame.put_slice(b"id: ");
-    frame.put_slice(seq_str.as_bytes());
-    frame.put_slice(b"\nevent: ");
-    frame.put_slice(name.as_bytes());
-    frame.put_slice(b"\ndata: ");
-    let data_start = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-    frame.put_slice(json);
-    frame.put_slice(b"\n\n");
-    LoggedEvent {
-        seq,
-        kind,
-        frame: frame.freeze(),
-        data_start,
-    }
+    let headroom = HEADER_MAX + kind.as_str().len();
+    let mut buf = BytesMut::with_capacity(headroom + json.len() + 2);
+    buf.put_bytes(0, headroom);
+    buf.put_slice(json);
+    buf.put_slice(b"\n\n");
+    finish_frame(buf, headroom, seq, kind)
 }
 
 /// Formats a u64 without allocating.

@@ -104,6 +104,21 @@ async fn open_ready(target: &Target, session: &str) -> Result<Sse, String> {
     }
 }
 
+/// Creates a session with `model`, subscribes from its start, sends one message and reads
+/// that turn to its `result`. Returns the session, its still-open stream, and what
+/// [`read_turn`] returns.
+async fn session_after_one_turn(
+    target: &Target,
+    ctl: &mut Control,
+    model: &str,
+) -> Result<(String, Sse, (u64, u64)), String> {
+    let session = ctl.create_session(model).await?;
+    let mut sse = open_ready(target, &session).await?;
+    ctl.send_message(&session, "fill").await?;
+    let read = read_turn(&mut sse, 2, target.timeout, |_, _, _| {}).await?;
+    Ok((session, sse, read))
+}
+
 /// Reads one turn up to its `result`, checking that seqs run on from `next_seq` without a gap
 /// or a repeat. Returns (events read, seq of the result). `on_event` gets each event's seq,
 /// kind and stamp (`message_complete` of a stream reading stamps only).
@@ -405,12 +420,9 @@ pub async fn memory(
                     // session_ready + messages + result fill the ring exactly: a subscriber
                     // that reads slower than the turn is produced can never lag out of it.
                     let messages = ring.saturating_sub(2).max(1);
-                    let session = ctl
-                        .create_session(&format!("stream:{messages}:0:{bytes}"))
-                        .await?;
-                    let mut sse = open_ready(&target, &session).await?;
-                    ctl.send_message(&session, "fill").await?;
-                    let (count, _) = read_turn(&mut sse, 2, target.timeout, |_, _, _| {}).await?;
+                    let model = format!("stream:{messages}:0:{bytes}");
+                    let (_, sse, (count, _)) =
+                        session_after_one_turn(&target, &mut ctl, &model).await?;
                     if count != messages + 1 {
                         return Err(format!("saw {count} events, expected {}", messages + 1));
                     }
@@ -617,12 +629,8 @@ pub async fn resume(
 ) -> Result<Report, String> {
     let mut report = Report::default();
     let mut ctl = Control::new(target);
-    let session = ctl
-        .create_session(&format!("stream:{events}:0:{bytes}"))
-        .await?;
-    let mut sse = open_ready(target, &session).await?;
-    ctl.send_message(&session, "fill").await?;
-    let (_, last) = read_turn(&mut sse, 2, target.timeout, |_, _, _| {}).await?;
+    let model = format!("stream:{events}:0:{bytes}");
+    let (session, sse, (_, last)) = session_after_one_turn(target, &mut ctl, &model).await?;
     drop(sse);
     if back >= last {
         return Err(format!("--back {back} must be below the last seq {last}"));
