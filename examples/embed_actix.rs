@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
-use agent_webkit_core::{Api, AppConfig, AuthConfig};
+use agent_webkit_core::auth::AuthConfig;
+use agent_webkit_core::config::AppConfig;
+use agent_webkit_core::http::Api;
 use agent_webkit_replay::ReplayAgentFactory;
 
 fn main() -> std::io::Result<()> {

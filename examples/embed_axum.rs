@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use agent_webkit_core::{Api, AppConfig, AuthConfig};
+use agent_webkit_core::auth::AuthConfig;
+use agent_webkit_core::config::AppConfig;
+use agent_webkit_core::http::Api;
 use agent_webkit_replay::ReplayAgentFactory;
 use axum::routing::get;
 use axum::Router;

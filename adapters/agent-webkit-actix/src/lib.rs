@@ -9,8 +9,9 @@
 //! # fn main() -> std::io::Result<()> {
 //! use std::sync::Arc;
 //! use actix_web::{web, App, HttpServer};
-//! use agent_webkit_core::{Api, AppConfig};
-//! # let factory: Arc<dyn agent_webkit_core::AgentClientFactory> = todo!();
+//! use agent_webkit_core::config::AppConfig;
+//! use agent_webkit_core::http::Api;
+//! # let factory: Arc<dyn agent_webkit_core::agent::AgentClientFactory> = todo!();
 //! actix_web::rt::System::new().block_on(async move {
 //!     let api = Api::new(AppConfig::new(factory)).map_err(std::io::Error::other)?;
 //!     HttpServer::new(move || {
@@ -32,8 +33,9 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::ConnectionType;
 use actix_web::http::{StatusCode, Version};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use agent_webkit_core::config::{AppConfig, ConfigError};
+use agent_webkit_core::http::{Api, ApiResponse};
 use agent_webkit_core::http::{BodyError, RequestBody, RequestHeaders, ResponseBody};
-use agent_webkit_core::{Api, ApiResponse, AppConfig, ConfigError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};

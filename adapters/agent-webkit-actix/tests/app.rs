@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use agent_webkit_actix::{configure, serve};
-use agent_webkit_core::{Api, AppConfig, AuthConfig};
+use agent_webkit_core::auth::AuthConfig;
+use agent_webkit_core::config::AppConfig;
+use agent_webkit_core::http::Api;
 use agent_webkit_replay::ReplayAgentFactory;
 use agent_webkit_testkit::Client;
 use serde_json::{json, Value};

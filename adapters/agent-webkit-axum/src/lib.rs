@@ -8,8 +8,8 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use agent_webkit_core::AppConfig;
-//! # let factory: Arc<dyn agent_webkit_core::AgentClientFactory> = todo!();
+//! use agent_webkit_core::config::AppConfig;
+//! # let factory: Arc<dyn agent_webkit_core::agent::AgentClientFactory> = todo!();
 //! let app = agent_webkit_axum::create_app(AppConfig::new(factory))?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 //! axum::serve(listener, app).await?;
@@ -21,8 +21,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 
+use agent_webkit_core::config::{AppConfig, ConfigError};
+use agent_webkit_core::http::{Api, ApiResponse};
 use agent_webkit_core::http::{BodyError, RequestBody, RequestHeaders, ResponseBody};
-use agent_webkit_core::{Api, ApiResponse, AppConfig, ConfigError};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{HeaderMap, HeaderName, HeaderValue};

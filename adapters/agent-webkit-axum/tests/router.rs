@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_webkit_axum::{create_app, serve};
-use agent_webkit_core::{Api, AppConfig, AuthConfig};
+use agent_webkit_core::auth::AuthConfig;
+use agent_webkit_core::config::AppConfig;
+use agent_webkit_core::http::Api;
 use agent_webkit_replay::ReplayAgentFactory;
 use agent_webkit_testkit::Client;
 use axum::body::Body;

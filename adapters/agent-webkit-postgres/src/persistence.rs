@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use agent_webkit_core::persist::{
-    Lease, PersistError, SessionPersistence, SessionRecord, StoredEvent,
-};
+use agent_webkit_core::event_log::StoredEvent;
+use agent_webkit_core::persist::{Lease, PersistError, SessionPersistence, SessionRecord};
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use serde_json::Value;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_webkit_core::agent::SessionConfig;
+use agent_webkit_core::event_log::StoredEvent;
 use agent_webkit_core::persist::{
-    run_persistence_conformance, Lease, SessionPersistence, SessionRecord, StoredEvent,
+    run_persistence_conformance, Lease, SessionPersistence, SessionRecord,
 };
 use agent_webkit_postgres::{PgSessionPersistence, PgSessionStore, PoolOptions};
 use tokio::sync::Barrier;

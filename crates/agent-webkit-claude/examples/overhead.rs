@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use agent_webkit_claude::{ClaudeAgentFactory, ClaudeOptions};
 use agent_webkit_core::agent::SessionConfig;
+use agent_webkit_core::models::UserContent;
 use agent_webkit_core::registry::{RegistryConfig, SessionRegistry};
-use agent_webkit_core::UserContent;
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
 use agent_webkit_testkit::real_cli::{offline_env, real_cli_path, CliProcess, TempDir};
 use serde_json::{json, Value};

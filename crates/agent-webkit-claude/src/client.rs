@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_webkit_core::permission::{PermissionDecision, PermissionError};
-use agent_webkit_core::{
+use agent_webkit_core::agent::{
     AgentClient, AgentClientFactory, AgentConnection, AgentContext, AgentError, AgentMessage,
-    PermissionHandle, UserContent,
 };
+use agent_webkit_core::models::UserContent;
+use agent_webkit_core::permission::PermissionHandle;
+use agent_webkit_core::permission::{PermissionDecision, PermissionError};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};

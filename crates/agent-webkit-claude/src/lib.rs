@@ -1,7 +1,7 @@
 //! # agent-webkit-claude
 //!
 //! The Claude Code CLI bridge: implements the core's [`AgentClientFactory`] /
-//! [`AgentClient`](agent_webkit_core::AgentClient) by spawning the real `claude` executable and
+//! [`AgentClient`](agent_webkit_core::agent::AgentClient) by spawning the real `claude` executable and
 //! speaking its stream-json control protocol exactly as the official Python Agent SDK 0.2.187
 //! does with CLI 2.1.330 (see `claude-cli-protocol.md`). Rust has no official SDK; this crate is
 //! ours.
@@ -22,7 +22,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use agent_webkit_claude::{ClaudeAgentFactory, ClaudeOptions};
-//! use agent_webkit_core::AppConfig;
+//! use agent_webkit_core::config::AppConfig;
 //!
 //! let factory = ClaudeAgentFactory::new(ClaudeOptions {
 //!     model: Some("claude-sonnet-4-5".into()),
@@ -41,7 +41,7 @@ pub mod project_key;
 pub mod resume;
 pub mod translate;
 
-pub use agent_webkit_core::AgentClientFactory;
+pub use agent_webkit_core::agent::AgentClientFactory;
 pub use client::{ClaudeAgentFactory, ClaudeClient};
 pub use discover::{find_cli, DiscoverError, NOT_FOUND_HINT};
 pub use options::{ClaudeOptions, HookSpec, SystemPrompt, Timeouts};

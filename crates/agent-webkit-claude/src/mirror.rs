@@ -191,8 +191,8 @@ impl MirrorBatcher {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use agent_webkit_core::store::InMemorySessionStore;
     use agent_webkit_core::store::{StoreCapabilities, StoreError};
-    use agent_webkit_core::InMemorySessionStore;
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

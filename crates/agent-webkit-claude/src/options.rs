@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_webkit_core::SessionConfig;
+use agent_webkit_core::agent::SessionConfig;
 use serde_json::{json, Map, Value};
 
 /// The Python SDK version whose behaviour the bridge reproduces (sent to the CLI, which tests

@@ -8,7 +8,7 @@
 //! entries of the resumed run are appended to the same session. The directory is deleted once
 //! the CLI has exited ([`ResumeDir::remove`]).
 //!
-//! [`AgentContext::resume`]: agent_webkit_core::AgentContext::resume
+//! [`AgentContext::resume`]: agent_webkit_core::agent::AgentContext::resume
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_webkit_core::agent::AgentError;
 use agent_webkit_core::store::{SessionKey, SessionStore, StoreError};
-use agent_webkit_core::AgentError;
 use serde_json::{Map, Value};
 
 use crate::project_key::project_key;
@@ -382,8 +382,8 @@ fn copy_settings(from: &Path, to: &Path) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use agent_webkit_core::store::InMemorySessionStore;
     use agent_webkit_core::store::StoreCapabilities;
-    use agent_webkit_core::InMemorySessionStore;
     use serde_json::json;
     use std::os::unix::fs::PermissionsExt;
 

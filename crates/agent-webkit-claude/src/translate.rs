@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use agent_webkit_core::{AgentMessage, AssistantMessage, TurnResult};
+use agent_webkit_core::agent::{AgentMessage, AssistantMessage, TurnResult};
 use serde_json::{json, Map, Value};
 
 /// Frame translation state for one CLI process.

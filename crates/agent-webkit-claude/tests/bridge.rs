@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_webkit_claude::{ClaudeAgentFactory, ClaudeOptions, HookSpec, Timeouts};
+use agent_webkit_core::agent::AgentError;
 use agent_webkit_core::agent::SessionConfig;
+use agent_webkit_core::models::UserContent;
 use agent_webkit_core::permission::PermissionDecision;
 use agent_webkit_core::registry::{RegistryConfig, SessionRegistry};
 use agent_webkit_core::session::{Session, SessionError, SessionSubscriber};
+use agent_webkit_core::store::InMemorySessionStore;
 use agent_webkit_core::store::{SessionKey, SessionStore};
-use agent_webkit_core::{AgentError, InMemorySessionStore, UserContent};
 use agent_webkit_testkit::fake_claude::fake_claude_path;
 use agent_webkit_testkit::process_alive as alive;
 use agent_webkit_testkit::real_cli::TempDir;
@@ -778,13 +780,16 @@ async fn a_cli_killed_while_a_prompt_is_pending_fails_the_wait() {
 use agent_webkit_claude::AgentClientFactory;
 
 /// A context for calling the factory directly, as the core does for a resumed session.
-fn resume_ctx(store: Arc<dyn SessionStore>, resume: &str) -> agent_webkit_core::AgentContext {
-    agent_webkit_core::AgentContext {
+fn resume_ctx(
+    store: Arc<dyn SessionStore>,
+    resume: &str,
+) -> agent_webkit_core::agent::AgentContext {
+    agent_webkit_core::agent::AgentContext {
         session_id: uuid_v4(),
         config: SessionConfig::default(),
-        permissions: agent_webkit_core::PermissionHandle::new(
-            Arc::new(agent_webkit_core::EventLog::new(1000)),
-            Arc::new(agent_webkit_core::PermissionRouter::new()),
+        permissions: agent_webkit_core::permission::PermissionHandle::detached(
+            Arc::new(agent_webkit_core::event_log::EventLog::new(1000)),
+            Arc::new(agent_webkit_core::permission::PermissionRouter::new()),
         ),
         store: Some(store),
         resume: Some(resume.to_owned()),
@@ -809,8 +814,8 @@ fn uuid_v4() -> String {
 
 /// Sends one prompt on a directly created connection and returns the assistant text of its
 /// turn (the result's `result` field).
-async fn turn(conn: &mut agent_webkit_core::AgentConnection, prompt: &str) -> String {
-    use agent_webkit_core::AgentMessage;
+async fn turn(conn: &mut agent_webkit_core::agent::AgentConnection, prompt: &str) -> String {
+    use agent_webkit_core::agent::AgentMessage;
     use futures_util::StreamExt;
     conn.client.query(text(prompt)).await.unwrap();
     loop {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use agent_webkit_claude::{ClaudeAgentFactory, ClaudeOptions, HookSpec};
 use agent_webkit_core::agent::SessionConfig;
+use agent_webkit_core::models::UserContent;
 use agent_webkit_core::registry::{RegistryConfig, SessionRegistry};
 use agent_webkit_core::session::{Session, SessionSubscriber};
+use agent_webkit_core::store::InMemorySessionStore;
 use agent_webkit_core::store::{SessionKey, SessionStore};
-use agent_webkit_core::{InMemorySessionStore, UserContent};
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
 use agent_webkit_testkit::real_cli::{offline_env, TempDir};
 use agent_webkit_testkit::require_real_cli;
@@ -205,7 +206,9 @@ async fn mcp_server_status_is_reported() {
 #[tokio::test]
 async fn a_session_resumes_from_the_store_in_a_new_process() {
     use agent_webkit_claude::AgentClientFactory;
-    use agent_webkit_core::{AgentContext, AgentMessage, EventLog, PermissionHandle};
+    use agent_webkit_core::agent::{AgentContext, AgentMessage};
+    use agent_webkit_core::event_log::EventLog;
+    use agent_webkit_core::permission::PermissionHandle;
     use futures_util::StreamExt;
 
     let cli = require_real_cli!("a_session_resumes_from_the_store_in_a_new_process");
@@ -227,9 +230,9 @@ async fn a_session_resumes_from_the_store_in_a_new_process() {
     let ctx = AgentContext {
         session_id: id.clone(),
         config: SessionConfig::default(),
-        permissions: PermissionHandle::new(
+        permissions: PermissionHandle::detached(
             Arc::new(EventLog::new(1000)),
-            Arc::new(agent_webkit_core::PermissionRouter::new()),
+            Arc::new(agent_webkit_core::permission::PermissionRouter::new()),
         ),
         store: Some(rig.store.clone() as Arc<dyn SessionStore>),
         resume: Some(id.clone()),

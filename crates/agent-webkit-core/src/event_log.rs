@@ -24,16 +24,26 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use self::cold::{ColdBlock, BLOCK_EVENTS};
 use crate::models::EventKind;
-use crate::persist::StoredEvent;
 
 /// Default ring capacity (events kept for replay).
 pub const DEFAULT_MAX_SIZE: usize = 1000;
+
+/// One persisted event, exactly as it was sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Sequence number (from 1).
+    pub seq: u64,
+    /// Event name (`message_delta`, ...).
+    pub event: String,
+    /// Compact data JSON.
+    pub data: String,
+}
 
 /// One event as held by the log: its seq, kind and pre-rendered SSE frame.
 ///
@@ -70,7 +80,7 @@ impl LoggedEvent {
     }
 
     /// The event as persisted (name and data JSON copied out of the frame).
-    pub fn to_stored(&self) -> StoredEvent {
+    pub(crate) fn to_stored(&self) -> StoredEvent {
         StoredEvent {
             seq: self.seq,
             event: self.kind.as_str().to_owned(),
@@ -262,7 +272,7 @@ impl EventLog {
     /// A log continuing from persisted events (another host's log of the same session): the
     /// ring holds the last `max_size` of `events`, and the next append gets the seq after the
     /// last one. Events whose name is unknown are skipped.
-    pub fn restore(max_size: usize, events: &[StoredEvent]) -> Self {
+    pub(crate) fn restore(max_size: usize, events: &[StoredEvent]) -> Self {
         let log = Self::new(max_size);
         {
             let mut state = log.state.lock();
@@ -291,14 +301,14 @@ impl EventLog {
     /// writers batch them from there. The channel closes when the log closes. From now on
     /// subscribers only receive events confirmed with [`mark_durable`](Self::mark_durable)
     /// (everything already in the log counts as durable).
-    pub fn set_sink(&self, sink: mpsc::UnboundedSender<LoggedEvent>) {
+    pub(crate) fn set_sink(&self, sink: mpsc::UnboundedSender<LoggedEvent>) {
         let mut state = self.state.lock();
         state.sink = Some(sink);
         state.durable = Some(state.next_seq - 1);
     }
 
     /// Confirms that every event up to `seq` is persisted: subscribers may now receive them.
-    pub fn mark_durable(&self, seq: u64) {
+    pub(crate) fn mark_durable(&self, seq: u64) {
         let mut state = self.state.lock();
         let Some(durable) = state.durable.as_mut() else {
             return;
@@ -310,12 +320,6 @@ impl EventLog {
         let last = state.next_seq - 1;
         drop(state);
         self.version.send_replace(last);
-    }
-
-    /// The last seq subscribers may receive (the last seq when delivery is not gated).
-    pub fn durable_seq(&self) -> u64 {
-        let state = self.state.lock();
-        state.durable.unwrap_or(state.next_seq - 1)
     }
 
     /// Ring capacity.
@@ -373,14 +377,14 @@ impl EventLog {
     }
 
     /// Events held uncompressed.
-    pub fn hot_len(&self) -> usize {
+    pub(crate) fn hot_len(&self) -> usize {
         self.state.lock().ring.len()
     }
 
     /// How long the log has gone without a new event, as observed by calls to this method:
     /// measured from the first call that saw the current last event, so it lags the truth by
     /// up to the interval between calls (the compactor polls it on every tick).
-    pub fn quiet_for(&self) -> Duration {
+    pub(crate) fn quiet_for(&self) -> Duration {
         let mut state = self.state.lock();
         if state.quiet_since.0 != state.next_seq {
             state.quiet_since = (state.next_seq, Instant::now());

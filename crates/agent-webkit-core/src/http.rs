@@ -45,7 +45,7 @@ use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
 /// The SSE keepalive comment frame.
-pub const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
+pub(crate) const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
 /// Most events written to a socket in one chunk.
 const MAX_BATCH: usize = 256;
 

@@ -13,7 +13,19 @@
 //!   cross-host failover.
 //! - [`auth`] — bearer tokens.
 //! - [`http`] — the HTTP behaviour itself, framework-free; see its docs for the adapter contract.
-//! - [`config`] — [`AppConfig`], what every adapter is built from.
+//! - [`config`] — [`AppConfig`](config::AppConfig), what every adapter is built from.
+//!
+//! ## The public API
+//!
+//! Every public item has exactly one path: its module's (`agent_webkit_core::http::Api`,
+//! `agent_webkit_core::agent::AgentClient`, ...); the crate root holds only the modules and
+//! [`PROTOCOL_VERSION`]. What a session is made of — its loop, the channel its permission handle
+//! writes to, the event writer, the log's persistence sink — is crate-private
+//! (`unreachable_pub` is denied). With the `testing` feature the crate also exports what other
+//! crates' tests need: the conformance suites `store::run_session_store_conformance` and
+//! `persist::run_persistence_conformance`, and `permission::PermissionHandle::detached`.
+
+#![deny(unreachable_pub)]
 
 pub mod agent;
 pub mod auth;
@@ -29,17 +41,3 @@ pub mod store;
 
 /// The wire protocol version this crate speaks.
 pub const PROTOCOL_VERSION: &str = "1.0";
-
-pub use agent::{
-    AgentClient, AgentClientFactory, AgentConnection, AgentContext, AgentError, AgentMessage,
-    AgentMessageStream, AssistantMessage, SessionConfig, TurnResult,
-};
-pub use auth::AuthConfig;
-pub use config::{AppConfig, ConfigError};
-pub use event_log::{EventLog, LoggedEvent, SubscribeError, Subscription};
-pub use http::{Api, ApiResponse, BodyError, RequestBody, RequestHeaders, ResponseBody};
-pub use models::{EventKind, InboundMessage, OutboundEvent, UserContent};
-pub use permission::{PermissionDecision, PermissionHandle, PermissionRouter};
-pub use registry::{RegistryConfig, SessionRegistry};
-pub use session::Session;
-pub use store::{InMemorySessionStore, SessionStore};

@@ -1,9 +1,11 @@
 //! Permission prompts: the router of pending decisions and the handle agents ask through.
 //!
-//! An agent that wants to run a tool calls [`PermissionHandle::can_use_tool`]. The handle
-//! registers the tool call's `correlation_id` with the session's [`PermissionRouter`] *before*
-//! it appends the `permission_request` (or `ask_user_question`) event, so a client can never
-//! answer a prompt the router does not know yet. The client's `permission_response` /
+//! An agent that wants to run a tool calls [`PermissionHandle::can_use_tool`]. The handle sends
+//! the prompt to its session's loop, which translates every message the agent sent before it,
+//! then registers the tool call's `correlation_id` with the session's [`PermissionRouter`] and
+//! only then appends the `permission_request` (or `ask_user_question`) event: a prompt never
+//! overtakes the messages that announce its tool call, and a client can never answer a prompt
+//! the router does not know yet. The client's `permission_response` /
 //! `question_response` resolves it; the first reply wins and every later one is a
 //! [`ConflictError`] (HTTP 409).
 
@@ -14,14 +16,14 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::event_log::EventLog;
+use crate::event_log::{AppendError, EventLog};
 use crate::models::{
     AskUserQuestionData, Behavior, ErrorData, EventKind, HookDecisionRequestData,
     PermissionRequestData, PermissionResponse,
 };
 
 /// The tool name that is routed as a question instead of a permission prompt.
-pub const ASK_USER_QUESTION_TOOL: &str = "AskUserQuestion";
+pub(crate) const ASK_USER_QUESTION_TOOL: &str = "AskUserQuestion";
 
 /// The client's decision on a tool call, as the agent receives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +61,7 @@ impl From<PermissionResponse> for PermissionDecision {
 
 /// What kind of prompt a correlation id is waiting on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PromptKind {
+pub(crate) enum PromptKind {
     /// A `permission_request`, answered by `permission_response`.
     Permission,
     /// An `ask_user_question`, answered by `question_response`.
@@ -152,7 +154,7 @@ impl PermissionRouter {
 
     /// Registers a prompt; the receiver resolves with the client's reply, or errors when the
     /// prompt is cancelled.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         correlation_id: &str,
         kind: PromptKind,
@@ -194,30 +196,144 @@ impl PermissionRouter {
     }
 
     /// The correlation ids waiting for a reply.
-    pub fn pending_ids(&self) -> Vec<String> {
+    pub(crate) fn pending_ids(&self) -> Vec<String> {
         self.pending.lock().keys().cloned().collect()
     }
 
     /// Withdraws one prompt; its waiter gets [`PermissionError::Cancelled`]. Returns whether it
     /// was pending.
-    pub fn cancel(&self, correlation_id: &str) -> bool {
+    pub(crate) fn cancel(&self, correlation_id: &str) -> bool {
         self.pending.lock().remove(correlation_id).is_some()
     }
 
     /// Withdraws every prompt and refuses new ones (session close).
-    pub fn cancel_all(&self) {
+    pub(crate) fn cancel_all(&self) {
         *self.closed.lock() = true;
         self.pending.lock().clear();
     }
 }
 
-/// A request to the session to translate every agent message already sent, then acknowledge.
-pub type FlushRequest = oneshot::Sender<()>;
+/// A prompt's event data; its variant decides the event and the kind of reply awaited.
+#[derive(Debug)]
+pub(crate) enum Prompt {
+    /// `permission_request`.
+    Permission(PermissionRequestData),
+    /// `ask_user_question`.
+    Question(AskUserQuestionData),
+    /// `hook_decision_request`.
+    Hook(HookDecisionRequestData),
+}
+
+impl Prompt {
+    fn correlation_id(&self) -> &str {
+        match self {
+            Prompt::Permission(d) => &d.correlation_id,
+            Prompt::Question(d) => &d.correlation_id,
+            Prompt::Hook(d) => &d.correlation_id,
+        }
+    }
+
+    fn kind(&self) -> PromptKind {
+        match self {
+            Prompt::Permission(_) => PromptKind::Permission,
+            Prompt::Question(_) => PromptKind::Question,
+            Prompt::Hook(_) => PromptKind::Hook,
+        }
+    }
+
+    fn append_to(&self, log: &EventLog) -> Result<(), AppendError> {
+        match self {
+            Prompt::Permission(d) => log.append(EventKind::PermissionRequest, d),
+            Prompt::Question(d) => log.append(EventKind::AskUserQuestion, d),
+            Prompt::Hook(d) => log.append(EventKind::HookDecisionRequest, d),
+        }
+        .map(drop)
+    }
+}
+
+/// Where a prompt's reply will arrive, once the prompt is registered and announced.
+type Opened = Result<oneshot::Receiver<PromptReply>, PermissionError>;
+
+/// What a [`PermissionHandle`] asks of its session's loop, which owns every write of prompts
+/// into the log (see [`crate::session`]).
+#[derive(Debug)]
+pub(crate) enum ToSession {
+    /// Register the prompt, append its event, and send back where its reply will arrive.
+    Open {
+        /// The prompt.
+        prompt: Prompt,
+        /// Gets the receiver of the reply (or why the prompt could not be opened).
+        opened: oneshot::Sender<Opened>,
+    },
+    /// A prompt was withdrawn: append `error {code: "permission_cancelled"}` for it.
+    Withdrawn {
+        /// The prompt's correlation id.
+        correlation_id: String,
+        /// Message of the `error` event.
+        reason: String,
+    },
+}
+
+impl ToSession {
+    /// Carries out the request against the session's log and router. Called by the session
+    /// loop only (and by detached test handles), so prompts enter the log in one place.
+    pub(crate) fn apply(self, log: &EventLog, router: &PermissionRouter) {
+        match self {
+            ToSession::Open { prompt, opened } => {
+                if opened.is_closed() {
+                    // The agent stopped waiting before the prompt was announced.
+                    return;
+                }
+                let correlation_id = prompt.correlation_id().to_owned();
+                let result = open(log, router, &prompt);
+                if opened.send(result).is_err() {
+                    // It stopped waiting meanwhile: withdraw what was just announced.
+                    if router.cancel(&correlation_id) {
+                        announce_withdrawal(log, &correlation_id, "the agent stopped waiting");
+                    }
+                }
+            }
+            ToSession::Withdrawn {
+                correlation_id,
+                reason,
+            } => announce_withdrawal(log, &correlation_id, &reason),
+        }
+    }
+}
+
+/// Registers `prompt` with the router, then appends its event (in that order, so a client can
+/// never answer a prompt the router does not know yet).
+fn open(log: &EventLog, router: &PermissionRouter, prompt: &Prompt) -> Opened {
+    let correlation_id = prompt.correlation_id();
+    let rx = router.register(correlation_id, prompt.kind())?;
+    if let Err(err) = prompt.append_to(log) {
+        router.cancel(correlation_id);
+        tracing::warn!(correlation_id, error = %err, "could not emit prompt");
+        return Err(PermissionError::SessionClosed);
+    }
+    Ok(rx)
+}
+
+fn announce_withdrawal(log: &EventLog, correlation_id: &str, reason: &str) {
+    let mut data = ErrorData::new("permission_cancelled", reason);
+    data.correlation_id = Some(correlation_id.to_owned());
+    if let Err(err) = log.append(EventKind::Error, &data) {
+        tracing::debug!(correlation_id, error = %err, "prompt withdrawn after close");
+    }
+}
+
+/// Where a handle's prompts go.
+enum Target {
+    /// To its session's loop.
+    Session(mpsc::UnboundedSender<ToSession>),
+    /// Straight into a log, with no session (tests of agents).
+    #[cfg(any(test, feature = "testing"))]
+    Detached(Arc<EventLog>),
+}
 
 struct HandleInner {
-    log: Arc<EventLog>,
     router: Arc<PermissionRouter>,
-    flush: Option<mpsc::UnboundedSender<FlushRequest>>,
+    target: Target,
 }
 
 /// The channel through which an agent asks the client for decisions. Cheap to clone.
@@ -248,47 +364,40 @@ impl Drop for Registration<'_> {
 }
 
 impl PermissionHandle {
-    /// A handle emitting into `log` and waiting through `router`.
-    pub fn new(log: Arc<EventLog>, router: Arc<PermissionRouter>) -> Self {
-        Self {
-            inner: Arc::new(HandleInner {
-                log,
-                router,
-                flush: None,
-            }),
-        }
-    }
-
-    /// A handle that, before announcing a prompt, asks the session (through `flush`) to
-    /// translate every message the agent sent before it — so a `permission_request` never
-    /// overtakes the `message_complete` / `tool_use` that announced the tool call.
-    pub fn with_flush(
-        log: Arc<EventLog>,
+    /// A session's handle, and the receiving end its loop serves.
+    pub(crate) fn for_session(
         router: Arc<PermissionRouter>,
-        flush: mpsc::UnboundedSender<FlushRequest>,
-    ) -> Self {
+    ) -> (Self, mpsc::UnboundedReceiver<ToSession>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = Self {
+            inner: Arc::new(HandleInner {
+                router,
+                target: Target::Session(tx),
+            }),
+        };
+        (handle, rx)
+    }
+
+    /// A handle with no session behind it, for tests of agents: prompts go straight into `log`
+    /// and wait on `router` (answer them with [`PermissionRouter::resolve`]).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn detached(log: Arc<EventLog>, router: Arc<PermissionRouter>) -> Self {
         Self {
             inner: Arc::new(HandleInner {
-                log,
                 router,
-                flush: Some(flush),
+                target: Target::Detached(log),
             }),
         }
     }
 
-    async fn flush(&self) {
-        if let Some(flush) = &self.inner.flush {
-            let (tx, rx) = oneshot::channel();
-            if flush.send(tx).is_ok() {
-                // An error means the session ended; the append below then fails cleanly.
-                let _ = rx.await;
-            }
+    fn send(&self, request: ToSession) {
+        match &self.inner.target {
+            // An error means the session has ended: an `Open` then reports `SessionClosed`
+            // (its `opened` sender is dropped), a withdrawal has nobody left to tell.
+            Target::Session(tx) => drop(tx.send(request)),
+            #[cfg(any(test, feature = "testing"))]
+            Target::Detached(log) => request.apply(log, &self.inner.router),
         }
-    }
-
-    /// The router behind this handle.
-    pub fn router(&self) -> &Arc<PermissionRouter> {
-        &self.inner.router
     }
 
     /// Asks whether the agent may run `tool_name` with `input`, and waits for the client.
@@ -312,15 +421,10 @@ impl PermissionHandle {
 
         if tool_name == ASK_USER_QUESTION_TOOL {
             let reply = self
-                .prompt(
-                    &correlation_id,
-                    PromptKind::Question,
-                    EventKind::AskUserQuestion,
-                    &AskUserQuestionData {
-                        correlation_id: correlation_id.clone(),
-                        questions: input.clone(),
-                    },
-                )
+                .prompt(Prompt::Question(AskUserQuestionData {
+                    correlation_id: correlation_id.clone(),
+                    questions: input.clone(),
+                }))
                 .await?;
             let answers = match reply {
                 PromptReply::Question(answers) => answers,
@@ -340,17 +444,12 @@ impl PermissionHandle {
         }
 
         let reply = self
-            .prompt(
-                &correlation_id,
-                PromptKind::Permission,
-                EventKind::PermissionRequest,
-                &PermissionRequestData {
-                    correlation_id: correlation_id.clone(),
-                    tool_name: tool_name.to_owned(),
-                    input,
-                    context,
-                },
-            )
+            .prompt(Prompt::Permission(PermissionRequestData {
+                correlation_id: correlation_id.clone(),
+                tool_name: tool_name.to_owned(),
+                input,
+                context,
+            }))
             .await?;
         match reply {
             PromptReply::Permission(decision) => Ok(decision),
@@ -370,16 +469,11 @@ impl PermissionHandle {
         hook_input: Value,
     ) -> Result<Map<String, Value>, PermissionError> {
         let reply = self
-            .prompt(
-                correlation_id,
-                PromptKind::Hook,
-                EventKind::HookDecisionRequest,
-                &HookDecisionRequestData {
-                    correlation_id: correlation_id.to_owned(),
-                    hook_event: hook_event.to_owned(),
-                    hook_input,
-                },
-            )
+            .prompt(Prompt::Hook(HookDecisionRequestData {
+                correlation_id: correlation_id.to_owned(),
+                hook_event: hook_event.to_owned(),
+                hook_input,
+            }))
             .await?;
         match reply {
             PromptReply::Hook(decision) => Ok(decision),
@@ -390,32 +484,25 @@ impl PermissionHandle {
         }
     }
 
-    async fn prompt<T: serde::Serialize>(
-        &self,
-        correlation_id: &str,
-        kind: PromptKind,
-        event: EventKind,
-        data: &T,
-    ) -> Result<PromptReply, PermissionError> {
-        self.flush().await;
-        let rx = self.inner.router.register(correlation_id, kind)?;
+    async fn prompt(&self, prompt: Prompt) -> Result<PromptReply, PermissionError> {
+        let correlation_id = prompt.correlation_id().to_owned();
+        let event = prompt.kind().noun();
+        let (opened, rx) = oneshot::channel();
+        self.send(ToSession::Open { prompt, opened });
+        let rx = rx.await.map_err(|_| PermissionError::SessionClosed)??;
         let mut registration = Registration {
             router: &self.inner.router,
-            correlation_id,
+            correlation_id: &correlation_id,
             armed: true,
         };
-        if let Err(err) = self.inner.log.append(event, data) {
-            tracing::warn!(correlation_id, error = %err, "could not emit prompt");
-            return Err(PermissionError::SessionClosed);
-        }
         tracing::debug!(
-            correlation_id,
-            event = event.as_str(),
+            correlation_id = %correlation_id,
+            prompt = event,
             "waiting for client decision"
         );
         let reply = rx.await;
         registration.armed = false;
-        reply.map_err(|_| PermissionError::Cancelled(correlation_id.to_owned()))
+        reply.map_err(|_| PermissionError::Cancelled(correlation_id.clone()))
     }
 
     /// Withdraws a pending prompt (the agent no longer needs the answer, e.g. the CLI sent
@@ -425,11 +512,10 @@ impl PermissionHandle {
         if !self.inner.router.cancel(correlation_id) {
             return false;
         }
-        let mut data = ErrorData::new("permission_cancelled", reason);
-        data.correlation_id = Some(correlation_id.to_owned());
-        if let Err(err) = self.inner.log.append(EventKind::Error, &data) {
-            tracing::debug!(correlation_id, error = %err, "prompt withdrawn after close");
-        }
+        self.send(ToSession::Withdrawn {
+            correlation_id: correlation_id.to_owned(),
+            reason: reason.to_owned(),
+        });
         true
     }
 
@@ -454,7 +540,7 @@ mod tests {
         let log = Arc::new(EventLog::new(100));
         let router = Arc::new(PermissionRouter::new());
         (
-            PermissionHandle::new(Arc::clone(&log), Arc::clone(&router)),
+            PermissionHandle::detached(Arc::clone(&log), Arc::clone(&router)),
             log,
             router,
         )

@@ -9,7 +9,8 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use agent_webkit_core::{SessionConfig, SessionRegistry};
+//! use agent_webkit_core::agent::SessionConfig;
+//! use agent_webkit_core::registry::SessionRegistry;
 //! use agent_webkit_replay::ReplayAgentFactory;
 //!
 //! let factory = ReplayAgentFactory::with_dir("./my-scenarios")?;

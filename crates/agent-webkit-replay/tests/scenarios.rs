@@ -4,10 +4,10 @@
 
 mod common;
 
+use agent_webkit_core::models::UserContent;
 use agent_webkit_core::models::{EventKind, OutboundEvent};
 use agent_webkit_core::permission::PermissionDecision;
 use agent_webkit_core::session::SessionError;
-use agent_webkit_core::UserContent;
 use agent_webkit_replay::{ReplayAgentFactory, ReplayError, Script};
 use common::*;
 use serde_json::json;

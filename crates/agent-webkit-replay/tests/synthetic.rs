@@ -7,15 +7,16 @@ mod common;
 
 use std::sync::Arc;
 
+use agent_webkit_core::agent::AgentConnection;
 use agent_webkit_core::agent::{
     AgentClientFactory, AgentContext, AgentError, AgentMessage, SessionConfig,
 };
 use agent_webkit_core::event_log::EventLog;
+use agent_webkit_core::models::UserContent;
 use agent_webkit_core::models::{EventKind, OutboundEvent};
 use agent_webkit_core::permission::{PermissionHandle, PermissionRouter};
 use agent_webkit_core::registry::CreateError;
 use agent_webkit_core::session::SessionError;
-use agent_webkit_core::{AgentConnection, UserContent};
 use agent_webkit_replay::{ReplayAgentFactory, Script};
 use common::*;
 use futures_util::StreamExt;
@@ -347,7 +348,7 @@ fn context(model: &str) -> AgentContext {
             model: Some(model.into()),
             ..SessionConfig::default()
         },
-        permissions: PermissionHandle::new(
+        permissions: PermissionHandle::detached(
             Arc::new(EventLog::new(100)),
             Arc::new(PermissionRouter::new()),
         ),
@@ -567,7 +568,7 @@ async fn ask_user_question_answers_reach_the_agent_as_an_allow() {
     let log = Arc::new(EventLog::new(100));
     let router = Arc::new(PermissionRouter::new());
     let mut ctx = context("ask_user_question");
-    ctx.permissions = PermissionHandle::new(Arc::clone(&log), Arc::clone(&router));
+    ctx.permissions = PermissionHandle::detached(Arc::clone(&log), Arc::clone(&router));
     let factory = ReplayAgentFactory::new();
     let mut conn = factory.create(ctx).await.unwrap();
     let mut sub = log.subscribe_from_start();

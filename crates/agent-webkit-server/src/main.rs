@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_webkit_claude::{ClaudeAgentFactory, ClaudeOptions, HookSpec, SystemPrompt};
-use agent_webkit_core::{AgentClientFactory, Api, AppConfig, AuthConfig, RegistryConfig};
+use agent_webkit_core::agent::AgentClientFactory;
+use agent_webkit_core::auth::AuthConfig;
+use agent_webkit_core::config::AppConfig;
+use agent_webkit_core::http::Api;
+use agent_webkit_core::registry::RegistryConfig;
 use agent_webkit_replay::ReplayAgentFactory;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;

@@ -6,8 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agent_webkit_core::auth::AuthConfig;
+use agent_webkit_core::config::AppConfig;
+use agent_webkit_core::http::Api;
 use agent_webkit_core::persist::{InMemoryPersistence, SessionPersistence};
-use agent_webkit_core::{Api, AppConfig, AuthConfig, RegistryConfig};
+use agent_webkit_core::registry::RegistryConfig;
 use agent_webkit_replay::ReplayAgentFactory;
 use agent_webkit_testkit::{Client, SseFrame};
 use serde_json::json;

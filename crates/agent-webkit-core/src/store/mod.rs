@@ -6,6 +6,7 @@
 //! return [`StoreError::Unsupported`], and [`SessionStore::capabilities`] lets callers probe
 //! without calling.
 
+#[cfg(any(test, feature = "testing"))]
 mod conformance;
 mod memory;
 mod summary;
@@ -14,9 +15,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+#[cfg(any(test, feature = "testing"))]
 pub use conformance::{run_session_store_conformance, ConformanceFailure};
 pub use memory::InMemorySessionStore;
-pub use summary::{fold_session_summary, parse_iso8601_ms};
+pub use summary::fold_session_summary;
 
 /// Identifies one transcript: a session's main transcript, or a subagent's (`subpath`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

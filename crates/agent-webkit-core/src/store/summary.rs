@@ -151,7 +151,7 @@ fn is_whole_element(text: &str) -> bool {
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff…][Z|±HH:MM]` to epoch milliseconds. A time without an
 /// offset is read as UTC (the SDK reads it as local time; CLI timestamps always end in `Z`).
-pub fn parse_iso8601_ms(s: &str) -> Option<i64> {
+fn parse_iso8601_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(range)?;

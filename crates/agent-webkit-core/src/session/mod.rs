@@ -1,14 +1,27 @@
 //! One live session: its event log, pending prompts, inbound queue and agent.
 //!
-//! Each session runs one task (the *pump*) that
-//! - reads the agent's [`AgentMessageStream`] and translates every message into events,
+//! Each session runs one task (the *loop*) that
+//! - reads the agent's [`AgentMessageStream`] and translates every message into events
+//!   ([`events`]),
+//! - opens the prompts the agent asks for through its
+//!   [`PermissionHandle`](crate::permission::PermissionHandle): first it translates every
+//!   message the agent sent before asking, then it registers the prompt with the router, then it
+//!   appends the prompt's event. The loop is the only writer of prompts into the log, so *a
+//!   prompt never overtakes the messages that announce its tool call* is a property of its one
+//!   `select!`,
 //! - takes the next queued user message only when the previous turn has ended (its `result`),
 //! - on an unexpected end of the agent appends `error` then `done` and removes the session.
+//!
+//! Subscribers are in [`subscriber`].
 //!
 //! HTTP handlers call the control methods (`interrupt`, `set_model`, ...) directly on the
 //! agent client; user messages go through the bounded inbound queue.
 
-use std::collections::HashSet;
+mod events;
+mod subscriber;
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,17 +37,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::agent::{AgentClient, AgentConnection, AgentError, AgentMessage, AgentMessageStream};
-use crate::event_log::{EventLog, LoggedEvent, SubscribeError, Subscription};
-use crate::models::{
-    AssistantMessageBody, DoneData, ErrorData, EventKind, McpStatusChangeData, MessageCompleteData,
-    MessageDeltaData, ResultData, ToolResultData, ToolUseData, UserContent,
-};
+use crate::event_log::{EventLog, LoggedEvent, SubscribeError};
+use crate::models::{DoneData, ErrorData, EventKind, UserContent};
 use crate::permission::{
-    ConflictError, FlushRequest, PermissionDecision, PermissionRouter, PromptReply,
+    ConflictError, PermissionDecision, PermissionRouter, PromptReply, ToSession,
 };
 
+use self::events::EventTranslator;
+pub use self::subscriber::{Probe, SessionSubscriber};
+
 /// Default capacity of the inbound user-message queue.
-pub const DEFAULT_INBOUND_CAPACITY: usize = 128;
+pub(crate) const DEFAULT_INBOUND_CAPACITY: usize = 128;
 
 /// Why an inbound message was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,15 +67,15 @@ pub enum SessionError {
 }
 
 /// Called once when the session ends on its own (agent exit), so the owner can forget it.
-pub type OnEnded = Box<dyn Fn(&str) + Send + Sync>;
+pub(crate) type OnEnded = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Settings for one session's runtime.
 #[derive(Debug, Clone)]
-pub struct SessionOptions {
+pub(crate) struct SessionOptions {
     /// Inbound queue capacity.
-    pub inbound_capacity: usize,
+    pub(crate) inbound_capacity: usize,
     /// How long `close` waits for the agent's `disconnect`.
-    pub disconnect_timeout: Duration,
+    pub(crate) disconnect_timeout: Duration,
 }
 
 impl Default for SessionOptions {
@@ -75,17 +88,18 @@ impl Default for SessionOptions {
 }
 
 /// What a session is made of (built by the registry).
-pub struct SessionParts {
+pub(crate) struct SessionParts {
     /// Session id.
-    pub id: String,
+    pub(crate) id: String,
     /// Its event log, holding `session_ready`.
-    pub log: Arc<EventLog>,
+    pub(crate) log: Arc<EventLog>,
     /// Its pending prompts.
-    pub router: Arc<PermissionRouter>,
+    pub(crate) router: Arc<PermissionRouter>,
     /// Its agent.
-    pub connection: AgentConnection,
-    /// Flush requests from its [`PermissionHandle`](crate::permission::PermissionHandle).
-    pub flushes: mpsc::UnboundedReceiver<FlushRequest>,
+    pub(crate) connection: AgentConnection,
+    /// What its agent's [`PermissionHandle`](crate::permission::PermissionHandle) asks of the
+    /// loop.
+    pub(crate) prompts: mpsc::UnboundedReceiver<ToSession>,
 }
 
 type QueryFuture = Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>;
@@ -125,13 +139,17 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Starts a session over an already-connected agent. `parts.log` must already hold
     /// `session_ready` (the registry appends it before the agent starts, so it is seq 1).
-    pub fn start(parts: SessionParts, options: SessionOptions, on_ended: OnEnded) -> Arc<Self> {
+    pub(crate) fn start(
+        parts: SessionParts,
+        options: SessionOptions,
+        on_ended: OnEnded,
+    ) -> Arc<Self> {
         let SessionParts {
             id,
             log,
             router,
             connection,
-            flushes,
+            prompts,
         } = parts;
         let (client, messages) = (connection.client, connection.messages);
         let capacity = options.inbound_capacity.max(1);
@@ -156,7 +174,7 @@ impl Session {
         let span = tracing::info_span!("session", session_id = %session.id);
         let handle = tokio::spawn(
             Arc::clone(&session)
-                .pump(messages, rx, flushes)
+                .pump(messages, rx, prompts)
                 .instrument(span),
         );
         if let Ok(mut slot) = session.pump.try_lock() {
@@ -310,7 +328,7 @@ impl Session {
     /// Stops the session here without ending it for its clients: the agent is disconnected and
     /// the log closed **without** `done`, so clients reconnect (with `Last-Event-ID`) and the
     /// host that takes the session over continues it. Used for failover hand-off.
-    pub async fn close_for_handoff(&self) {
+    pub(crate) async fn close_for_handoff(&self) {
         self.handed_off.store(true, Ordering::Release);
         self.close().await;
     }
@@ -318,7 +336,7 @@ impl Session {
     /// Asks every subscriber's stream to write a keepalive now. Some servers (actix-web) notice
     /// a vanished client only when a write fails, so the reaper probes idle sessions that still
     /// count subscribers: a dead connection fails within two probes and stops counting.
-    pub fn probe_subscribers(&self) {
+    pub(crate) fn probe_subscribers(&self) {
         self.probe.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -378,9 +396,9 @@ impl Session {
         self: Arc<Self>,
         mut messages: AgentMessageStream,
         mut inbound: mpsc::Receiver<UserContent>,
-        mut flushes: mpsc::UnboundedReceiver<FlushRequest>,
+        mut prompts: mpsc::UnboundedReceiver<ToSession>,
     ) {
-        let mut translator = Translator::default();
+        let mut translator = EventTranslator::default();
         let mut turn_open = false;
         let mut query: Option<QueryFuture> = None;
         let failure = loop {
@@ -392,8 +410,9 @@ impl Session {
                         break err;
                     }
                 }
-                Some(ack) = flushes.recv() => {
-                    // Translate everything the agent has already sent, then let its prompt go.
+                Some(request) = prompts.recv() => {
+                    // Translate everything the agent sent before asking, then open the prompt:
+                    // it never overtakes the message that announced its tool call.
                     let mut failure = None;
                     while let Some(message) = messages.next().now_or_never() {
                         if let Err(err) = self.handle(&mut translator, &mut turn_open, message) {
@@ -401,10 +420,11 @@ impl Session {
                             break;
                         }
                     }
-                    let _ = ack.send(());
                     if let Some(err) = failure {
+                        // The agent is gone: its prompt is refused (`SessionClosed`).
                         break err;
                     }
+                    request.apply(&self.log, &self.router);
                 }
                 outcome = poll_opt(&mut query) => {
                     query = None;
@@ -441,7 +461,7 @@ impl Session {
 impl Session {
     fn handle(
         &self,
-        translator: &mut Translator,
+        translator: &mut EventTranslator,
         turn_open: &mut bool,
         message: Option<Result<AgentMessage, AgentError>>,
     ) -> Result<(), AgentError> {
@@ -464,182 +484,5 @@ async fn poll_opt<F: Future + Unpin>(fut: &mut Option<F>) -> F::Output {
     match fut {
         Some(fut) => fut.await,
         None => std::future::pending().await,
-    }
-}
-
-/// Turns agent messages into events; remembers which tool_use blocks were announced.
-#[derive(Default)]
-struct Translator {
-    message_id: String,
-    announced: HashSet<String>,
-}
-
-impl Translator {
-    /// Appends the events for one message; returns whether it ended the turn.
-    fn translate(&mut self, session: &Session, message: AgentMessage) -> bool {
-        match message {
-            AgentMessage::Assistant(msg) => {
-                if msg.id != self.message_id {
-                    self.message_id.clone_from(&msg.id);
-                    self.announced.clear();
-                }
-                let tool_uses: Vec<ToolUseData> = msg
-                    .content
-                    .iter()
-                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
-                    .filter_map(|b| {
-                        let id = b.get("id").and_then(Value::as_str)?;
-                        if !self.announced.insert(id.to_owned()) {
-                            return None;
-                        }
-                        Some(ToolUseData {
-                            message_id: msg.id.clone(),
-                            tool_use_id: id.to_owned(),
-                            tool_name: b
-                                .get("name")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            input: b
-                                .get("input")
-                                .cloned()
-                                .unwrap_or_else(|| Value::Object(Default::default())),
-                        })
-                    })
-                    .collect();
-                session.append(
-                    EventKind::MessageComplete,
-                    &MessageCompleteData {
-                        message_id: msg.id.clone(),
-                        message: AssistantMessageBody {
-                            id: msg.id,
-                            role: "assistant".to_owned(),
-                            content: msg.content,
-                            model: msg.model,
-                            stop_reason: msg.stop_reason,
-                        },
-                    },
-                );
-                for tool_use in &tool_uses {
-                    session.append(EventKind::ToolUse, tool_use);
-                }
-                false
-            }
-            AgentMessage::Delta { message_id, delta } => {
-                session.append(
-                    EventKind::MessageDelta,
-                    &MessageDeltaData { message_id, delta },
-                );
-                false
-            }
-            AgentMessage::User { content } => {
-                for block in content {
-                    if block.get("type").and_then(Value::as_str) != Some("tool_result") {
-                        continue;
-                    }
-                    session.append(
-                        EventKind::ToolResult,
-                        &ToolResultData {
-                            tool_use_id: block
-                                .get("tool_use_id")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            output: block.get("content").cloned().unwrap_or(Value::Null),
-                            is_error: block
-                                .get("is_error")
-                                .and_then(Value::as_bool)
-                                .unwrap_or(false),
-                        },
-                    );
-                }
-                false
-            }
-            AgentMessage::Result(result) => {
-                session.append(
-                    EventKind::Result,
-                    &ResultData {
-                        session_id: result.session_id,
-                        subtype: result.subtype,
-                        extra: result.extra,
-                    },
-                );
-                result.ends_turn
-            }
-            AgentMessage::McpStatus {
-                server_name,
-                status,
-            } => {
-                session.append(
-                    EventKind::McpStatusChange,
-                    &McpStatusChangeData {
-                        server_name,
-                        status,
-                    },
-                );
-                false
-            }
-            AgentMessage::Error { code, message } => {
-                session.append(EventKind::Error, &ErrorData::new(code, message));
-                false
-            }
-        }
-    }
-}
-
-/// A live subscriber of a session: counts toward "has a live subscriber" until dropped.
-pub struct SessionSubscriber {
-    session: Arc<Session>,
-    probe: tokio::sync::watch::Receiver<u64>,
-    inner: Subscription,
-}
-
-impl std::fmt::Debug for SessionSubscriber {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionSubscriber")
-            .field("session_id", &self.session.id)
-            .field("cursor", &self.inner.cursor())
-            .finish()
-    }
-}
-
-impl SessionSubscriber {
-    /// See [`Subscription::next_batch`].
-    pub async fn next_batch(
-        &mut self,
-        max: usize,
-    ) -> Result<Option<Vec<LoggedEvent>>, SubscribeError> {
-        self.inner.next_batch(max).await
-    }
-
-    /// A handle that completes each time [`Session::probe_subscribers`] asks this subscriber's
-    /// stream for a keepalive.
-    pub fn probe(&self) -> Probe {
-        Probe(self.probe.clone())
-    }
-
-    /// The seq of the last event handed out.
-    pub fn cursor(&self) -> u64 {
-        self.inner.cursor()
-    }
-}
-
-/// See [`SessionSubscriber::probe`].
-#[derive(Debug)]
-pub struct Probe(tokio::sync::watch::Receiver<u64>);
-
-impl Probe {
-    /// Completes at the next probe (never, once the session is gone).
-    pub async fn probed(&mut self) {
-        if self.0.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-impl Drop for SessionSubscriber {
-    fn drop(&mut self) {
-        self.session.touch();
-        self.session.subscribers.fetch_sub(1, Ordering::AcqRel);
     }
 }

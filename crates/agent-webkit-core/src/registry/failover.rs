@@ -1,0 +1,264 @@
+//! Cross-host failover: sessions persisted while they run, taken over by whichever host is
+//! asked for one it does not hold, handed off on shutdown, and held by renewed leases.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{CreateError, SessionRegistry};
+use crate::event_log::{EventLog, StoredEvent};
+use crate::models::{ErrorData, EventKind};
+use crate::persist::{spawn_event_writer, Lease, SessionPersistence};
+use crate::session::Session;
+
+/// Failover settings: where sessions are persisted and who this host is.
+#[derive(Clone)]
+pub struct Failover {
+    /// Shared by every host.
+    pub persistence: Arc<dyn SessionPersistence>,
+    /// This host's identity in leases (unique per process).
+    pub host_id: String,
+}
+
+impl std::fmt::Debug for Failover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failover")
+            .field("host_id", &self.host_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a session this host does not hold could not be taken over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// Another live host owns it (HTTP 503 + `Retry-After`).
+    #[error("Session is active on another host ({owner}); retry in {retry_after_secs} s")]
+    HeldElsewhere {
+        /// The owning host.
+        owner: String,
+        /// Seconds until its lease expires.
+        retry_after_secs: u64,
+    },
+    /// The persistence backend failed (HTTP 503).
+    #[error("Session persistence unavailable: {0}")]
+    Persistence(String),
+    /// Resuming the agent failed.
+    #[error(transparent)]
+    Create(#[from] CreateError),
+}
+/// Whether the log ends inside a turn (events after the last `result`, other than
+/// `session_ready`), and the prompts asked in that unfinished turn.
+fn unfinished_turn(events: &[StoredEvent]) -> (bool, Vec<String>) {
+    let start = events
+        .iter()
+        .rposition(|e| e.event == EventKind::Result.as_str())
+        .map_or(0, |i| i + 1);
+    let tail = &events[start..];
+    let interrupted = tail
+        .iter()
+        .any(|e| e.event != EventKind::SessionReady.as_str());
+    let prompts = tail
+        .iter()
+        .filter(|e| {
+            e.event == EventKind::PermissionRequest.as_str()
+                || e.event == EventKind::AskUserQuestion.as_str()
+                || e.event == EventKind::HookDecisionRequest.as_str()
+        })
+        .filter_map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.data)
+                .ok()?
+                .get("correlation_id")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    (interrupted, prompts)
+}
+
+impl SessionRegistry {
+    /// Waits until a session's event writer has persisted everything (its log is closed).
+    pub(super) async fn finish_writer(&self, id: &str) {
+        let writer = self.inner.writers.lock().remove(id);
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+    }
+
+    pub(super) fn attach_writer(&self, id: &str, log: &Arc<EventLog>, failover: &Failover) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        log.set_sink(tx);
+        let writer = spawn_event_writer(
+            Arc::clone(&failover.persistence),
+            id.to_owned(),
+            rx,
+            Arc::downgrade(log),
+        );
+        self.inner.writers.lock().insert(id.to_owned(), writer);
+    }
+
+    /// The session with this id: the live one here, or — with failover — the one another host
+    /// held, taken over now (its log restored so `Last-Event-ID` continues, its agent resumed).
+    /// `Ok(None)`: no such session anywhere.
+    pub async fn get_or_resume(&self, id: &str) -> Result<Option<Arc<Session>>, ResumeError> {
+        if let Some(session) = self.get(id) {
+            return Ok(Some(session));
+        }
+        let Some(failover) = self.inner.failover.clone() else {
+            return Ok(None);
+        };
+        if self.inner.shutting_down.load(Ordering::Acquire) || uuid::Uuid::parse_str(id).is_err() {
+            return Ok(None);
+        }
+        let gate = Arc::clone(self.inner.resuming.lock().entry(id.to_owned()).or_default());
+        let outcome = {
+            let _turn = gate.lock().await;
+            match self.get(id) {
+                Some(session) => Ok(Some(session)),
+                None => self.take_over(id, &failover).await,
+            }
+        };
+        let mut resuming = self.inner.resuming.lock();
+        if resuming.get(id).is_some_and(|g| Arc::ptr_eq(g, &gate)) && Arc::strong_count(&gate) <= 2
+        {
+            resuming.remove(id);
+        }
+        outcome
+    }
+
+    async fn take_over(
+        &self,
+        id: &str,
+        failover: &Failover,
+    ) -> Result<Option<Arc<Session>>, ResumeError> {
+        let inner = &self.inner;
+        let persistence = &failover.persistence;
+        let backend = |e: crate::persist::PersistError| ResumeError::Persistence(e.to_string());
+        let Some((record, events)) = persistence
+            .load(id, inner.config.ring_size)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        if events
+            .last()
+            .is_some_and(|e| e.event == EventKind::Done.as_str())
+        {
+            // It ended (agent exit) on its host: gone for good.
+            let _ = persistence.delete(id).await;
+            return Ok(None);
+        }
+        match persistence
+            .acquire(id, &failover.host_id, inner.config.lease)
+            .await
+            .map_err(backend)?
+        {
+            Lease::Acquired => {}
+            Lease::Gone => return Ok(None),
+            Lease::HeldBy {
+                owner,
+                expires_at_ms,
+            } => {
+                let left = expires_at_ms.saturating_sub(crate::persist::now_ms());
+                return Err(ResumeError::HeldElsewhere {
+                    owner,
+                    retry_after_secs: u64::try_from(left.max(0))
+                        .unwrap_or(0)
+                        .div_ceil(1000)
+                        .max(1),
+                });
+            }
+        }
+        let reserved = inner.reserved.fetch_add(1, Ordering::AcqRel);
+        if inner.config.max_sessions.is_some_and(|max| reserved >= max) {
+            inner.reserved.fetch_sub(1, Ordering::AcqRel);
+            let _ = persistence.release(id, &failover.host_id).await;
+            return Err(CreateError::AtCapacity(inner.config.max_sessions.unwrap_or(0)).into());
+        }
+        let log = Arc::new(EventLog::restore(inner.config.ring_size, &events));
+        self.attach_writer(id, &log, failover);
+        tracing::info!(session_id = %id, host = %failover.host_id, last_seq = log.last_seq(), "taking over session");
+        // The turn that was running on the old host is gone with its agent process: withdraw
+        // its prompts and say so, so clients do not wait for what will not come.
+        let (interrupted, prompts) = unfinished_turn(&events);
+        for correlation_id in prompts {
+            let mut data = ErrorData::new(
+                "permission_cancelled",
+                "the session moved to another host; ask again",
+            );
+            data.correlation_id = Some(correlation_id);
+            let _ = log.append(EventKind::Error, &data);
+        }
+        if interrupted {
+            let _ = log.append(
+                EventKind::Error,
+                &ErrorData::new(
+                    "agent_restarted",
+                    "The session moved to another host and its agent was resumed from the saved conversation; the turn in progress was interrupted.",
+                ),
+            );
+        }
+        match self
+            .launch(id, log, record.config(), Some(record.agent_session_id))
+            .await
+        {
+            Ok(session) => Ok(Some(session)),
+            Err(err) => {
+                inner.reserved.fetch_sub(1, Ordering::AcqRel);
+                self.finish_writer(id).await;
+                let _ = persistence.release(id, &failover.host_id).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Stops a session here without ending it: streams end without `done`, its events are
+    /// flushed and its lease released, so another host can take it over at once.
+    pub(super) async fn hand_off(&self, id: &str) {
+        let Some(session) = self.inner.forget(id) else {
+            return;
+        };
+        session.close_for_handoff().await;
+        if let Some(failover) = &self.inner.failover {
+            self.finish_writer(id).await;
+            if let Err(err) = failover.persistence.release(id, &failover.host_id).await {
+                tracing::warn!(session_id = %id, error = %err, "could not release the lease");
+            }
+        }
+    }
+
+    /// Renews this host's leases; sessions it lost (deleted elsewhere, or taken over after a
+    /// missed renewal) stop here: deleted ones end with `done`, taken-over ones without.
+    pub(crate) async fn renew_leases(&self) {
+        let Some(failover) = self.inner.failover.clone() else {
+            return;
+        };
+        let ids = self.ids();
+        if ids.is_empty() {
+            return;
+        }
+        let lost = match failover
+            .persistence
+            .renew(&failover.host_id, &ids, self.inner.config.lease)
+            .await
+        {
+            Ok(lost) => lost,
+            Err(err) => {
+                tracing::warn!(error = %err, "lease renewal failed; retrying next tick");
+                return;
+            }
+        };
+        for id in lost {
+            let deleted = matches!(failover.persistence.load(&id, 0).await, Ok(None));
+            tracing::info!(session_id = %id, deleted, "lease lost");
+            let Some(session) = self.inner.forget(&id) else {
+                continue;
+            };
+            if deleted {
+                session.close().await;
+            } else {
+                session.close_for_handoff().await;
+            }
+            self.inner.writers.lock().remove(&id);
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The set of live sessions: create, look up, remove, shut down.
+//!
+//! Split by concern: this file holds the registry itself; [`failover`] the cross-host part
+//! (persisted sessions, take-over, hand-off, leases); [`tasks`] the background work (idle
+//! reaper, ring compactor, lease renewal).
+
+mod failover;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use parking_lot::{Mutex, RwLock};
+use tokio::task::JoinHandle;
+
+use crate::agent::{AgentClientFactory, AgentContext, AgentError, SessionConfig};
+use crate::event_log::{EventLog, DEFAULT_MAX_SIZE};
+use crate::models::{EventKind, SessionReadyData};
+use crate::permission::{PermissionHandle, PermissionRouter};
+use crate::persist::SessionRecord;
+use crate::session::{Session, SessionOptions, SessionParts, DEFAULT_INBOUND_CAPACITY};
+use crate::store::SessionStore;
+
+pub use failover::{Failover, ResumeError};
+
+/// Registry settings.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// A session with no input for this long and no live subscriber is evicted (default 300 s).
+    pub idle_timeout: Duration,
+    /// How often the reaper looks (default: a quarter of `idle_timeout`, within 10 ms..30 s).
+    pub reap_interval: Option<Duration>,
+    /// Most sessions alive at once (`None`: unlimited). Over it, create is a 503.
+    pub max_sessions: Option<usize>,
+    /// Events kept per session for replay (default 1000).
+    pub ring_size: usize,
+    /// Pending user messages per session (default 128).
+    pub inbound_capacity: usize,
+    /// How long the agent factory may take before create fails (default 60 s).
+    pub start_timeout: Duration,
+    /// How long closing waits for the agent to disconnect (default 10 s).
+    pub disconnect_timeout: Duration,
+    /// With failover: how long a host owns a session without renewing (default 10 s; renewed
+    /// every third of it). A crashed host's sessions move after at most this long.
+    pub lease: Duration,
+    /// A session whose event log has been quiet this long gets its ring compressed (see
+    /// [`EventLog::compact`](crate::event_log::EventLog::compact)); `None`: never. Default 1 s.
+    pub compact_after: Option<Duration>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            reap_interval: None,
+            max_sessions: None,
+            ring_size: DEFAULT_MAX_SIZE,
+            inbound_capacity: DEFAULT_INBOUND_CAPACITY,
+            start_timeout: Duration::from_secs(60),
+            disconnect_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(10),
+            compact_after: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl RegistryConfig {
+    fn effective_reap_interval(&self) -> Duration {
+        self.reap_interval.unwrap_or_else(|| {
+            (self.idle_timeout / 4)
+                .min(self.lease / 3)
+                .clamp(Duration::from_millis(10), Duration::from_secs(30))
+        })
+    }
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// The session cap is reached (HTTP 503 + `Retry-After`).
+    #[error("Session limit reached ({0} sessions); retry later")]
+    AtCapacity(usize),
+    /// The server is shutting down (HTTP 503).
+    #[error("Server is shutting down")]
+    ShuttingDown,
+    /// The agent could not be started.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The session could not be saved for failover (HTTP 503).
+    #[error("Session persistence unavailable: {0}")]
+    Persistence(String),
+}
+
+struct Inner {
+    factory: Arc<dyn AgentClientFactory>,
+    store: Option<Arc<dyn SessionStore>>,
+    config: RegistryConfig,
+    sessions: RwLock<HashMap<String, Arc<Session>>>,
+    /// Live sessions plus creations in flight (for the cap).
+    reserved: AtomicUsize,
+    shutting_down: AtomicBool,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
+    failover: Option<Failover>,
+    /// Event writers of the sessions held here (failover only).
+    writers: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Single flight for take-overs.
+    resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Inner {
+    fn forget(&self, id: &str) -> Option<Arc<Session>> {
+        let removed = self.sessions.write().remove(id);
+        if removed.is_some() {
+            self.reserved.fetch_sub(1, Ordering::AcqRel);
+        }
+        removed
+    }
+}
+
+/// The set of live sessions. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct SessionRegistry {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SessionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRegistry")
+            .field("sessions", &self.len())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl SessionRegistry {
+    /// A registry with default settings (idle timeout 300 s).
+    pub fn new(factory: Arc<dyn AgentClientFactory>) -> Self {
+        Self::with_config(factory, None, RegistryConfig::default())
+    }
+
+    /// A registry with explicit settings and an optional transcript store for the agents.
+    pub fn with_config(
+        factory: Arc<dyn AgentClientFactory>,
+        store: Option<Arc<dyn SessionStore>>,
+        config: RegistryConfig,
+    ) -> Self {
+        Self::with_failover(factory, store, config, None)
+    }
+
+    /// A registry whose sessions are persisted for failover: any host sharing `failover`'s
+    /// persistence can take over a session whose host died or handed it off.
+    pub fn with_failover(
+        factory: Arc<dyn AgentClientFactory>,
+        store: Option<Arc<dyn SessionStore>>,
+        config: RegistryConfig,
+        failover: Option<Failover>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                factory,
+                store,
+                config,
+                sessions: RwLock::new(HashMap::new()),
+                reserved: AtomicUsize::new(0),
+                shutting_down: AtomicBool::new(false),
+                reaper: Mutex::new(None),
+                compactor: Mutex::new(None),
+                failover,
+                writers: Mutex::new(HashMap::new()),
+                resuming: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The failover settings, if any.
+    pub fn failover(&self) -> Option<&Failover> {
+        self.inner.failover.as_ref()
+    }
+
+    /// The registry's settings.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.inner.sessions.read().len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ids of the live sessions.
+    pub fn ids(&self) -> Vec<String> {
+        self.inner.sessions.read().keys().cloned().collect()
+    }
+
+    /// Creates a session: appends `session_ready` (seq 1), starts the agent, starts the pump.
+    pub async fn create(&self, config: SessionConfig) -> Result<Arc<Session>, CreateError> {
+        let inner = &self.inner;
+        if inner.shutting_down.load(Ordering::Acquire) {
+            return Err(CreateError::ShuttingDown);
+        }
+        let reserved = inner.reserved.fetch_add(1, Ordering::AcqRel);
+        if let Some(max) = inner.config.max_sessions {
+            if reserved >= max {
+                inner.reserved.fetch_sub(1, Ordering::AcqRel);
+                return Err(CreateError::AtCapacity(max));
+            }
+        }
+        match self.start_session(config).await {
+            Ok(session) => Ok(session),
+            Err(err) => {
+                inner.reserved.fetch_sub(1, Ordering::AcqRel);
+                Err(err)
+            }
+        }
+    }
+
+    async fn start_session(&self, config: SessionConfig) -> Result<Arc<Session>, CreateError> {
+        let inner = &self.inner;
+        let id = uuid::Uuid::new_v4().to_string();
+        let log = Arc::new(EventLog::new(inner.config.ring_size));
+        if let Some(failover) = &inner.failover {
+            let record = SessionRecord::new(&id, &id, &config);
+            failover
+                .persistence
+                .create(&record, &failover.host_id, inner.config.lease)
+                .await
+                .map_err(|e| CreateError::Persistence(e.to_string()))?;
+            self.attach_writer(&id, &log, failover);
+        }
+        log.append(EventKind::SessionReady, &SessionReadyData::new(&id))
+            .map_err(|e| AgentError::StartFailed(e.to_string()))?;
+        match self.launch(&id, log, config, None).await {
+            Ok(session) => Ok(session),
+            Err(err) => {
+                if let Some(failover) = &inner.failover {
+                    self.finish_writer(&id).await;
+                    let _ = failover.persistence.delete(&id).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Starts the agent and the session over `log` and registers it.
+    async fn launch(
+        &self,
+        id: &str,
+        log: Arc<EventLog>,
+        config: SessionConfig,
+        resume: Option<String>,
+    ) -> Result<Arc<Session>, CreateError> {
+        let inner = &self.inner;
+        let id = id.to_owned();
+        let router = Arc::new(PermissionRouter::new());
+        let (permissions, prompts) = PermissionHandle::for_session(Arc::clone(&router));
+        let ctx = AgentContext {
+            session_id: id.clone(),
+            config,
+            permissions,
+            store: inner.store.clone(),
+            resume,
+        };
+        let connection =
+            match tokio::time::timeout(inner.config.start_timeout, inner.factory.create(ctx)).await
+            {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(err)) => {
+                    log.close();
+                    return Err(err.into());
+                }
+                Err(_) => {
+                    log.close();
+                    return Err(AgentError::StartFailed(format!(
+                        "the agent did not start within {:?}",
+                        inner.config.start_timeout
+                    ))
+                    .into());
+                }
+            };
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let session = Session::start(
+            SessionParts {
+                id: id.clone(),
+                log,
+                router,
+                connection,
+                prompts,
+            },
+            SessionOptions {
+                inbound_capacity: inner.config.inbound_capacity,
+                disconnect_timeout: inner.config.disconnect_timeout,
+            },
+            Box::new(move |id| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.forget(id);
+                    // The writer finishes on its own once the log closes.
+                    inner.writers.lock().remove(id);
+                }
+            }),
+        );
+        inner
+            .sessions
+            .write()
+            .insert(id.clone(), Arc::clone(&session));
+        tracing::info!(session_id = %id, "session created");
+        if inner.shutting_down.load(Ordering::Acquire) {
+            // Lost a race with shutdown: do not leave a session behind.
+            self.remove(&id).await;
+            return Err(CreateError::ShuttingDown);
+        }
+        Ok(session)
+    }
+
+    /// The live session with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.inner.sessions.read().get(id).cloned()
+    }
+
+    /// Removes and closes a session (its streams end with `done`); with failover it is deleted
+    /// on every host. Returns whether it was live here.
+    pub async fn remove(&self, id: &str) -> bool {
+        let live = match self.inner.forget(id) {
+            Some(session) => {
+                session.close().await;
+                true
+            }
+            None => false,
+        };
+        if let Some(failover) = &self.inner.failover {
+            self.finish_writer(id).await;
+            if let Err(err) = failover.persistence.delete(id).await {
+                tracing::warn!(session_id = %id, error = %err, "could not delete the persisted session");
+            }
+        }
+        live
+    }
+
+    /// Stops the reaper and closes every session; new creates are refused.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        if let Some(reaper) = self.inner.reaper.lock().take() {
+            reaper.abort();
+        }
+        if let Some(compactor) = self.inner.compactor.lock().take() {
+            compactor.abort();
+        }
+        let ids = self.ids();
+        if self.inner.failover.is_some() {
+            // Other hosts carry on: hand the sessions off instead of ending them.
+            tracing::info!(sessions = ids.len(), "handing off all sessions");
+            join_all(ids.iter().map(|id| self.hand_off(id))).await;
+        } else {
+            tracing::info!(sessions = ids.len(), "closing all sessions");
+            join_all(ids.iter().map(|id| self.remove(id))).await;
+        }
+    }
+}

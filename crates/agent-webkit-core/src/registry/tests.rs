@@ -1,0 +1,1 @@
+//! Tests of the registry with a scripted agent.

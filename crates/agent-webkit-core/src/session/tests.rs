@@ -1,0 +1,1 @@
+//! Tests of the session loop with a scripted agent.
