@@ -405,26 +405,25 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return,
+                // Before the agent's messages: what the handle sent was sent before whatever the
+                // agent streamed after it (a withdrawal precedes the `result` that follows it).
+                Some(request) = prompts.recv() => {
+                    if matches!(request, ToSession::Open { .. }) {
+                        // Translate everything the agent sent before asking, then open the
+                        // prompt: it never overtakes the message that announced its tool call.
+                        if let Err(err) = self.drain(&mut messages, &mut translator, &mut turn_open) {
+                            // The agent is gone: its prompt is refused (`SessionClosed`).
+                            break err;
+                        }
+                    }
+                    // A withdrawal is announced at once: the agent withdrew before whatever it
+                    // streams next.
+                    request.apply(&self.log, &self.router);
+                }
                 message = messages.next() => {
                     if let Err(err) = self.handle(&mut translator, &mut turn_open, message) {
                         break err;
                     }
-                }
-                Some(request) = prompts.recv() => {
-                    // Translate everything the agent sent before asking, then open the prompt:
-                    // it never overtakes the message that announced its tool call.
-                    let mut failure = None;
-                    while let Some(message) = messages.next().now_or_never() {
-                        if let Err(err) = self.handle(&mut translator, &mut turn_open, message) {
-                            failure = Some(err);
-                            break;
-                        }
-                    }
-                    if let Some(err) = failure {
-                        // The agent is gone: its prompt is refused (`SessionClosed`).
-                        break err;
-                    }
-                    request.apply(&self.log, &self.router);
                 }
                 outcome = poll_opt(&mut query) => {
                     query = None;
@@ -459,6 +458,19 @@ impl Session {
 }
 
 impl Session {
+    /// Translates every message the agent has already sent (without waiting for more).
+    fn drain(
+        &self,
+        messages: &mut AgentMessageStream,
+        translator: &mut EventTranslator,
+        turn_open: &mut bool,
+    ) -> Result<(), AgentError> {
+        while let Some(message) = messages.next().now_or_never() {
+            self.handle(translator, turn_open, message)?;
+        }
+        Ok(())
+    }
+
     fn handle(
         &self,
         translator: &mut EventTranslator,
