@@ -36,6 +36,8 @@ pub mod models;
 pub mod permission;
 pub mod persist;
 pub mod registry;
+#[cfg(test)]
+mod scripted;
 pub mod session;
 pub mod store;
 
