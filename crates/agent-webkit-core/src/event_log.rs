@@ -12,7 +12,7 @@
 //!
 //! The ring has a hot part (the newest events, as shared frames) and, once the log has been
 //! quiet and [`EventLog::compact`] ran, a cold part: older events packed into compressed blocks
-//! ([`cold`]). Readers never see the difference, except that reading back into the cold part
+//! (`cold`). Readers never see the difference, except that reading back into the cold part
 //! decompresses a block (once, shared by every concurrent reader of it).
 
 mod cold;
@@ -409,7 +409,7 @@ impl EventLog {
     /// are at least `min_events` of them. Returns how many events were compressed.
     ///
     /// CPU-bound (deflate): call it from a blocking thread for logs that have gone quiet
-    /// ([`quiet_for`](Self::quiet_for)). Appends and subscribers proceed meanwhile; the lock
+    /// (`quiet_for`). Appends and subscribers proceed meanwhile; the lock
     /// is held only to copy the event handles and to swap the result in.
     pub fn compact(&self, keep_hot: usize, min_events: usize) -> usize {
         if self.compacting.swap(true, Ordering::AcqRel) {

@@ -7,7 +7,7 @@
 //! and resumes the agent, so a client's `Last-Event-ID` continues where it left off.
 //!
 //! Implementations: [`InMemoryPersistence`] (one process; tests and single-host setups) and the
-//! Postgres one in `agent-webkit-postgres`. [`run_persistence_conformance`] checks any of them.
+//! Postgres one in `agent-webkit-postgres`. `run_persistence_conformance` (with the `testing` feature) checks any of them.
 
 #[cfg(any(test, feature = "testing"))]
 mod conformance;

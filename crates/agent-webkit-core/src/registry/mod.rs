@@ -1,7 +1,7 @@
 //! The set of live sessions: create, look up, remove, shut down.
 //!
-//! Split by concern: this file holds the registry itself; [`failover`] the cross-host part
-//! (persisted sessions, take-over, hand-off, leases); [`tasks`] the background work (idle
+//! Split by concern: this file holds the registry itself; `failover` the cross-host part
+//! (persisted sessions, take-over, hand-off, leases); `tasks` the background work (idle
 //! reaper, ring compactor, lease renewal).
 
 mod failover;

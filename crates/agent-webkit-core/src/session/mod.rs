@@ -2,7 +2,7 @@
 //!
 //! Each session runs one task (the *loop*) that
 //! - reads the agent's [`AgentMessageStream`] and translates every message into events
-//!   ([`events`]),
+//!   (`events`),
 //! - opens the prompts the agent asks for through its
 //!   [`PermissionHandle`](crate::permission::PermissionHandle): first it translates every
 //!   message the agent sent before asking, then it registers the prompt with the router, then it
@@ -12,7 +12,7 @@
 //! - takes the next queued user message only when the previous turn has ended (its `result`),
 //! - on an unexpected end of the agent appends `error` then `done` and removes the session.
 //!
-//! Subscribers are in [`subscriber`].
+//! Subscribers are in `subscriber`.
 //!
 //! HTTP handlers call the control methods (`interrupt`, `set_model`, ...) directly on the
 //! agent client; user messages go through the bounded inbound queue.

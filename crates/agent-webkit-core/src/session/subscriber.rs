@@ -32,7 +32,7 @@ impl SessionSubscriber {
         self.inner.next_batch(max).await
     }
 
-    /// A handle that completes each time [`Session::probe_subscribers`] asks this subscriber's
+    /// A handle that completes each time the registry (probing idle sessions) asks this subscriber's
     /// stream for a keepalive.
     pub fn probe(&self) -> Probe {
         Probe(self.probe.clone())
