@@ -14,15 +14,21 @@
 //! - [`auth`] — bearer tokens.
 //! - [`http`] — the HTTP behaviour itself, framework-free; see its docs for the adapter contract.
 //! - [`config`] — [`AppConfig`], what every adapter is built from.
+//! - [`policy`] — what clients may choose (permission modes, models, rule destinations).
+//! - [`limits`] — timeouts and caps against slow or greedy clients.
+//! - [`cors`] — cross-origin access for browser apps on other origins.
 
 pub mod agent;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod event_log;
 pub mod http;
+pub mod limits;
 pub mod models;
 pub mod permission;
 pub mod persist;
+pub mod policy;
 pub mod registry;
 pub mod session;
 pub mod store;
@@ -37,6 +43,8 @@ pub use agent::{
 pub use auth::AuthConfig;
 pub use config::{AppConfig, ConfigError};
 pub use event_log::{EventLog, LoggedEvent, SubscribeError, Subscription};
+pub use limits::ServerLimits;
+pub use policy::ClientPolicy;
 pub use http::{Api, ApiResponse, BodyError, RequestBody, RequestHeaders, ResponseBody};
 pub use models::{EventKind, InboundMessage, OutboundEvent, UserContent};
 pub use permission::{PermissionDecision, PermissionHandle, PermissionRouter};
