@@ -799,7 +799,132 @@ fn lagged_frame(err: &SubscribeError) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::agent::{AgentClientFactory, AgentConnection, AgentContext};
+
+    /// Never starts an agent: these tests stop before one is needed.
+    struct NoAgent;
+
+    #[async_trait::async_trait]
+    impl AgentClientFactory for NoAgent {
+        async fn create(&self, _ctx: AgentContext) -> Result<AgentConnection, AgentError> {
+            Err(AgentError::Unavailable("no agent in this test".into()))
+        }
+    }
+
+    fn api(edit: impl FnOnce(&mut AppConfig)) -> Api {
+        let mut config = AppConfig::new(Arc::new(NoAgent)).with_auth(AuthConfig::disabled());
+        edit(&mut config);
+        Api::new(config).unwrap()
+    }
+
+    fn detail(response: &ApiResponse) -> serde_json::Value {
+        serde_json::from_slice(response.body_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cwd_refusals_are_uniform() {
+        let root = std::env::temp_dir().join(format!("aw-cwd-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("inside")).unwrap();
+        std::fs::write(root.join("file"), b"x").unwrap();
+        let api = api(|c| c.allowed_roots = vec![root.join("inside")]);
+        let mut bodies = Vec::new();
+        for cwd in [
+            root.join("inside/missing").display().to_string(),
+            root.join("file").display().to_string(),
+            root.display().to_string(),
+            "/".to_owned(),
+        ] {
+            let body = Bytes::from(json!({ "cwd": cwd }).to_string());
+            let response = api.handle("POST", "/sessions", &[], body).await;
+            assert_eq!(response.status, 400, "{cwd}");
+            bodies.push(detail(&response));
+        }
+        assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
+        assert_eq!(
+            bodies[0],
+            json!({"detail": INVALID_CWD, "code": "invalid_cwd"})
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn policy_refuses_modes_at_create() {
+        let api = api(|_| {});
+        let body = Bytes::from(r#"{"permission_mode":"bypassPermissions"}"#);
+        let response = api.handle("POST", "/sessions", &[], body).await;
+        assert_eq!(response.status, 400);
+        let body = detail(&response);
+        assert_eq!(body["code"], "permission_mode_not_allowed");
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("default, acceptEdits, plan"));
+        let api = self::api(|c| c.policy.models = Some(vec!["sonnet".into()]));
+        let body = Bytes::from(r#"{"model":"opus"}"#);
+        let response = api.handle("POST", "/sessions", &[], body).await;
+        assert_eq!(detail(&response)["code"], "model_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn cors_off_by_default_and_exact_when_on() {
+        let preflight = [
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "authorization, content-type"),
+        ];
+        let off = api(|_| {});
+        let response = off.handle("OPTIONS", "/sessions", &preflight, Bytes::new()).await;
+        assert_eq!(response.status, 405);
+        assert_eq!(response.header("access-control-allow-origin"), None);
+
+        let on = api(|c| c.cors_origins = vec!["https://app.example".into()]);
+        let response = on.handle("OPTIONS", "/sessions", &preflight, Bytes::new()).await;
+        assert_eq!(response.status, 204);
+        assert_eq!(
+            response.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        let headers = response.header("access-control-allow-headers").unwrap();
+        for name in ["authorization", "content-type", "last-event-id"] {
+            assert!(headers.contains(name), "{headers}");
+        }
+        let response = on
+            .handle("GET", "/healthz", &[("origin", "https://app.example")], Bytes::new())
+            .await;
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            response.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        let other = [
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+        ];
+        let response = on.handle("OPTIONS", "/sessions", &other, Bytes::new()).await;
+        assert_eq!(response.status, 405);
+        assert_eq!(response.header("access-control-allow-origin"), None);
+    }
+
+    /// A body that never arrives.
+    struct Stalled;
+
+    impl RequestBody for Stalled {
+        async fn collect(self, _limit: usize) -> Result<Bytes, BodyError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn body_read_times_out() {
+        let api = api(|c| c.limits.body_read_timeout = Duration::from_secs(2));
+        let headers = [("content-length", "100")];
+        let response = api.handle("POST", "/sessions", &headers, Stalled).await;
+        assert_eq!(response.status, 408);
+        assert_eq!(detail(&response)["code"], "body_timeout");
+        assert_eq!(response.header("connection"), Some("close"));
+    }
 
     #[test]
     fn routes() {
