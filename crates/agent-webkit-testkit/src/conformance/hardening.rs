@@ -272,10 +272,12 @@ pub async fn check_cors(target: &Target) -> Result<()> {
 
 /// Subscriber caps: past `--max-subscribers-per-session` a stream is 429 `subscriber_limit`,
 /// past `--max-subscribers` 503 `subscriber_capacity`, both with `Retry-After`; a closed
-/// stream frees its slot.
+/// stream frees its slot (at the latest when the next keepalive finds the client gone).
 pub async fn check_subscriber_caps(target: &Target) -> Result<()> {
     let server = target
-        .start(&["--max-subscribers-per-session", "2", "--max-subscribers", "3"])
+        // Some servers (actix) notice a gone client only when writing to it: a short keepalive
+        // makes that write come soon.
+        .start(&["--max-subscribers-per-session", "2", "--max-subscribers", "3", "--keepalive", "0.2"])
         .await?;
     let turn = target.echo_turn("hi");
     let a = server.create(&turn).await?;
