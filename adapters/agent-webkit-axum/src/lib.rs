@@ -69,7 +69,8 @@ pub async fn serve(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = api.limits().clone();
-    let app = router(api.clone()).map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new));
+    let app =
+        router(api.clone()).map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()

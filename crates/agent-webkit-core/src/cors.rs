@@ -57,7 +57,10 @@ impl Cors {
     pub fn response_headers(origin: &str) -> Vec<(&'static str, Cow<'static, str>)> {
         vec![
             ("access-control-allow-origin", Cow::Owned(origin.to_owned())),
-            ("access-control-expose-headers", Cow::Borrowed(EXPOSE_HEADERS)),
+            (
+                "access-control-expose-headers",
+                Cow::Borrowed(EXPOSE_HEADERS),
+            ),
             ("vary", Cow::Borrowed("Origin")),
         ]
     }
@@ -69,7 +72,10 @@ mod tests {
 
     #[test]
     fn exact_origins_only() {
-        let cors = Cors::new(&["https://app.example".into(), "http://localhost:3000/".into()]);
+        let cors = Cors::new(&[
+            "https://app.example".into(),
+            "http://localhost:3000/".into(),
+        ]);
         assert!(cors.enabled());
         assert_eq!(
             cors.allowed(Some(b"https://app.example")),

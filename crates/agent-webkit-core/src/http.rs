@@ -43,10 +43,10 @@ use crate::agent::{AgentError, SessionConfig};
 use crate::auth::AuthConfig;
 use crate::config::{AllowedRoots, AppConfig, ConfigError};
 use crate::cors::Cors;
-use crate::limits::{ServerLimits, SubscriberCaps, SubscriberPermit};
-use crate::policy::ClientPolicy;
 use crate::event_log::{LoggedEvent, SubscribeError};
+use crate::limits::{ServerLimits, SubscriberCaps, SubscriberPermit};
 use crate::models::{CreateSessionRequest, CreateSessionResponse, EventKind, InboundMessage};
+use crate::policy::ClientPolicy;
 use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
@@ -431,7 +431,10 @@ impl Api {
             Ok(Err(BodyError::TooLarge)) => Err(ApiResponse::payload_too_large(limit)),
             Ok(Err(err @ BodyError::Read(_))) => Err(ApiResponse::error(400, err, None)),
             Err(_) => {
-                tracing::info!(timeout_ms = timeout.as_millis(), "request body read timed out");
+                tracing::info!(
+                    timeout_ms = timeout.as_millis(),
+                    "request body read timed out"
+                );
                 Err(ApiResponse::error(
                     408,
                     format!(
@@ -872,15 +875,22 @@ mod tests {
         let preflight = [
             ("origin", "https://app.example"),
             ("access-control-request-method", "POST"),
-            ("access-control-request-headers", "authorization, content-type"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
         ];
         let off = api(|_| {});
-        let response = off.handle("OPTIONS", "/sessions", &preflight, Bytes::new()).await;
+        let response = off
+            .handle("OPTIONS", "/sessions", &preflight, Bytes::new())
+            .await;
         assert_eq!(response.status, 405);
         assert_eq!(response.header("access-control-allow-origin"), None);
 
         let on = api(|c| c.cors_origins = vec!["https://app.example".into()]);
-        let response = on.handle("OPTIONS", "/sessions", &preflight, Bytes::new()).await;
+        let response = on
+            .handle("OPTIONS", "/sessions", &preflight, Bytes::new())
+            .await;
         assert_eq!(response.status, 204);
         assert_eq!(
             response.header("access-control-allow-origin"),
@@ -891,7 +901,12 @@ mod tests {
             assert!(headers.contains(name), "{headers}");
         }
         let response = on
-            .handle("GET", "/healthz", &[("origin", "https://app.example")], Bytes::new())
+            .handle(
+                "GET",
+                "/healthz",
+                &[("origin", "https://app.example")],
+                Bytes::new(),
+            )
             .await;
         assert_eq!(response.status, 200);
         assert_eq!(
@@ -902,7 +917,9 @@ mod tests {
             ("origin", "https://evil.example"),
             ("access-control-request-method", "POST"),
         ];
-        let response = on.handle("OPTIONS", "/sessions", &other, Bytes::new()).await;
+        let response = on
+            .handle("OPTIONS", "/sessions", &other, Bytes::new())
+            .await;
         assert_eq!(response.status, 405);
         assert_eq!(response.header("access-control-allow-origin"), None);
     }

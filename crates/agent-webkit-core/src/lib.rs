@@ -43,11 +43,11 @@ pub use agent::{
 pub use auth::AuthConfig;
 pub use config::{AppConfig, ConfigError};
 pub use event_log::{EventLog, LoggedEvent, SubscribeError, Subscription};
-pub use limits::ServerLimits;
-pub use policy::ClientPolicy;
 pub use http::{Api, ApiResponse, BodyError, RequestBody, RequestHeaders, ResponseBody};
+pub use limits::ServerLimits;
 pub use models::{EventKind, InboundMessage, OutboundEvent, UserContent};
 pub use permission::{PermissionDecision, PermissionHandle, PermissionRouter};
+pub use policy::ClientPolicy;
 pub use registry::{RegistryConfig, SessionRegistry};
 pub use session::Session;
 pub use store::{InMemorySessionStore, SessionStore};

@@ -162,7 +162,10 @@ mod tests {
         for mode in ["bypassPermissions", "dontAsk", "auto", ""] {
             let err = policy.check_mode(mode).unwrap_err();
             assert_eq!(err.code(), "permission_mode_not_allowed");
-            assert!(err.to_string().contains("default, acceptEdits, plan"), "{err}");
+            assert!(
+                err.to_string().contains("default, acceptEdits, plan"),
+                "{err}"
+            );
         }
         let server_default = policy.allowing_mode("bypassPermissions");
         assert_eq!(server_default.check_mode("bypassPermissions"), Ok(()));
@@ -188,7 +191,7 @@ mod tests {
         let session = json!({"type": "addRules", "rules": [{"toolName": "Bash"}], "behavior": "allow", "destination": "session"});
         let user = json!({"type": "addRules", "rules": [{"toolName": "Bash"}], "behavior": "allow", "destination": "userSettings"});
         let missing = json!({"type": "addRules", "rules": []});
-        assert_eq!(policy.check_updates(&[session.clone()]), Ok(()));
+        assert_eq!(policy.check_updates(std::slice::from_ref(&session)), Ok(()));
         for bad in [&user, &missing] {
             assert_eq!(
                 policy
@@ -200,7 +203,8 @@ mod tests {
         policy.allow_settings_rules = true;
         assert_eq!(policy.check_updates(&[user]), Ok(()));
         assert!(policy.check_updates(&[missing]).is_err());
-        let bypass = json!({"type": "setMode", "mode": "bypassPermissions", "destination": "session"});
+        let bypass =
+            json!({"type": "setMode", "mode": "bypassPermissions", "destination": "session"});
         assert_eq!(
             policy.check_updates(&[bypass]).map_err(|e| e.code()),
             Err("permission_mode_not_allowed")

@@ -139,7 +139,11 @@ struct HardeningArgs {
     allow_settings_permission_rules: bool,
     /// Browser origin allowed to call the API, exact `scheme://host[:port]` (repeatable;
     /// default: none, no CORS headers).
-    #[arg(long = "cors-origin", env = "AGENT_WEBKIT_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        env = "AGENT_WEBKIT_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
     cors_origins: Vec<String>,
     /// Seconds a connection may take to send a request's headers before it is closed.
     #[arg(long, env = "AGENT_WEBKIT_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
@@ -195,7 +199,10 @@ impl HardeningArgs {
     fn limits(&self) -> Result<ServerLimits, String> {
         let at_least = |d: Duration| d.max(Duration::from_millis(10));
         Ok(ServerLimits {
-            header_read_timeout: at_least(seconds(self.header_read_timeout, "header-read-timeout")?),
+            header_read_timeout: at_least(seconds(
+                self.header_read_timeout,
+                "header-read-timeout",
+            )?),
             body_read_timeout: at_least(seconds(self.body_read_timeout, "body-read-timeout")?),
             max_connections: self.max_connections.max(1),
             shutdown_drain: seconds(self.shutdown_drain, "shutdown-drain")?,

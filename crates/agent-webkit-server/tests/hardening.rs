@@ -20,7 +20,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
 const T: Duration = Duration::from_secs(10);
 
 async fn create_status(client: &Client) -> u16 {
-    client.create_raw(&json!({})).await.unwrap().status().as_u16()
+    client
+        .create_raw(&json!({}))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// `AGENT_WEBKIT_NO_AUTH` (and every boolean variable) accepts 1/0/true/false/yes/no; a

@@ -42,7 +42,11 @@ pub async fn check_permission_mode_policy(target: &Target) -> Result<()> {
         .expect_error_code(400, Some("permission_mode_not_allowed"))?;
     ensure!(detail.contains(PROMPTING), "{detail}");
     let plan = json!({"type": "set_permission_mode", "mode": "acceptEdits"});
-    ensure_eq!(server.input(&id, &plan).await?.status, 204, "an allowed mode");
+    ensure_eq!(
+        server.input(&id, &plan).await?.status,
+        204,
+        "an allowed mode"
+    );
     drop(server);
 
     // The server's own default mode is always allowed; the operator's list replaces the default.
@@ -79,9 +83,12 @@ pub async fn check_model_policy(target: &Target) -> Result<()> {
     let turn = target.echo_turn("hi");
     let allowed = turn.model.clone().unwrap_or_else(|| "sonnet".to_owned());
     let server = target.start(&["--allow-model", &allowed]).await?;
-    let detail = create_reply(&server, &json!({"cwd": server.work_dir(), "model": "opus-x"}))
-        .await?
-        .expect_error_code(400, Some("model_not_allowed"))?;
+    let detail = create_reply(
+        &server,
+        &json!({"cwd": server.work_dir(), "model": "opus-x"}),
+    )
+    .await?
+    .expect_error_code(400, Some("model_not_allowed"))?;
     ensure!(detail.contains(&allowed), "{detail}");
     let id = server.create(&turn).await?;
     server
@@ -121,18 +128,28 @@ pub async fn check_permission_rules_policy(target: &Target) -> Result<()> {
         ensure!(detail.contains(destination), "{detail}");
     }
     server
-        .input(&id, &answer(json!([{"type": "addRules", "rules": [], "behavior": "allow"}])))
+        .input(
+            &id,
+            &answer(json!([{"type": "addRules", "rules": [], "behavior": "allow"}])),
+        )
         .await?
         .expect_error_code(400, Some("permission_destination_not_allowed"))?;
     server
         .input(
             &id,
-            &answer(json!([{"type": "setMode", "mode": "bypassPermissions", "destination": "session"}])),
+            &answer(
+                json!([{"type": "setMode", "mode": "bypassPermissions", "destination": "session"}]),
+            ),
         )
         .await?
         .expect_error_code(400, Some("permission_mode_not_allowed"))?;
     let reply = server.input(&id, &answer(json!([rule("session")]))).await?;
-    ensure_eq!(reply.status, 204, "a session rule (the prompt was still pending): {}", reply.body);
+    ensure_eq!(
+        reply.status,
+        204,
+        "a session rule (the prompt was still pending): {}",
+        reply.body
+    );
     stream.until("result", T).await?;
     drop(server);
 
@@ -197,7 +214,10 @@ pub async fn check_cors(target: &Target) -> Result<()> {
             .request(Method::OPTIONS, "/sessions")
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization, content-type")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
             .send()
     };
     let server = target.start(&[]).await?;
@@ -211,7 +231,10 @@ pub async fn check_cors(target: &Target) -> Result<()> {
     ensure_eq!(reply.status, 204, "preflight: {}", reply.body);
     ensure_eq!(reply.header("access-control-allow-origin"), Some(ORIGIN));
     let methods = reply.header("access-control-allow-methods").unwrap_or("");
-    ensure!(methods.contains("POST") && methods.contains("GET"), "{methods}");
+    ensure!(
+        methods.contains("POST") && methods.contains("GET"),
+        "{methods}"
+    );
     let headers = reply
         .header("access-control-allow-headers")
         .unwrap_or("")
@@ -220,7 +243,11 @@ pub async fn check_cors(target: &Target) -> Result<()> {
         ensure!(headers.contains(name), "{name} in {headers}");
     }
     let reply = Reply::read(preflight(&server, "https://evil.example").await?).await?;
-    ensure_eq!(reply.header("access-control-allow-origin"), None, "other origin");
+    ensure_eq!(
+        reply.header("access-control-allow-origin"),
+        None,
+        "other origin"
+    );
 
     let turn = target.echo_turn("hi");
     let response = server
@@ -277,7 +304,14 @@ pub async fn check_subscriber_caps(target: &Target) -> Result<()> {
     let server = target
         // Some servers (actix) notice a gone client only when writing to it: a short keepalive
         // makes that write come soon.
-        .start(&["--max-subscribers-per-session", "2", "--max-subscribers", "3", "--keepalive", "0.2"])
+        .start(&[
+            "--max-subscribers-per-session",
+            "2",
+            "--max-subscribers",
+            "3",
+            "--keepalive",
+            "0.2",
+        ])
         .await?;
     let turn = target.echo_turn("hi");
     let a = server.create(&turn).await?;
@@ -298,7 +332,10 @@ pub async fn check_subscriber_caps(target: &Target) -> Result<()> {
         if response.status() == 200 {
             break;
         }
-        ensure!(Instant::now() < deadline, "a closed stream never freed its slot");
+        ensure!(
+            Instant::now() < deadline,
+            "a closed stream never freed its slot"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
@@ -322,7 +359,10 @@ pub async fn check_inbound_bytes_limit(target: &Target) -> Result<()> {
     ensure_eq!(reply.header("retry-after"), Some("1"));
     ensure!(detail.contains("3000"), "{detail}");
     ensure_eq!(
-        server.input(&id, &json!({"type": "interrupt"})).await?.status,
+        server
+            .input(&id, &json!({"type": "interrupt"}))
+            .await?
+            .status,
         204
     );
     Ok(())
@@ -333,7 +373,11 @@ pub async fn check_inbound_bytes_limit(target: &Target) -> Result<()> {
 pub async fn check_body_read_timeout(target: &Target) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let server = target.start(&["--body-read-timeout", "1"]).await?;
-    let addr = server.process.base_url.trim_start_matches("http://").to_owned();
+    let addr = server
+        .process
+        .base_url
+        .trim_start_matches("http://")
+        .to_owned();
     let mut tcp = tokio::net::TcpStream::connect(&addr).await?;
     let head = format!(
         "POST /sessions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"cwd\":",
@@ -387,7 +431,11 @@ async fn half_sent(addr: &str, n: usize) -> Result<Vec<tokio::net::TcpStream>> {
 /// timeout (pre-auth slowloris), and the server keeps answering others.
 pub async fn check_slow_headers_closed(target: &Target) -> Result<()> {
     let server = target.start(&["--header-read-timeout", "1"]).await?;
-    let addr = server.process.base_url.trim_start_matches("http://").to_owned();
+    let addr = server
+        .process
+        .base_url
+        .trim_start_matches("http://")
+        .to_owned();
     let mut open = half_sent(&addr, 50).await?;
     let started = Instant::now();
     for tcp in &mut open {
@@ -398,7 +446,11 @@ pub async fn check_slow_headers_closed(target: &Target) -> Result<()> {
         "closed after {:?}",
         started.elapsed()
     );
-    let health = server.anonymous().request(Method::GET, "/healthz").send().await?;
+    let health = server
+        .anonymous()
+        .request(Method::GET, "/healthz")
+        .send()
+        .await?;
     ensure_eq!(health.status().as_u16(), 200);
     Ok(())
 }
@@ -408,14 +460,21 @@ pub async fn check_connection_cap(target: &Target) -> Result<()> {
     let server = target
         .start(&["--max-connections", "4", "--header-read-timeout", "60"])
         .await?;
-    let addr = server.process.base_url.trim_start_matches("http://").to_owned();
+    let addr = server
+        .process
+        .base_url
+        .trim_start_matches("http://")
+        .to_owned();
     let open = half_sent(&addr, 4).await?;
     // Let the server take all four before the fifth arrives.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let client = reqwest::Client::new();
     let url = format!("{}/healthz", server.process.base_url);
     let blocked = tokio::time::timeout(Duration::from_millis(1500), client.get(&url).send()).await;
-    ensure!(blocked.is_err(), "a fifth connection was served past the cap");
+    ensure!(
+        blocked.is_err(),
+        "a fifth connection was served past the cap"
+    );
     drop(open);
     let reply = tokio::time::timeout(T, client.get(&url).send())
         .await
@@ -434,7 +493,11 @@ pub async fn check_shutdown_drain(target: &Target) -> Result<()> {
     let mut server = target
         .start(&["--shutdown-drain", "1", "--header-read-timeout", "120"])
         .await?;
-    let addr = server.process.base_url.trim_start_matches("http://").to_owned();
+    let addr = server
+        .process
+        .base_url
+        .trim_start_matches("http://")
+        .to_owned();
     let _open = half_sent(&addr, 20).await?;
     let started = Instant::now();
     let status = server.process.terminate(Duration::from_secs(8)).await?;
