@@ -22,6 +22,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use agent_webkit_core::http::{BodyError, RequestBody, RequestHeaders, ResponseBody};
@@ -111,13 +112,26 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        // hyper's header read timeout starts once HTTP/1 is detected: a client that sends
+        // nothing (or part of the HTTP/2 preface) would never meet it. So the first request
+        // must arrive within the same timeout, whatever the protocol.
+        let first_request = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&first_request);
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |req: Request<hyper::body::Incoming>| {
+                seen.store(true, Ordering::Release);
+                req
+            },
+        ));
         let builder = Arc::clone(&builder);
         let mut stop = stop_rx.clone();
+        let header_timeout = limits.header_read_timeout;
         connections.spawn(async move {
             let _permit = permit;
             let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), service));
             let mut stopping = false;
+            let mut deadline = pin!(tokio::time::sleep(header_timeout));
+            let mut waiting_for_first = true;
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {
@@ -129,6 +143,13 @@ pub async fn serve(
                     _ = stop.changed(), if !stopping => {
                         stopping = true;
                         conn.as_mut().graceful_shutdown();
+                    }
+                    () = &mut deadline, if waiting_for_first => {
+                        waiting_for_first = false;
+                        if !first_request.load(Ordering::Acquire) {
+                            tracing::debug!(%remote, "no request within the header read timeout; closing");
+                            break;
+                        }
                     }
                 }
             }

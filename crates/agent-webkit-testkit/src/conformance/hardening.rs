@@ -415,20 +415,26 @@ async fn read_until_close(tcp: &mut tokio::net::TcpStream, within: Duration) -> 
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Opens `n` connections that each send half a request line's headers and stop.
-async fn half_sent(addr: &str, n: usize) -> Result<Vec<tokio::net::TcpStream>> {
+/// Opens `n` connections that each send `prefix` (part of a request) and stop.
+async fn half_sent_with(addr: &str, n: usize, prefix: &[u8]) -> Result<Vec<tokio::net::TcpStream>> {
     use tokio::io::AsyncWriteExt;
     let mut open = Vec::with_capacity(n);
     for _ in 0..n {
         let mut tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc").await?;
+        tcp.write_all(prefix).await?;
         open.push(tcp);
     }
     Ok(open)
 }
 
-/// `--header-read-timeout`: connections that send half a header are closed within the
-/// timeout (pre-auth slowloris), and the server keeps answering others.
+/// Opens `n` connections that each send half a header block and stop.
+async fn half_sent(addr: &str, n: usize) -> Result<Vec<tokio::net::TcpStream>> {
+    half_sent_with(addr, n, b"GET /healthz HTTP/1.1\r\nHost: loc").await
+}
+
+/// `--header-read-timeout`: connections that send half a header, nothing at all, or part of
+/// the HTTP/2 preface are closed within the timeout (pre-auth slowloris), and the server
+/// keeps answering others.
 pub async fn check_slow_headers_closed(target: &Target) -> Result<()> {
     let server = target.start(&["--header-read-timeout", "1"]).await?;
     let addr = server
@@ -436,7 +442,9 @@ pub async fn check_slow_headers_closed(target: &Target) -> Result<()> {
         .base_url
         .trim_start_matches("http://")
         .to_owned();
-    let mut open = half_sent(&addr, 50).await?;
+    let mut open = half_sent(&addr, 40).await?;
+    open.extend(half_sent_with(&addr, 5, b"").await?);
+    open.extend(half_sent_with(&addr, 5, b"PRI * HTTP/2.0\r\n").await?);
     let started = Instant::now();
     for tcp in &mut open {
         read_until_close(tcp, Duration::from_secs(8)).await?;
