@@ -64,16 +64,27 @@ pub fn create_app(
 }
 
 /// Serves `api` on `listener` (inside an actix `System`) until `signal` completes, then closes
-/// every session (streams end with `done`) and stops the server gracefully.
+/// every session (streams end with `done`) and stops the server gracefully, dropping
+/// connections still open after [`ServerLimits::shutdown_drain`]. Applies the connection
+/// limits of [`Api::limits`]: the header read timeout (actix's client request timeout) and the
+/// connection cap (split evenly over the workers, as actix counts per worker).
+///
+/// [`ServerLimits::shutdown_drain`]: agent_webkit_core::limits::ServerLimits::shutdown_drain
 pub async fn serve(
     listener: std::net::TcpListener,
     api: Api,
     signal: impl Future<Output = ()> + 'static,
 ) -> std::io::Result<()> {
+    let limits = api.limits().clone();
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let app_api = api.clone();
     let server = HttpServer::new(move || App::new().configure(configure(app_api.clone())))
         .disable_signals()
-        .shutdown_timeout(10)
+        .workers(workers)
+        .client_request_timeout(limits.header_read_timeout)
+        .max_connections(limits.max_connections.div_ceil(workers).max(1))
+        // actix counts whole seconds; round up so a short drain is not "no drain at all".
+        .shutdown_timeout(limits.shutdown_drain.as_secs_f64().ceil() as u64)
         // SSE writes many small frames: without TCP_NODELAY, Nagle's algorithm holds a frame
         // back until the previous one is acknowledged.
         .tcp_nodelay(true)

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::agent::AgentClientFactory;
 use crate::auth::{AuthConfig, MissingTokenError};
+use crate::limits::ServerLimits;
+use crate::policy::ClientPolicy;
 use crate::registry::{Failover, RegistryConfig};
 use crate::store::{InMemorySessionStore, SessionStore};
 
@@ -35,6 +37,12 @@ pub struct AppConfig {
     /// Cross-host failover (session persistence + this host's id); `None`: sessions live and
     /// die with this process.
     pub failover: Option<Failover>,
+    /// What clients may choose (permission modes, models, permission-rule destinations).
+    pub policy: ClientPolicy,
+    /// Timeouts and caps against slow or greedy clients.
+    pub limits: ServerLimits,
+    /// Browser origins allowed to call the API (exact `scheme://host[:port]`); empty: no CORS.
+    pub cors_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -47,6 +55,9 @@ impl std::fmt::Debug for AppConfig {
             .field("keepalive", &self.keepalive)
             .field("allowed_roots", &self.allowed_roots)
             .field("failover", &self.failover)
+            .field("policy", &self.policy)
+            .field("limits", &self.limits)
+            .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +75,9 @@ impl AppConfig {
             keepalive: DEFAULT_KEEPALIVE,
             allowed_roots: Vec::new(),
             failover: None,
+            policy: ClientPolicy::default(),
+            limits: ServerLimits::default(),
+            cors_origins: Vec::new(),
         }
     }
 
@@ -147,7 +161,8 @@ impl AllowedRoots {
     }
 
     /// Resolves a requested cwd (relative paths against the first root) to a canonical
-    /// directory inside a root, or explains why not.
+    /// directory inside a root, or explains why not (for the log only: the explanation is a
+    /// filesystem oracle, so clients get one uniform answer).
     pub(crate) fn resolve(&self, requested: &str) -> Result<PathBuf, String> {
         if requested.contains('\0') {
             return Err("cwd must not contain NUL bytes".to_owned());

@@ -23,6 +23,10 @@
 //!    dropping it is what unregisters the subscriber.
 //! 6. On graceful shutdown, call [`Api::shutdown`] *before* waiting for connections to drain:
 //!    it closes every session, which ends every SSE stream with `done`.
+//! 7. Apply the connection-level limits of [`Api::limits`] in `serve`: close a connection
+//!    that has not sent a complete request head within `header_read_timeout`, hold at most
+//!    `max_connections` open, and drop connections still open `shutdown_drain` after the
+//!    shutdown signal. (Body read timeouts, subscriber caps and CORS are applied here.)
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -38,8 +42,11 @@ use serde_json::json;
 use crate::agent::{AgentError, SessionConfig};
 use crate::auth::AuthConfig;
 use crate::config::{AllowedRoots, AppConfig, ConfigError};
+use crate::cors::Cors;
 use crate::event_log::{LoggedEvent, SubscribeError};
+use crate::limits::{ServerLimits, SubscriberCaps, SubscriberPermit};
 use crate::models::{CreateSessionRequest, CreateSessionResponse, EventKind, InboundMessage};
+use crate::policy::ClientPolicy;
 use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
@@ -258,6 +265,10 @@ struct ApiInner {
     max_body_bytes: usize,
     keepalive: Duration,
     roots: AllowedRoots,
+    policy: ClientPolicy,
+    limits: ServerLimits,
+    cors: Cors,
+    subscribers: Arc<SubscriberCaps>,
 }
 
 impl std::fmt::Debug for Api {
@@ -267,6 +278,9 @@ impl std::fmt::Debug for Api {
             .field("auth", &self.inner.auth)
             .field("max_body_bytes", &self.inner.max_body_bytes)
             .field("keepalive", &self.inner.keepalive)
+            .field("policy", &self.inner.policy)
+            .field("limits", &self.inner.limits)
+            .field("cors", &self.inner.cors)
             .finish()
     }
 }
@@ -285,7 +299,12 @@ impl Api {
             config.registry,
             config.failover,
         );
+        registry.set_take_over_check(take_over_check(roots.clone(), config.policy.clone()));
         registry.start_reaper();
+        let subscribers = SubscriberCaps::new(
+            config.limits.max_subscribers_per_session,
+            config.limits.max_subscribers,
+        );
         Ok(Self {
             inner: Arc::new(ApiInner {
                 registry,
@@ -293,8 +312,17 @@ impl Api {
                 max_body_bytes: config.max_body_bytes,
                 keepalive: config.keepalive,
                 roots,
+                policy: config.policy,
+                cors: Cors::new(&config.cors_origins),
+                limits: config.limits,
+                subscribers,
             }),
         })
+    }
+
+    /// The limits; adapters apply the connection-level ones (see the module docs).
+    pub fn limits(&self) -> &ServerLimits {
+        &self.inner.limits
     }
 
     /// The session registry.
@@ -323,7 +351,24 @@ impl Api {
             inner: body,
             read: Arc::clone(&read),
         };
-        let mut response = self.dispatch(method, path, headers, body).await;
+        let origin = self.inner.cors.allowed(headers.get("origin"));
+        let mut response = match origin {
+            Some(origin)
+                if method == "OPTIONS"
+                    && headers.get("access-control-request-method").is_some()
+                    && !matches!(route(path), Route::NotFound) =>
+            {
+                let mut preflight = ApiResponse::no_content();
+                preflight.headers = Cors::preflight_headers(origin);
+                preflight
+            }
+            _ => self.dispatch(method, path, headers, body).await,
+        };
+        if let Some(origin) = origin {
+            if response.header("access-control-allow-origin").is_none() {
+                response.headers.extend(Cors::response_headers(origin));
+            }
+        }
         if declares_body(headers) && !read.load(Ordering::Acquire) {
             // The body was refused or never needed: do not make the server read (or the client
             // keep sending) it; every adapter closes the connection after this response.
@@ -380,10 +425,26 @@ impl Api {
         if content_length(headers).is_some_and(|len| len > limit as u64) {
             return Err(ApiResponse::payload_too_large(limit));
         }
-        body.collect(limit).await.map_err(|err| match err {
-            BodyError::TooLarge => ApiResponse::payload_too_large(limit),
-            BodyError::Read(_) => ApiResponse::error(400, err, None),
-        })
+        let timeout = self.inner.limits.body_read_timeout;
+        match tokio::time::timeout(timeout, body.collect(limit)).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(BodyError::TooLarge)) => Err(ApiResponse::payload_too_large(limit)),
+            Ok(Err(err @ BodyError::Read(_))) => Err(ApiResponse::error(400, err, None)),
+            Err(_) => {
+                tracing::info!(
+                    timeout_ms = timeout.as_millis(),
+                    "request body read timed out"
+                );
+                Err(ApiResponse::error(
+                    408,
+                    format!(
+                        "Request body not received within {} s",
+                        timeout.as_secs_f64()
+                    ),
+                    Some("body_timeout"),
+                ))
+            }
+        }
     }
 
     async fn create<H, B>(&self, headers: &H, body: B) -> ApiResponse
@@ -399,11 +460,22 @@ impl Api {
             Ok(request) => request,
             Err(err) => return ApiResponse::error(400, err, None),
         };
+        if let Err(err) = self
+            .inner
+            .policy
+            .check_session(request.model.as_deref(), request.permission_mode.as_deref())
+        {
+            tracing::info!(error = %err, "session create refused by policy");
+            return ApiResponse::error(400, &err, Some(err.code()));
+        }
         let cwd = match request.cwd.as_deref() {
             None => None,
             Some(cwd) => match self.inner.roots.resolve(cwd) {
                 Ok(path) => Some(path),
-                Err(detail) => return ApiResponse::error(400, detail, Some("invalid_cwd")),
+                Err(detail) => {
+                    tracing::info!(reason = %detail, "session create refused: cwd");
+                    return ApiResponse::error(400, INVALID_CWD, Some("invalid_cwd"));
+                }
             },
         };
         let config = SessionConfig {
@@ -470,6 +542,14 @@ impl Api {
                         .with_header("retry-after", "1"),
                 )
             }
+            Err(ResumeError::Refused(reason)) => {
+                tracing::warn!(session_id = id, reason = %reason, "take-over refused by this host's policy");
+                Err(ApiResponse::error(
+                    403,
+                    ResumeError::Refused(reason),
+                    Some("take_over_refused"),
+                ))
+            }
             Err(ResumeError::Create(err)) => {
                 tracing::warn!(session_id = id, error = %err, "take-over failed");
                 Err(ApiResponse::error(502, err, Some("agent_start_failed")))
@@ -495,6 +575,14 @@ impl Api {
                 )
             }
         };
+        let permit = match self.inner.subscribers.acquire(id) {
+            Ok(permit) => permit,
+            Err(err) => {
+                tracing::info!(session_id = id, error = %err, "subscriber refused");
+                let (status, code) = err.status_and_code();
+                return ApiResponse::error(status, err, Some(code)).with_header("retry-after", "1");
+            }
+        };
         let subscriber = match session.subscribe(after) {
             Ok(subscriber) => subscriber,
             Err(err) => {
@@ -510,7 +598,7 @@ impl Api {
                 ("cache-control", Cow::Borrowed("no-cache")),
                 ("x-accel-buffering", Cow::Borrowed("no")),
             ],
-            body: ResponseBody::Sse(sse_stream(subscriber, self.inner.keepalive)),
+            body: ResponseBody::Sse(sse_stream(subscriber, permit, self.inner.keepalive)),
         }
     }
 
@@ -531,10 +619,18 @@ impl Api {
             Ok(message) => message,
             Err(err) => return ApiResponse::error(400, err, None),
         };
+        if let Err(err) = self.check_message(&message) {
+            tracing::info!(session_id = id, error = %err, "inbound message refused by policy");
+            return ApiResponse::error(400, &err, Some(err.code()));
+        }
         match apply(&session, message).await {
             Ok(()) => ApiResponse::no_content(),
             Err(SessionError::Backpressure(n)) => {
                 ApiResponse::error(503, SessionError::Backpressure(n), Some("backpressure"))
+                    .with_header("retry-after", "1")
+            }
+            Err(err @ SessionError::BackpressureBytes(_)) => {
+                ApiResponse::error(503, err, Some("backpressure_bytes"))
                     .with_header("retry-after", "1")
             }
             Err(SessionError::Closed) => ApiResponse::error(404, "Session not found", None),
@@ -552,6 +648,42 @@ impl Api {
             }
         }
     }
+}
+
+impl Api {
+    /// The policy's verdict on an inbound message (modes, models, permission-rule
+    /// destinations the client chose).
+    fn check_message(&self, message: &InboundMessage) -> Result<(), crate::policy::PolicyError> {
+        let policy = &self.inner.policy;
+        match message {
+            InboundMessage::SetPermissionMode { mode } => policy.check_mode(mode),
+            InboundMessage::SetModel { model: Some(model) } => policy.check_model(model),
+            InboundMessage::PermissionResponse(resp) => match &resp.updated_permissions {
+                Some(updates) => policy.check_updates(updates),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The one answer for any cwd a client may not use: which of "missing", "not a directory" or
+/// "outside the roots" it was is logged, never sent (it would be a filesystem oracle).
+const INVALID_CWD: &str = "cwd is not a directory this server allows";
+
+/// The take-over check: a stored session must fit this host's roots and policy.
+fn take_over_check(roots: AllowedRoots, policy: ClientPolicy) -> crate::registry::TakeOverCheck {
+    Arc::new(move |config: &SessionConfig| {
+        if let Some(cwd) = &config.cwd {
+            let cwd = cwd
+                .to_str()
+                .ok_or_else(|| format!("stored cwd {} is not UTF-8", cwd.display()))?;
+            roots.resolve(cwd)?;
+        }
+        policy
+            .check_session(config.model.as_deref(), config.permission_mode.as_deref())
+            .map_err(|err| err.to_string())
+    })
 }
 
 async fn apply(session: &Arc<Session>, message: InboundMessage) -> Result<(), SessionError> {
@@ -593,15 +725,22 @@ fn parse_last_event_id(value: Option<&[u8]>) -> Result<Option<u64>, ()> {
 
 struct SseState {
     subscriber: SessionSubscriber,
+    /// Holds the subscriber's slot under the caps until the stream is dropped.
+    _permit: SubscriberPermit,
     probe: Probe,
     keepalive: Duration,
     ended: bool,
 }
 
-fn sse_stream(subscriber: SessionSubscriber, keepalive: Duration) -> SseStream {
+fn sse_stream(
+    subscriber: SessionSubscriber,
+    permit: SubscriberPermit,
+    keepalive: Duration,
+) -> SseStream {
     let state = SseState {
         probe: subscriber.probe(),
         subscriber,
+        _permit: permit,
         keepalive,
         ended: false,
     };
@@ -663,7 +802,146 @@ fn lagged_frame(err: &SubscribeError) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::agent::{AgentClientFactory, AgentConnection, AgentContext};
+
+    /// Never starts an agent: these tests stop before one is needed.
+    struct NoAgent;
+
+    #[async_trait::async_trait]
+    impl AgentClientFactory for NoAgent {
+        async fn create(&self, _ctx: AgentContext) -> Result<AgentConnection, AgentError> {
+            Err(AgentError::Unavailable("no agent in this test".into()))
+        }
+    }
+
+    fn api(edit: impl FnOnce(&mut AppConfig)) -> Api {
+        let mut config = AppConfig::new(Arc::new(NoAgent)).with_auth(AuthConfig::disabled());
+        edit(&mut config);
+        Api::new(config).unwrap()
+    }
+
+    fn detail(response: &ApiResponse) -> serde_json::Value {
+        serde_json::from_slice(response.body_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cwd_refusals_are_uniform() {
+        let root = std::env::temp_dir().join(format!("aw-cwd-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("inside")).unwrap();
+        std::fs::write(root.join("file"), b"x").unwrap();
+        let api = api(|c| c.allowed_roots = vec![root.join("inside")]);
+        let mut bodies = Vec::new();
+        for cwd in [
+            root.join("inside/missing").display().to_string(),
+            root.join("file").display().to_string(),
+            root.display().to_string(),
+            "/".to_owned(),
+        ] {
+            let body = Bytes::from(json!({ "cwd": cwd }).to_string());
+            let response = api.handle("POST", "/sessions", &[], body).await;
+            assert_eq!(response.status, 400, "{cwd}");
+            bodies.push(detail(&response));
+        }
+        assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
+        assert_eq!(
+            bodies[0],
+            json!({"detail": INVALID_CWD, "code": "invalid_cwd"})
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn policy_refuses_modes_at_create() {
+        let api = api(|_| {});
+        let body = Bytes::from(r#"{"permission_mode":"bypassPermissions"}"#);
+        let response = api.handle("POST", "/sessions", &[], body).await;
+        assert_eq!(response.status, 400);
+        let body = detail(&response);
+        assert_eq!(body["code"], "permission_mode_not_allowed");
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("default, acceptEdits, plan"));
+        let api = self::api(|c| c.policy.models = Some(vec!["sonnet".into()]));
+        let body = Bytes::from(r#"{"model":"opus"}"#);
+        let response = api.handle("POST", "/sessions", &[], body).await;
+        assert_eq!(detail(&response)["code"], "model_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn cors_off_by_default_and_exact_when_on() {
+        let preflight = [
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
+        ];
+        let off = api(|_| {});
+        let response = off
+            .handle("OPTIONS", "/sessions", &preflight, Bytes::new())
+            .await;
+        assert_eq!(response.status, 405);
+        assert_eq!(response.header("access-control-allow-origin"), None);
+
+        let on = api(|c| c.cors_origins = vec!["https://app.example".into()]);
+        let response = on
+            .handle("OPTIONS", "/sessions", &preflight, Bytes::new())
+            .await;
+        assert_eq!(response.status, 204);
+        assert_eq!(
+            response.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        let headers = response.header("access-control-allow-headers").unwrap();
+        for name in ["authorization", "content-type", "last-event-id"] {
+            assert!(headers.contains(name), "{headers}");
+        }
+        let response = on
+            .handle(
+                "GET",
+                "/healthz",
+                &[("origin", "https://app.example")],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            response.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        let other = [
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+        ];
+        let response = on
+            .handle("OPTIONS", "/sessions", &other, Bytes::new())
+            .await;
+        assert_eq!(response.status, 405);
+        assert_eq!(response.header("access-control-allow-origin"), None);
+    }
+
+    /// A body that never arrives.
+    struct Stalled;
+
+    impl RequestBody for Stalled {
+        async fn collect(self, _limit: usize) -> Result<Bytes, BodyError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn body_read_times_out() {
+        let api = api(|c| c.limits.body_read_timeout = Duration::from_secs(2));
+        let headers = [("content-length", "100")];
+        let response = api.handle("POST", "/sessions", &headers, Stalled).await;
+        assert_eq!(response.status, 408);
+        assert_eq!(detail(&response)["code"], "body_timeout");
+        assert_eq!(response.header("connection"), Some("close"));
+    }
 
     #[test]
     fn routes() {

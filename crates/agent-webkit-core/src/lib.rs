@@ -14,6 +14,9 @@
 //! - [`auth`] — bearer tokens.
 //! - [`http`] — the HTTP behaviour itself, framework-free; see its docs for the adapter contract.
 //! - [`config`] — [`AppConfig`](config::AppConfig), what every adapter is built from.
+//! - [`policy`] — what clients may choose (permission modes, models, rule destinations).
+//! - [`limits`] — timeouts and caps against slow or greedy clients.
+//! - CORS (`--cors-origin`) is answered inside [`http`], configured by [`config`].
 //!
 //! ## The public API
 //!
@@ -30,11 +33,14 @@
 pub mod agent;
 pub mod auth;
 pub mod config;
+mod cors;
 pub mod event_log;
 pub mod http;
+pub mod limits;
 pub mod models;
 pub mod permission;
 pub mod persist;
+pub mod policy;
 pub mod registry;
 #[cfg(test)]
 mod scripted;

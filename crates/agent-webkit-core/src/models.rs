@@ -79,6 +79,29 @@ impl UserContent {
             UserContent::Blocks(blocks) => blocks.clone(),
         }
     }
+
+    /// Roughly the bytes this content holds (its strings, keys and numbers): what a queued
+    /// message costs, for the inbound byte budget. Deterministic for the same content.
+    pub fn size_hint(&self) -> usize {
+        fn value_size(value: &Value) -> usize {
+            match value {
+                Value::Null | Value::Bool(_) => 4,
+                Value::Number(_) => 8,
+                Value::String(s) => s.len() + 2,
+                Value::Array(items) => items.iter().map(value_size).sum::<usize>() + 2,
+                Value::Object(map) => {
+                    map.iter()
+                        .map(|(k, v)| k.len() + 3 + value_size(v))
+                        .sum::<usize>()
+                        + 2
+                }
+            }
+        }
+        match self {
+            UserContent::Text(text) => text.len(),
+            UserContent::Blocks(blocks) => blocks.iter().map(value_size).sum(),
+        }
+    }
 }
 
 impl From<&str> for UserContent {

@@ -15,9 +15,12 @@ use agent_webkit_core::agent::AgentClientFactory;
 use agent_webkit_core::auth::AuthConfig;
 use agent_webkit_core::config::AppConfig;
 use agent_webkit_core::http::Api;
+use agent_webkit_core::limits::ServerLimits;
+use agent_webkit_core::policy::ClientPolicy;
 use agent_webkit_core::registry::RegistryConfig;
 use agent_webkit_replay::ReplayAgentFactory;
-use clap::{Parser, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: the event path allocates and frees small buffers
@@ -59,8 +62,8 @@ struct Cli {
     /// Bearer token required on every request (also read from AGENT_WEBKIT_TOKEN).
     #[arg(long, env = "AGENT_WEBKIT_AUTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Disable auth (development only).
-    #[arg(long, env = "AGENT_WEBKIT_NO_AUTH")]
+    /// Disable auth (development only; anyone who can connect runs agents).
+    #[arg(long, env = "AGENT_WEBKIT_NO_AUTH", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_auth: bool,
     /// Seconds without input (and without a subscriber) before a session is evicted.
     #[arg(long, env = "AGENT_WEBKIT_IDLE_TIMEOUT", default_value_t = 300.0)]
@@ -110,7 +113,126 @@ struct Cli {
     #[arg(long, env = "AGENT_WEBKIT_LEASE", default_value_t = 10.0)]
     lease: f64,
     #[command(flatten)]
+    hardening: HardeningArgs,
+    #[command(flatten)]
     claude: ClaudeArgs,
+}
+
+/// What clients may choose, and limits against slow or greedy clients.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Client policy and limits")]
+struct HardeningArgs {
+    /// Permission mode clients may request (repeatable; replaces the default list
+    /// `default,acceptEdits,plan`). `--claude-permission-mode` is always allowed.
+    #[arg(
+        long = "allow-permission-mode",
+        env = "AGENT_WEBKIT_ALLOWED_PERMISSION_MODES",
+        value_delimiter = ','
+    )]
+    allowed_permission_modes: Vec<String>,
+    /// Model clients may request (repeatable; default: any).
+    #[arg(
+        long = "allow-model",
+        env = "AGENT_WEBKIT_ALLOWED_MODELS",
+        value_delimiter = ','
+    )]
+    allowed_models: Vec<String>,
+    /// Let clients' `updated_permissions` write rules to settings files (`userSettings`,
+    /// `projectSettings`, `localSettings`); default: `session` rules only.
+    #[arg(long, env = "AGENT_WEBKIT_ALLOW_SETTINGS_PERMISSION_RULES", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    allow_settings_permission_rules: bool,
+    /// Browser origin allowed to call the API, exact `scheme://host[:port]` (repeatable;
+    /// default: none, no CORS headers).
+    #[arg(
+        long = "cors-origin",
+        env = "AGENT_WEBKIT_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// Seconds a connection may take to send a request's headers before it is closed.
+    #[arg(long, env = "AGENT_WEBKIT_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    header_read_timeout: f64,
+    /// Seconds a client may take to send a request body (then 408 `body_timeout`).
+    #[arg(long, env = "AGENT_WEBKIT_BODY_READ_TIMEOUT", default_value_t = 30.0)]
+    body_read_timeout: f64,
+    /// Most open connections (SSE streams included); further ones wait to be accepted.
+    #[arg(long, env = "AGENT_WEBKIT_MAX_CONNECTIONS", default_value_t = agent_webkit_core::limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds graceful shutdown waits for open connections before dropping them.
+    #[arg(long, env = "AGENT_WEBKIT_SHUTDOWN_DRAIN", default_value_t = 10.0)]
+    shutdown_drain: f64,
+    /// Most subscribers of one session (more: 429 `subscriber_limit`).
+    #[arg(long, env = "AGENT_WEBKIT_MAX_SUBSCRIBERS_PER_SESSION", default_value_t = agent_webkit_core::limits::DEFAULT_MAX_SUBSCRIBERS_PER_SESSION)]
+    max_subscribers_per_session: usize,
+    /// Most subscribers in total (more: 503 `subscriber_capacity`).
+    #[arg(long, env = "AGENT_WEBKIT_MAX_SUBSCRIBERS", default_value_t = agent_webkit_core::limits::DEFAULT_MAX_SUBSCRIBERS)]
+    max_subscribers: usize,
+    /// Most bytes of queued user messages per session (more: 503 `backpressure_bytes`).
+    #[arg(long, env = "AGENT_WEBKIT_MAX_INBOUND_BYTES", default_value_t = agent_webkit_core::limits::DEFAULT_INBOUND_MAX_BYTES)]
+    max_inbound_bytes: usize,
+}
+
+impl HardeningArgs {
+    /// The client policy; `server_mode` (the configured default permission mode) is always
+    /// allowed.
+    fn policy(&self, server_mode: Option<&str>) -> ClientPolicy {
+        let mut policy = ClientPolicy::default();
+        let modes: Vec<String> = self
+            .allowed_permission_modes
+            .iter()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if !modes.is_empty() {
+            policy.permission_modes = modes;
+        }
+        if let Some(mode) = server_mode.filter(|m| !m.is_empty()) {
+            policy = policy.allowing_mode(mode);
+        }
+        let models: Vec<String> = self
+            .allowed_models
+            .iter()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
+        policy.models = (!models.is_empty()).then_some(models);
+        policy.allow_settings_rules = self.allow_settings_permission_rules;
+        policy
+    }
+
+    fn limits(&self) -> Result<ServerLimits, String> {
+        let at_least = |d: Duration| d.max(Duration::from_millis(10));
+        Ok(ServerLimits {
+            header_read_timeout: at_least(seconds(
+                self.header_read_timeout,
+                "header-read-timeout",
+            )?),
+            body_read_timeout: at_least(seconds(self.body_read_timeout, "body-read-timeout")?),
+            max_connections: self.max_connections.max(1),
+            shutdown_drain: seconds(self.shutdown_drain, "shutdown-drain")?,
+            max_subscribers_per_session: self.max_subscribers_per_session.max(1),
+            max_subscribers: self.max_subscribers.max(1),
+        })
+    }
+}
+
+/// The warning for a server running without auth: `Some((loud, text))`, louder when the
+/// address is reachable from other machines.
+fn no_auth_warning(auth_disabled: bool, ip: std::net::IpAddr) -> Option<(bool, String)> {
+    if !auth_disabled {
+        return None;
+    }
+    if ip.is_loopback() {
+        Some((
+            false,
+            "AUTH IS DISABLED (--no-auth): any local process can create sessions and run agents with this server's privileges".to_owned(),
+        ))
+    } else {
+        Some((
+            true,
+            format!("AUTH IS DISABLED (--no-auth) ON A NON-LOOPBACK ADDRESS ({ip}): ANYONE WHO CAN REACH THIS PORT CAN RUN AGENTS (shell commands, file edits) WITH THIS SERVER'S PRIVILEGES. Use a token unless this network is fully trusted."),
+        ))
+    }
 }
 
 /// Settings of the Claude CLI bridge (`--agent claude`).
@@ -133,7 +255,7 @@ struct ClaudeArgs {
     #[arg(long, env = "AGENT_WEBKIT_CLAUDE_APPEND_SYSTEM_PROMPT")]
     claude_append_system_prompt: Option<String>,
     /// Use Claude Code's own system prompt unchanged.
-    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_PRESET_PROMPT")]
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_PRESET_PROMPT", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     claude_preset_prompt: bool,
     /// Tools allowed without asking (comma-separated).
     #[arg(long, env = "AGENT_WEBKIT_CLAUDE_ALLOWED_TOOLS", value_delimiter = ',')]
@@ -177,13 +299,13 @@ struct ClaudeArgs {
     )]
     claude_hooks: Vec<String>,
     /// Forward thinking deltas as `message_delta` events.
-    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_THINKING_DELTAS")]
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_THINKING_DELTAS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     claude_thinking_deltas: bool,
     /// Largest accepted line of CLI output, in bytes.
     #[arg(long, env = "AGENT_WEBKIT_CLAUDE_MAX_LINE_BYTES", default_value_t = agent_webkit_claude::options::DEFAULT_MAX_LINE_BYTES)]
     claude_max_line_bytes: usize,
     /// Do not mirror CLI transcripts into the session store.
-    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_NO_MIRROR")]
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_NO_MIRROR", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     claude_no_mirror: bool,
 }
 
@@ -299,6 +421,12 @@ fn build_config(cli: &Cli) -> Result<AppConfig, String> {
     config.keepalive = seconds(cli.keepalive, "keepalive")?.max(Duration::from_millis(10));
     config.max_body_bytes = cli.max_body_bytes;
     config.allowed_roots.clone_from(&cli.allowed_roots);
+    config.registry.inbound_max_bytes = cli.hardening.max_inbound_bytes.max(1);
+    config.policy = cli
+        .hardening
+        .policy(cli.claude.claude_permission_mode.as_deref());
+    config.limits = cli.hardening.limits()?;
+    config.cors_origins.clone_from(&cli.hardening.cors_origins);
     Ok(config)
 }
 
@@ -339,6 +467,14 @@ fn auth_mode(config: &AppConfig) -> &'static str {
 }
 
 fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
+    match no_auth_warning(auth == "disabled", local.ip()) {
+        Some((true, text)) => {
+            tracing::error!("{text}");
+            eprintln!("\n!!! WARNING !!! {text}\n");
+        }
+        Some((false, text)) => tracing::warn!("{text}"),
+        None => {}
+    }
     tracing::info!(%local, agent = ?cli.agent, framework = ?cli.framework, auth, "listening");
     println!("agent-webkit-server listening on http://{local}");
 }

@@ -64,6 +64,17 @@ macro_rules! conformance_suite {
                 check_idle_eviction_without_subscriber,
                 check_idle_eviction_waits_for_subscriber,
                 check_crash_ends_session,
+                check_permission_mode_policy,
+                check_model_policy,
+                check_permission_rules_policy,
+                check_uniform_invalid_cwd,
+                check_cors,
+                check_subscriber_caps,
+                check_inbound_bytes_limit,
+                check_body_read_timeout,
+                check_slow_headers_closed,
+                check_connection_cap,
+                check_shutdown_drain,
             );
         }
     };

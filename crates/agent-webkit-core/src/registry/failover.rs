@@ -44,6 +44,10 @@ pub enum ResumeError {
     /// Resuming the agent failed.
     #[error(transparent)]
     Create(#[from] CreateError),
+    /// This host's policy refuses the stored session (cwd outside its roots, or a permission
+    /// mode or model it does not allow); details in the log.
+    #[error("This host may not run this session: its working directory, permission mode or model is not allowed here")]
+    Refused(String),
 }
 /// Whether the log ends inside a turn (events after the last `result`, other than
 /// `session_ready`), and the prompts asked in that unfinished turn.
@@ -146,6 +150,9 @@ impl SessionRegistry {
             // It ended (agent exit) on its host: gone for good.
             let _ = persistence.delete(id).await;
             return Ok(None);
+        }
+        if let Some(check) = inner.take_over_check.get() {
+            check(&record.config()).map_err(ResumeError::Refused)?;
         }
         match persistence
             .acquire(id, &failover.host_id, inner.config.lease)

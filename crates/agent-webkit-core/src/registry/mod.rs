@@ -41,6 +41,8 @@ pub struct RegistryConfig {
     pub ring_size: usize,
     /// Pending user messages per session (default 128).
     pub inbound_capacity: usize,
+    /// Most bytes of pending user messages per session (default 32 MiB).
+    pub inbound_max_bytes: usize,
     /// How long the agent factory may take before create fails (default 60 s).
     pub start_timeout: Duration,
     /// How long closing waits for the agent to disconnect (default 10 s).
@@ -61,6 +63,7 @@ impl Default for RegistryConfig {
             max_sessions: None,
             ring_size: DEFAULT_MAX_SIZE,
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
+            inbound_max_bytes: crate::limits::DEFAULT_INBOUND_MAX_BYTES,
             start_timeout: Duration::from_secs(60),
             disconnect_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(10),
@@ -96,11 +99,17 @@ pub enum CreateError {
     Persistence(String),
 }
 
+/// Decides whether this host may take over a session with this stored configuration
+/// (`Err(reason)` refuses; the reason is logged, not sent to clients).
+pub type TakeOverCheck = Arc<dyn Fn(&SessionConfig) -> Result<(), String> + Send + Sync>;
+
 struct Inner {
     factory: Arc<dyn AgentClientFactory>,
     store: Option<Arc<dyn SessionStore>>,
     config: RegistryConfig,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
+    /// Checked before taking over a session from another host (see [`TakeOverCheck`]).
+    take_over_check: std::sync::OnceLock<TakeOverCheck>,
     /// Live sessions plus creations in flight (for the cap).
     reserved: AtomicUsize,
     shutting_down: AtomicBool,
@@ -167,6 +176,7 @@ impl SessionRegistry {
                 store,
                 config,
                 sessions: RwLock::new(HashMap::new()),
+                take_over_check: std::sync::OnceLock::new(),
                 reserved: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 reaper: Mutex::new(None),
@@ -299,6 +309,7 @@ impl SessionRegistry {
             },
             SessionOptions {
                 inbound_capacity: inner.config.inbound_capacity,
+                inbound_max_bytes: inner.config.inbound_max_bytes,
                 disconnect_timeout: inner.config.disconnect_timeout,
             },
             Box::new(move |id| {
@@ -320,6 +331,12 @@ impl SessionRegistry {
             return Err(CreateError::ShuttingDown);
         }
         Ok(session)
+    }
+
+    /// Sets the check a stored session must pass before this host takes it over (once; later
+    /// calls are ignored).
+    pub fn set_take_over_check(&self, check: TakeOverCheck) {
+        let _ = self.inner.take_over_check.set(check);
     }
 
     /// The live session with this id.

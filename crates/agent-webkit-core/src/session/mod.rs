@@ -55,6 +55,9 @@ pub enum SessionError {
     /// The inbound queue is full (HTTP 503 + `Retry-After: 1`).
     #[error("Inbound queue full ({0} pending user messages); retry later")]
     Backpressure(usize),
+    /// The queued user messages hold their byte budget (HTTP 503 + `Retry-After: 1`).
+    #[error("Inbound queue full ({0} bytes of pending user messages); retry later")]
+    BackpressureBytes(usize),
     /// The session is closing or closed (HTTP 404).
     #[error("Session is closed")]
     Closed,
@@ -74,6 +77,8 @@ pub(crate) type OnEnded = Box<dyn Fn(&str) + Send + Sync>;
 pub(crate) struct SessionOptions {
     /// Inbound queue capacity.
     pub(crate) inbound_capacity: usize,
+    /// Most bytes of queued user messages.
+    pub(crate) inbound_max_bytes: usize,
     /// How long `close` waits for the agent's `disconnect`.
     pub(crate) disconnect_timeout: Duration,
 }
@@ -82,6 +87,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         Self {
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
+            inbound_max_bytes: crate::limits::DEFAULT_INBOUND_MAX_BYTES,
             disconnect_timeout: Duration::from_secs(10),
         }
     }
@@ -112,6 +118,7 @@ pub struct Session {
     client: Arc<dyn AgentClient>,
     inbound: mpsc::Sender<UserContent>,
     inbound_capacity: usize,
+    inbound_bytes: crate::limits::InboundBytes,
     last_activity: Mutex<Instant>,
     subscribers: AtomicUsize,
     /// Closed to hand the session to another host: streams end without `done`.
@@ -161,6 +168,7 @@ impl Session {
             client,
             inbound: tx,
             inbound_capacity: capacity,
+            inbound_bytes: crate::limits::InboundBytes::new(options.inbound_max_bytes),
             last_activity: Mutex::new(Instant::now()),
             subscribers: AtomicUsize::new(0),
             probe: tokio::sync::watch::Sender::new(0),
@@ -222,16 +230,25 @@ impl Session {
         if self.cancel.is_cancelled() {
             return Err(SessionError::Closed);
         }
+        let size = content.size_hint();
+        if !self.inbound_bytes.try_reserve(size) {
+            tracing::warn!(session_id = %self.id, size, "inbound queue byte budget full");
+            return Err(SessionError::BackpressureBytes(self.inbound_bytes.max()));
+        }
         match self.inbound.try_send(content) {
             Ok(()) => {
                 self.touch();
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.inbound_bytes.release(size);
                 tracing::warn!(session_id = %self.id, "inbound queue full");
                 Err(SessionError::Backpressure(self.inbound_capacity))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SessionError::Closed),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.inbound_bytes.release(size);
+                Err(SessionError::Closed)
+            }
         }
     }
 
@@ -434,6 +451,7 @@ impl Session {
                     }
                 }
                 Some(content) = inbound.recv(), if !turn_open && query.is_none() => {
+                    self.inbound_bytes.release(content.size_hint());
                     turn_open = true;
                     let client = Arc::clone(&self.client);
                     query = Some(Box::pin(async move { client.query(content).await }));

@@ -51,12 +51,14 @@ macro_rules! ensure_eq {
 }
 
 mod create;
+mod hardening;
 mod input;
 mod lifecycle;
 mod stream;
 mod transcript;
 
 pub use create::*;
+pub use hardening::*;
 pub use input::*;
 pub use lifecycle::*;
 pub use stream::*;
