@@ -96,7 +96,10 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 }
 
 fn relative(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).unwrap_or(path).display().to_string()
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn read(path: &Path) -> Result<String, String> {
@@ -137,11 +140,7 @@ pub fn relative_links(text: &str) -> Vec<String> {
             continue;
         }
         // Drop `code spans` (an odd backtick leaves the rest of the line as code).
-        let prose: String = line
-            .split('`')
-            .step_by(2)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
         let mut rest = prose.as_str();
         while let Some(at) = rest.find("](") {
             let after = &rest[at + 2..];
@@ -208,7 +207,10 @@ pub fn manifest_dependencies(manifest: &str) -> Vec<String> {
     for line in manifest.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            section = line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            section = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
             // `[dependencies.foo]` names the dependency in the header.
             if let Some(name) = section.strip_prefix("dependencies.") {
                 names.push(name.trim_matches('"').to_owned());
@@ -280,7 +282,9 @@ pub fn adapter_budget(root: &Path) -> Result<(), String> {
             lines += read(&file)?.lines().count();
         }
         if lines == 0 {
-            over.push(format!("  {dir}: no Rust source found (moved? update ADAPTER_BUDGET)"));
+            over.push(format!(
+                "  {dir}: no Rust source found (moved? update ADAPTER_BUDGET)"
+            ));
         } else if lines > *budget {
             over.push(format!("  {dir}: {lines} lines, budget {budget}"));
         }
@@ -443,7 +447,11 @@ pub fn rustdoc(_root: &Path) -> Result<(), String> {
     let mut doc = crate::cargo();
     doc.args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings");
-    output("cargo doc --workspace --no-deps (RUSTDOCFLAGS=-D warnings)", &mut doc).map(|_| ())
+    output(
+        "cargo doc --workspace --no-deps (RUSTDOCFLAGS=-D warnings)",
+        &mut doc,
+    )
+    .map(|_| ())
 }
 
 #[cfg(test)]
@@ -476,7 +484,14 @@ See [the map](docs/ARCHITECTURE.md#code-map) and ![chart](img/a.png \"title\").
 
     #[test]
     fn web_crates_by_family() {
-        for name in ["axum", "axum-core", "actix-web", "hyper-util", "http", "http-body"] {
+        for name in [
+            "axum",
+            "axum-core",
+            "actix-web",
+            "hyper-util",
+            "http",
+            "http-body",
+        ] {
             assert!(is_web_crate(name), "{name}");
         }
         for name in ["httparse2", "tokio", "bytes", "towerish", "serde_json"] {
