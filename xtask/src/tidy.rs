@@ -4,7 +4,9 @@
 //! it; [`tidy`] runs them all and fails if any failed (so one run lists every problem):
 //!
 //! - [`doc_links`] — every relative link in a `*.md` file resolves to a file or folder in the
-//!   repository (links to the web and `#anchors` are not followed);
+//!   repository (links to the web and `#anchors` are not followed), and every document cited
+//!   by name in Markdown or Rust comments (`docs/wire-protocol.md`, or just `wire-protocol.md`)
+//!   is in the repository;
 //! - [`core_framework_free`] — `agent-webkit-core` depends on no web framework or HTTP stack,
 //!   neither in its Cargo.toml nor anywhere in `cargo tree -e normal`;
 //! - [`adapter_budget`] — the adapters stay glue: their `src` stays under [`ADAPTER_BUDGET`];
@@ -162,11 +164,77 @@ pub fn relative_links(text: &str) -> Vec<String> {
     links
 }
 
-/// Relative links in Markdown files resolve.
+/// Top-level folders whose files prose cites by path (`docs/wire-protocol.md`).
+const CITED_ROOTS: &[&str] = &[
+    "docs/",
+    "crates/",
+    "adapters/",
+    "tests/",
+    "bench/",
+    "examples/",
+    "xtask/",
+];
+/// Extensions of cited files that must exist (`target/…` output is never cited as a source).
+const CITED_EXTENSIONS: &[&str] = &[".md", ".rs", ".toml", ".json", ".jsonl", ".py"];
+/// Documents cited by bare name that are build output, not sources: `cargo xtask bench` writes
+/// `target/bench/report.md`.
+const GENERATED_DOCS: &[&str] = &["report.md"];
+
+/// The files `text` cites by name in prose: any `*.md` (`wire-protocol.md`,
+/// `docs/ARCHITECTURE.md`), and paths under [`CITED_ROOTS`] with a known extension. In Rust
+/// source (`rust`), only comment lines count. Web addresses and `target/` output are skipped.
+pub fn cited_paths(text: &str, rust: bool) -> Vec<String> {
+    let mut cited = Vec::new();
+    for line in text.lines() {
+        if rust && !line.trim_start().starts_with("//") {
+            continue;
+        }
+        let is_path_char = |c: char| c.is_ascii_alphanumeric() || "_./-".contains(c);
+        let mut rest = line;
+        while !rest.is_empty() {
+            let start = rest.find(is_path_char).unwrap_or(rest.len());
+            let after = &rest[start..];
+            let end = after.find(|c| !is_path_char(c)).unwrap_or(after.len());
+            let token = after[..end].trim_end_matches('.');
+            let web = rest[..start].ends_with(':') || rest[start + end..].starts_with(':');
+            rest = &after[end..];
+            let token = token.strip_prefix("./").unwrap_or(token);
+            if web || token.starts_with('/') || token.starts_with("target/") || token.contains("..")
+            {
+                continue;
+            }
+            let under_root = CITED_ROOTS.iter().any(|r| token.starts_with(r))
+                && CITED_EXTENSIONS.iter().any(|e| token.ends_with(e));
+            let markdown = token.ends_with(".md") && token.len() > 3;
+            if under_root || markdown {
+                cited.push(token.to_owned());
+            }
+        }
+    }
+    cited
+}
+
+/// The nearest folder at or above `file` holding a Cargo.toml, below `root`.
+fn crate_dir(root: &Path, file: &Path) -> Option<PathBuf> {
+    file.ancestors()
+        .skip(1)
+        .take_while(|dir| dir.starts_with(root) && *dir != root)
+        .find(|dir| dir.join("Cargo.toml").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// Relative links in Markdown files resolve, and every file cited by name in Markdown or in
+/// Rust comments exists (a path: from the root, the citing crate or folder; a bare `*.md`
+/// name: anywhere in the repository).
 pub fn doc_links(root: &Path) -> Result<(), String> {
+    let markdown = files(root, ".md");
+    let names: std::collections::BTreeSet<String> = markdown
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
     let mut broken = Vec::new();
-    for file in files(root, ".md") {
-        let text = read(&file)?;
+    for file in &markdown {
+        let text = read(file)?;
         let dir = file.parent().unwrap_or(root);
         for link in relative_links(&text) {
             let target = if let Some(from_root) = link.strip_prefix('/') {
@@ -175,15 +243,40 @@ pub fn doc_links(root: &Path) -> Result<(), String> {
                 dir.join(&link)
             };
             if !target.exists() {
-                broken.push(format!("  {}: ({link})", relative(root, &file)));
+                broken.push(format!("  {}: link ({link})", relative(root, file)));
             }
         }
     }
+    let mut sources = markdown.clone();
+    for dir in MODULE_DOC_ROOTS {
+        sources.extend(files(&root.join(dir), ".rs"));
+    }
+    for file in &sources {
+        let text = read(file)?;
+        let rust = file.extension().is_some_and(|e| e == "rs");
+        let dir = file.parent().unwrap_or(root);
+        let own_crate = crate_dir(root, file);
+        for cited in cited_paths(&text, rust) {
+            let found = if cited.contains('/') {
+                [Some(root), own_crate.as_deref(), Some(dir)]
+                    .into_iter()
+                    .flatten()
+                    .any(|base| base.join(&cited).exists())
+            } else {
+                names.contains(&cited) || GENERATED_DOCS.contains(&cited.as_str())
+            };
+            if !found {
+                broken.push(format!("  {}: cites {cited}", relative(root, file)));
+            }
+        }
+    }
+    broken.dedup();
     if broken.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "links to files that do not exist (fix the path, or link to the web):\n{}",
+            "links to, or citations of, files not in the repository (fix the path, add the \
+             document under docs/, or link to the web):\n{}",
             broken.join("\n")
         ))
     }
@@ -445,13 +538,22 @@ pub fn msrv(root: &Path) -> Result<(), String> {
 /// `cargo doc --workspace --no-deps` builds without a warning.
 pub fn rustdoc(_root: &Path) -> Result<(), String> {
     let mut doc = crate::cargo();
-    doc.args(["doc", "--workspace", "--no-deps"])
+    doc.args(["doc", "--workspace", "--no-deps", "--keep-going"])
         .env("RUSTDOCFLAGS", "-D warnings");
     output(
         "cargo doc --workspace --no-deps (RUSTDOCFLAGS=-D warnings)",
         &mut doc,
     )
     .map(|_| ())
+    .map_err(|report| {
+        // The diagnostics, not cargo's progress lines.
+        const PROGRESS: &[&str] = &["Checking ", "Compiling ", "Documenting ", "Finished "];
+        report
+            .lines()
+            .filter(|l| !PROGRESS.iter().any(|p| l.trim_start().starts_with(p)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 #[cfg(test)]
@@ -479,6 +581,21 @@ See [the map](docs/ARCHITECTURE.md#code-map) and ![chart](img/a.png \"title\").
                 "one.md",
                 "../two.md"
             ]
+        );
+    }
+
+    #[test]
+    fn cited_paths_in_prose_and_comments() {
+        let md = "See docs/wire-protocol.md, `crates/x/src/lib.rs` and README.md.\n\
+                  Output: target/bench/report.md; web: https://example.com/a.md; ../up.md\n";
+        assert_eq!(
+            cited_paths(md, false),
+            ["docs/wire-protocol.md", "crates/x/src/lib.rs", "README.md"]
+        );
+        let rust = "//! Frames (claude-cli-protocol.md §5.1), tests/http_fuzz.rs.\nlet p = \"docs/gone.md\";\n";
+        assert_eq!(
+            cited_paths(rust, true),
+            ["claude-cli-protocol.md", "tests/http_fuzz.rs"]
         );
     }
 

@@ -1,6 +1,7 @@
 //! Request fuzzing: proptest strategies for hostile HTTP requests, and the verdict every answer
-//! must pass — used in-process against `Api::handle` (core's `tests/http_fuzz.rs`) and over raw
-//! TCP against both adapters (the server's `tests/http_fuzz_tcp.rs`).
+//! must pass — used in-process against `Api::handle`
+//! (`crates/agent-webkit-core/tests/http_fuzz.rs`) and over raw TCP against both adapters
+//! (`crates/agent-webkit-server/tests/http_fuzz_tcp.rs`).
 //!
 //! A [`FuzzRequest`] is a method, a path, headers, a body and how the body is framed. Paths may
 //! name [`SESSION`], replaced at run time by a live session's id, so most requests reach real
