@@ -601,7 +601,8 @@ pub fn request() -> impl Strategy<Value = FuzzRequest> {
 }
 
 /// A proptest configuration for `cases` cases (`PROPTEST_CASES` overrides), no regression
-/// files (the failing input is printed instead).
+/// files (the failing input is printed instead), and shrinking bounded in time: a hang costs
+/// [`ANSWER_TIMEOUT`] per attempt.
 pub fn config(cases: u32) -> proptest::test_runner::Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -611,6 +612,7 @@ pub fn config(cases: u32) -> proptest::test_runner::Config {
         cases,
         failure_persistence: None,
         max_shrink_iters: 200,
+        max_shrink_time: 30_000,
         ..proptest::test_runner::Config::default()
     }
 }
