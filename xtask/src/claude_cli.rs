@@ -17,22 +17,9 @@ pub const CLI_ENV: &str = "AGENT_WEBKIT_CLAUDE_CLI";
 /// Environment variable through which the tests learn why the CLI is unavailable.
 pub const SKIP_ENV: &str = "AGENT_WEBKIT_CLAUDE_CLI_SKIP";
 
-fn non_empty(key: &str) -> Option<std::ffi::OsString> {
-    std::env::var_os(key).filter(|v| !v.is_empty())
-}
-
 /// The install folder for the pinned version.
 pub fn install_dir() -> Result<PathBuf, String> {
-    let base = if let Some(dir) = non_empty("AGENT_WEBKIT_CACHE_DIR") {
-        PathBuf::from(dir)
-    } else if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
-        PathBuf::from(xdg).join("agent-webkit")
-    } else if let Some(home) = non_empty("HOME") {
-        PathBuf::from(home).join(".cache").join("agent-webkit")
-    } else {
-        return Err("no cache folder: set AGENT_WEBKIT_CACHE_DIR (HOME is not set)".into());
-    };
-    Ok(base.join(format!("claude-code-{VERSION}")))
+    crate::cache_install_dir(&format!("claude-code-{VERSION}"))
 }
 
 /// npm's name for this platform's native package suffix, e.g. `linux-x64`.

@@ -29,22 +29,9 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Upper bound for `node --version`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn non_empty(key: &str) -> Option<std::ffi::OsString> {
-    std::env::var_os(key).filter(|v| !v.is_empty())
-}
-
 /// The install folder for the pinned version.
 pub fn install_dir() -> Result<PathBuf, String> {
-    let base = if let Some(dir) = non_empty("AGENT_WEBKIT_CACHE_DIR") {
-        PathBuf::from(dir)
-    } else if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
-        PathBuf::from(xdg).join("agent-webkit")
-    } else if let Some(home) = non_empty("HOME") {
-        PathBuf::from(home).join(".cache").join("agent-webkit")
-    } else {
-        return Err("no cache folder: set AGENT_WEBKIT_CACHE_DIR (HOME is not set)".into());
-    };
-    Ok(base.join(format!("js-client-{VERSION}")))
+    crate::cache_install_dir(&format!("js-client-{VERSION}"))
 }
 
 /// `tests/js` in the clone.

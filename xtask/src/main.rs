@@ -1,6 +1,8 @@
 //! Project automation, rust-analyzer style: `cargo xtask <task>`.
 //!
-//! - `cargo xtask test` — everything CI runs: format check, clippy (`-D warnings`), every test.
+//! - `cargo xtask test` — everything CI runs: format check, clippy (`-D warnings`), tidy, every test.
+//! - `cargo xtask tidy` — repository invariants (doc links, framework-free core, adapter size,
+//!   rustdoc warnings, MSRV, module docs); see [`tidy`].
 //! - `cargo xtask bench` — load benchmarks (not part of `test`).
 //! - `cargo xtask claude-cli` — install the pinned real Claude CLI (if needed) and print its path.
 //! - `cargo xtask js-client` — install the pinned JS client (if needed) and print its `node_modules`.
@@ -16,10 +18,14 @@
 //! afterwards, whatever the tests did. `cargo xtask with-postgres <cmd…>` runs one command the same way.
 
 mod bench;
+// One definition of the cache folder, shared with the testkit without depending on it.
+#[path = "../../crates/agent-webkit-testkit/src/cache_dir.rs"]
+mod cache_dir;
 mod claude_cli;
 mod js_client;
 mod postgres;
 mod python_original;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -29,12 +35,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("tidy") => tidy::tidy(&root()),
         Some("claude-cli") => claude_cli::ensure().map(|path| println!("{}", path.display())),
         Some("js-client") => js_client::ensure().map(|path| println!("{}", path.display())),
         Some("with-postgres") => with_postgres(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
-            println!("usage: cargo xtask <test|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, all tests (what CI runs)\n              --no-lint  skip fmt and clippy\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path\n  with-postgres <cmd…>  run a command with a throwaway PostgreSQL (AGENT_WEBKIT_PG_DSN,\n                        AGENT_WEBKIT_PG_RESTART)");
+            println!("usage: cargo xtask <test|tidy|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, tidy, all tests (what CI runs)\n              --no-lint  skip fmt, clippy and tidy\n  tidy        doc links, framework-free core, adapter line budget, cargo doc -D warnings,\n              MSRV, module docs\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path\n  with-postgres <cmd…>  run a command with a throwaway PostgreSQL (AGENT_WEBKIT_PG_DSN,\n                        AGENT_WEBKIT_PG_RESTART)");
             Ok(())
         }
         Some(other) => Err(format!("unknown task {other:?}; try `cargo xtask help`")),
@@ -53,6 +60,13 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `<cache folder>/<name>`, the install folder of one pinned download (see [`cache_dir`]).
+fn cache_install_dir(name: &str) -> Result<PathBuf, String> {
+    cache_dir::cache_root()
+        .map(|root| root.join(name))
+        .ok_or_else(|| "no cache folder: set AGENT_WEBKIT_CACHE_DIR (HOME is not set)".into())
 }
 
 fn cargo() -> Command {
@@ -220,6 +234,13 @@ fn test(args: &[String]) -> Result<(), String> {
             "warnings",
         ]);
         run("cargo clippy -D warnings", &mut clippy)?;
+        eprintln!("xtask: ==> tidy");
+        let tidy_started = Instant::now();
+        tidy::tidy(&root())?;
+        eprintln!(
+            "xtask: <== tidy: ok in {:.1}s",
+            tidy_started.elapsed().as_secs_f64()
+        );
     }
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets"]);

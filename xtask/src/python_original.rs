@@ -44,16 +44,7 @@ fn non_empty(key: &str) -> Option<std::ffi::OsString> {
 
 /// The cache folder for the pinned version.
 fn install_dir() -> Result<PathBuf, String> {
-    let base = if let Some(dir) = non_empty("AGENT_WEBKIT_CACHE_DIR") {
-        PathBuf::from(dir)
-    } else if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
-        PathBuf::from(xdg).join("agent-webkit")
-    } else if let Some(home) = non_empty("HOME") {
-        PathBuf::from(home).join(".cache").join("agent-webkit")
-    } else {
-        return Err("no cache folder: set AGENT_WEBKIT_CACHE_DIR (HOME is not set)".into());
-    };
-    Ok(base.join(format!("python-original-{VERSION}")))
+    crate::cache_install_dir(&format!("python-original-{VERSION}"))
 }
 
 /// `bench/python` in the clone.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use agent_webkit_testkit::ServerProcess;
+use agent_webkit_testkit::{cache_dir, ServerProcess};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
@@ -49,16 +49,7 @@ fn has_client(modules: &Path) -> bool {
 /// xtask's cache folder (`$AGENT_WEBKIT_CACHE_DIR`, `$XDG_CACHE_HOME/agent-webkit`,
 /// `~/.cache/agent-webkit`) plus `js-client-<version>`.
 fn cache_install_dir() -> Option<PathBuf> {
-    let base = if let Some(dir) = non_empty("AGENT_WEBKIT_CACHE_DIR") {
-        PathBuf::from(dir)
-    } else if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
-        PathBuf::from(xdg).join("agent-webkit")
-    } else {
-        PathBuf::from(non_empty("HOME")?)
-            .join(".cache")
-            .join("agent-webkit")
-    };
-    Some(base.join(format!("js-client-{CLIENT_VERSION}")))
+    Some(cache_dir::cache_root()?.join(format!("js-client-{CLIENT_VERSION}")))
 }
 
 /// The installed `node_modules`, or why it is unavailable.

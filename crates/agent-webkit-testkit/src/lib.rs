@@ -3,7 +3,9 @@
 //! Black-box test helpers for agent-webkit servers:
 //! - [`ServerProcess`] starts a server binary on a free port and stops it on drop;
 //! - [`Client`] speaks wire protocol 1.0 over real HTTP (create, input, delete, stream);
-//! - [`SseStream`] parses an SSE response into [`SseFrame`]s, keepalive comments included.
+//! - [`SseStream`] parses an SSE response into [`SseFrame`]s, keepalive comments included;
+//! - [`cache_dir::cache_root`] is the folder xtask installs pinned downloads into;
+//! - [`http_fuzz`] generates hostile HTTP requests (proptest) and judges the answers.
 //!
 //! The scripted agent lives in `agent-webkit-replay` and is re-exported here as [`replay`].
 
@@ -19,8 +21,10 @@ use tokio::process::{Child, Command};
 
 pub use agent_webkit_replay as replay;
 
+pub mod cache_dir;
 pub mod conformance;
 pub mod fake_claude;
+pub mod http_fuzz;
 pub use fake_claude::fake_claude_path;
 
 pub mod mock_api;
