@@ -208,5 +208,4 @@ impl Shared {
         }
         request.token.cancel();
     }
-
 }

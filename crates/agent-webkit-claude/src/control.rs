@@ -85,7 +85,11 @@ impl Shared {
     }
 
     /// Sends a control request and waits for its response payload.
-    pub(crate) async fn request(&self, request: Value, timeout: Duration) -> Result<Value, ControlError> {
+    pub(crate) async fn request(
+        &self,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, ControlError> {
         let id = self.next_request_id();
         let subtype = request
             .get("subtype")
@@ -160,7 +164,6 @@ impl Shared {
         }
         awaiting.pop_front().is_some()
     }
-
 
     /// Marks the process gone: fails waiting host requests and stops CLI-request tasks.
     pub(crate) fn mark_dead(&self, reason: String) {

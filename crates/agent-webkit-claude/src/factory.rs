@@ -38,6 +38,12 @@ pub struct ClaudeAgentFactory {
 impl ClaudeAgentFactory {
     /// A factory launching the CLI with `options`.
     pub fn new(options: ClaudeOptions) -> Self {
+        for name in options.secret_env_names() {
+            tracing::warn!(
+                variable = name,
+                "the configured CLI variable holds a secret value; it is not passed to the Claude CLI"
+            );
+        }
         Self {
             options: Arc::new(options),
             live: Arc::new(AtomicUsize::new(0)),

@@ -8,6 +8,7 @@
 //!
 //! - [`options`] — [`ClaudeOptions`] and the command line / environment built from them.
 //! - [`discover`] — finding the executable.
+//! - [`env`] — the CLI's environment: what is inherited, what never is, secret redaction.
 //! - [`process`] — the child process: process group, stdin writer, stdout lines, stderr tail,
 //!   teardown.
 //! - [`translate`] — CLI frames → normalised agent messages (deltas, accumulated assistant
@@ -40,6 +41,7 @@ mod cli_requests;
 pub mod client;
 mod control;
 pub mod discover;
+pub mod env;
 pub mod factory;
 pub mod mirror;
 pub mod options;
@@ -51,6 +53,7 @@ pub mod translate;
 
 pub use agent_webkit_core::AgentClientFactory;
 pub use client::ClaudeClient;
-pub use factory::ClaudeAgentFactory;
 pub use discover::{find_cli, DiscoverError, NOT_FOUND_HINT};
+pub use env::Secrets;
+pub use factory::ClaudeAgentFactory;
 pub use options::{ClaudeOptions, HookSpec, SystemPrompt, Timeouts};

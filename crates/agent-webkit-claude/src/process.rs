@@ -152,12 +152,7 @@ impl CliProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for key in &spec.env_remove {
-            cmd.env_remove(key);
-        }
-        for (key, value) in &spec.env {
-            cmd.env(key, value);
-        }
+        cmd.env_clear().envs(&spec.env);
         #[cfg(unix)]
         cmd.process_group(0);
         let mut child = cmd.spawn()?;

@@ -139,11 +139,7 @@ async fn dispatch(
     }
 }
 
-async fn report_mirror_errors(
-    shared: &Shared,
-    tx: &MessageSender,
-    errors: Vec<MirrorError>,
-) {
+async fn report_mirror_errors(shared: &Shared, tx: &MessageSender, errors: Vec<MirrorError>) {
     for error in errors {
         let key = error
             .key
