@@ -25,6 +25,15 @@ use crate::reader::reader_loop;
 use crate::resume::{self, ResumeDir};
 use crate::translate::Translator;
 
+/// What clients are told when the CLI cannot be spawned (the reason is in the server log).
+pub const START_FAILED: &str =
+    "The Claude CLI could not be started; the reason is in the server log.";
+
+/// What clients are told when the CLI does not complete its handshake (its output is in the
+/// server log, redacted of configured secrets: it may print anything).
+pub const HANDSHAKE_FAILED: &str =
+    "The Claude CLI exited or failed during startup; the reason is in the server log.";
+
 /// Capacity of the channel from the stdout reader to the session.
 const MESSAGE_BUFFER: usize = 1024;
 
@@ -110,19 +119,26 @@ impl AgentClientFactory for ClaudeAgentFactory {
             },
         );
         let started = Instant::now();
-        let (process, stdout) =
-            match CliProcess::spawn(&spec, &ctx.session_id, Arc::clone(&self.live)) {
-                Ok(spawned) => spawned,
-                Err(e) => {
-                    if let Some(dir) = plan.dir {
-                        dir.remove().await;
-                    }
-                    return Err(AgentError::StartFailed(format!(
-                        "cannot start the Claude CLI {}: {e}",
-                        spec.program.display()
-                    )));
+        let (process, stdout) = match CliProcess::spawn(
+            &spec,
+            &ctx.session_id,
+            Arc::clone(&self.live),
+            &options.secrets,
+        ) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                if let Some(dir) = plan.dir {
+                    dir.remove().await;
                 }
-            };
+                tracing::error!(
+                    session_id = %ctx.session_id,
+                    program = %spec.program.display(),
+                    error = %options.secrets.redact(&e.to_string()),
+                    "cannot start the Claude CLI"
+                );
+                return Err(AgentError::StartFailed(START_FAILED.into()));
+            }
+        };
         let resumed = plan.dir.is_some();
         if let Some(dir) = plan.dir {
             process.attach_resume_dir(dir).await;
@@ -168,10 +184,15 @@ impl AgentClientFactory for ClaudeAgentFactory {
                 // Reap it now (deleting a resume directory) rather than in the background.
                 guard.0 = None;
                 shared.closing.store(true, Ordering::Release);
-                shared.process.kill().await;
-                return Err(AgentError::StartFailed(format!(
-                    "the Claude CLI did not complete its initialize handshake: {detail}"
-                )));
+                let status = shared.process.kill().await;
+                tracing::error!(
+                    session_id = %ctx.session_id,
+                    detail = %options.secrets.redact(&detail),
+                    status = ?status,
+                    stderr = %shared.process.stderr_tail(),
+                    "the Claude CLI did not complete its initialize handshake"
+                );
+                return Err(AgentError::StartFailed(HANDSHAKE_FAILED.into()));
             }
         };
         let cli_version = info

@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
+use crate::env::Secrets;
 use crate::options::LaunchSpec;
 use crate::resume::ResumeDir;
 
@@ -21,14 +22,27 @@ const STDERR_TAIL_BYTES: usize = 8 * 1024;
 /// Longest stderr line logged as one line.
 const STDERR_LINE_MAX: usize = 64 * 1024;
 
-/// The last few KiB of the CLI's stderr.
+/// The last few KiB of the CLI's stderr, redacted of configured secrets.
 #[derive(Debug, Default)]
 pub struct StderrTail {
     lines: Mutex<(VecDeque<String>, usize)>,
+    secrets: Secrets,
 }
 
 impl StderrTail {
-    fn push(&self, line: String) {
+    /// A tail redacting `secrets` from every line.
+    pub fn new(secrets: Secrets) -> Self {
+        Self {
+            lines: Mutex::default(),
+            secrets,
+        }
+    }
+
+    /// Keeps `line` (redacted), dropping the oldest lines beyond the size bound; returns the
+    /// redacted line.
+    fn push(&self, line: String) -> String {
+        let line = self.secrets.redact(&line);
+        let kept = line.clone();
         let mut guard = self.lines.lock();
         let (lines, bytes) = &mut *guard;
         *bytes += line.len() + 1;
@@ -38,6 +52,7 @@ impl StderrTail {
                 *bytes -= old.len() + 1;
             }
         }
+        kept
     }
 
     /// The kept lines joined by newlines (empty when the CLI wrote nothing).
@@ -139,11 +154,13 @@ impl std::fmt::Debug for CliProcess {
 }
 
 impl CliProcess {
-    /// Spawns the CLI described by `spec`. `live` counts processes not yet reaped.
+    /// Spawns the CLI described by `spec`. `live` counts processes not yet reaped; `secrets`
+    /// are redacted from its stderr before it is logged or kept.
     pub fn spawn(
         spec: &LaunchSpec,
         session_id: &str,
         live: Arc<AtomicUsize>,
+        secrets: &Secrets,
     ) -> std::io::Result<(Arc<Self>, ChildStdout)> {
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
@@ -165,7 +182,7 @@ impl CliProcess {
             live.fetch_sub(1, Ordering::AcqRel);
             return Err(std::io::Error::other("child stdio was not captured"));
         };
-        let tail = Arc::new(StderrTail::default());
+        let tail = Arc::new(StderrTail::new(secrets.clone()));
         tokio::spawn(drain_stderr(
             stderr,
             Arc::clone(&tail),
@@ -195,9 +212,14 @@ impl CliProcess {
         self.pid
     }
 
-    /// The tail of stderr.
+    /// The tail of stderr (redacted).
     pub fn stderr_tail(&self) -> String {
         self.stderr.text()
+    }
+
+    /// `text` redacted of the secrets this process was started with.
+    pub fn redact(&self, text: &str) -> String {
+        self.stderr.secrets.redact(text)
     }
 
     /// The exit status, once reaped.
@@ -352,13 +374,13 @@ async fn drain_stderr(
                 if line.is_empty() {
                     continue;
                 }
+                let line = tail.push(line);
                 tracing::debug!(session_id, line = %line, "claude stderr");
-                tail.push(line);
             }
             Ok(None) => break,
             Err(LineError::TooLong(_)) => {
                 // Keep draining: an undrained pipe would block the CLI.
-                tail.push("[stderr line too long, truncated]".into());
+                let _ = tail.push("[stderr line too long, truncated]".into());
                 reader.buf.clear();
                 let mut sink = [0u8; 8192];
                 loop {
@@ -393,6 +415,16 @@ mod tests {
         let long = vec![b'x'; 300];
         let mut r = LineReader::new(&long[..], 100);
         assert!(matches!(r.next_line().await, Err(LineError::TooLong(100))));
+    }
+
+    #[test]
+    fn stderr_tail_is_redacted() {
+        let tail = StderrTail::new(Secrets::new(["hunter2"]));
+        assert_eq!(
+            tail.push("password=hunter2!".into()),
+            "password=[redacted]!"
+        );
+        assert_eq!(tail.text(), "password=[redacted]!");
     }
 
     #[test]

@@ -33,15 +33,17 @@ pub(crate) async fn reader_loop(
                     continue;
                 }
                 if line.first() != Some(&b'{') {
-                    tracing::debug!(session_id = %shared.session_id, line = %String::from_utf8_lossy(line), "non-JSON stdout line skipped");
+                    let line = shared.process.redact(&String::from_utf8_lossy(line));
+                    tracing::debug!(session_id = %shared.session_id, line, "non-JSON stdout line skipped");
                     continue;
                 }
                 let frame: Value = match serde_json::from_slice(line) {
                     Ok(frame) => frame,
                     Err(err) => {
-                        break Some(format!(
-                            "the Claude CLI printed a line that is not valid JSON ({err})"
-                        ))
+                        tracing::warn!(session_id = %shared.session_id, error = %err, "invalid JSON on the CLI's stdout");
+                        break Some(
+                            "the Claude CLI printed a line that is not valid JSON".to_owned(),
+                        );
                     }
                 };
                 dispatch(&shared, frame, &tx, batcher.as_ref(), &mut translator).await;
@@ -62,19 +64,22 @@ pub(crate) async fn reader_loop(
     } else {
         shared.process.wait_for(Duration::from_secs(2)).await
     };
-    let stderr = shared.process.stderr_tail();
+    // Clients get what happened, never what the CLI printed (it may print anything, secrets
+    // included): its stderr goes to the log only, redacted.
     let mut reason = match (&failure, status) {
         (Some(failure), _) => failure.clone(),
         (None, Some(status)) => format!("the Claude CLI exited ({status})"),
         (None, None) => "the Claude CLI closed its output".to_owned(),
     };
-    if !stderr.is_empty() {
-        reason.push_str(": ");
-        reason.push_str(&stderr);
-    }
+    reason.push_str("; its output is in the server log");
     shared.mark_dead(reason.clone());
     if !closing {
-        tracing::warn!(session_id = %shared.session_id, reason = %reason, "Claude CLI ended unexpectedly");
+        tracing::warn!(
+            session_id = %shared.session_id,
+            reason = %reason,
+            stderr = %shared.process.stderr_tail(),
+            "Claude CLI ended unexpectedly"
+        );
         let _ = tx.send(Err(AgentError::Exited(reason))).await;
     }
 }
