@@ -24,6 +24,7 @@ use crate::process::{CliProcess, LineReader};
 use crate::reader::reader_loop;
 use crate::resume::{self, ResumeDir};
 use crate::translate::Translator;
+use crate::watchdog::Watchdog;
 
 /// What clients are told when the CLI cannot be spawned (the reason is in the server log).
 pub const START_FAILED: &str =
@@ -42,6 +43,7 @@ const MESSAGE_BUFFER: usize = 1024;
 pub struct ClaudeAgentFactory {
     options: Arc<ClaudeOptions>,
     live: Arc<AtomicUsize>,
+    watchdog: Arc<Watchdog>,
 }
 
 impl ClaudeAgentFactory {
@@ -56,6 +58,7 @@ impl ClaudeAgentFactory {
         Self {
             options: Arc::new(options),
             live: Arc::new(AtomicUsize::new(0)),
+            watchdog: Arc::new(Watchdog::new()),
         }
     }
 
@@ -124,6 +127,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             &ctx.session_id,
             Arc::clone(&self.live),
             &options.secrets,
+            Arc::clone(&self.watchdog),
         ) {
             Ok(spawned) => spawned,
             Err(e) => {

@@ -13,6 +13,7 @@
 //!   teardown.
 //! - [`translate`] — CLI frames → normalised agent messages (deltas, accumulated assistant
 //!   messages, tool results, results, MCP status).
+//! - [`watchdog`] — kills every CLI's process group when the server dies, even by SIGKILL.
 //! - [`mirror`] — `transcript_mirror` frames → the configured `SessionStore`.
 //! - [`project_key`] — the CLI's project directory name for a working directory.
 //! - [`resume`] — resuming a session from the `SessionStore` (materialized transcript,
@@ -50,6 +51,7 @@ pub mod project_key;
 mod reader;
 pub mod resume;
 pub mod translate;
+pub mod watchdog;
 
 pub use agent_webkit_core::AgentClientFactory;
 pub use client::ClaudeClient;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::env::Secrets;
 use crate::options::LaunchSpec;
 use crate::resume::ResumeDir;
+use crate::watchdog::Watchdog;
 
 /// Bytes of stderr kept for error messages.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
@@ -142,6 +143,8 @@ pub struct CliProcess {
     session_id: String,
     /// The materialized config dir of a resumed session, deleted once the child is reaped.
     resume_dir: tokio::sync::Mutex<Option<ResumeDir>>,
+    /// Kills the process group if the server dies first.
+    watchdog: Arc<Watchdog>,
 }
 
 impl std::fmt::Debug for CliProcess {
@@ -155,12 +158,14 @@ impl std::fmt::Debug for CliProcess {
 
 impl CliProcess {
     /// Spawns the CLI described by `spec`. `live` counts processes not yet reaped; `secrets`
-    /// are redacted from its stderr before it is logged or kept.
+    /// are redacted from its stderr before it is logged or kept; `watchdog` kills its process
+    /// group should the server die before reaping it.
     pub fn spawn(
         spec: &LaunchSpec,
         session_id: &str,
         live: Arc<AtomicUsize>,
         secrets: &Secrets,
+        watchdog: Arc<Watchdog>,
     ) -> std::io::Result<(Arc<Self>, ChildStdout)> {
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
@@ -175,6 +180,10 @@ impl CliProcess {
         let mut child = cmd.spawn()?;
         live.fetch_add(1, Ordering::AcqRel);
         let pid = child.id();
+        if let Some(pid) = pid {
+            // Its own process group: the group id is its pid.
+            watchdog.register(pid);
+        }
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
@@ -202,6 +211,7 @@ impl CliProcess {
                 live,
                 session_id: session_id.to_owned(),
                 resume_dir: tokio::sync::Mutex::new(None),
+                watchdog,
             }),
             stdout,
         ))
@@ -245,6 +255,9 @@ impl CliProcess {
         }
         // Tools the CLI started (bash, ...) share its process group: make sure none survive.
         self.signal_group(Signal::Kill);
+        if let Some(pid) = self.pid {
+            self.watchdog.forget(pid);
+        }
     }
 
     /// Hands over a materialized resume directory: it is deleted once the process has been

@@ -210,6 +210,28 @@ async fn a_killed_server_leaves_no_orphan_cli() {
     wait_gone(&pids, T).await;
 }
 
+/// A CLI that keeps running after stdin EOF (as the real one does in the middle of a turn,
+/// tools and all; `[[hang]]` makes the fake do that): the server's watchdog kills it when the
+/// server itself is SIGKILLed and cleans nothing up.
+#[tokio::test]
+async fn a_killed_server_leaves_no_busy_cli() {
+    let f = start(&[]).await;
+    let (id, mut stream) = f.session().await;
+    f.say(&id, "[[hang]] hi").await;
+    stream.until("result", T).await.unwrap();
+    let pids = f.pids();
+    assert_eq!(pids.len(), 1);
+    assert!(alive(pids[0]));
+    let server_pid = f.server.pid().unwrap();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &server_pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    wait_gone(&pids, T).await;
+}
+
 #[tokio::test]
 async fn a_crashed_cli_ends_the_session_without_its_stderr() {
     let f = start(&[]).await;
