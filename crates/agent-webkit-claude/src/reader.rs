@@ -52,6 +52,10 @@ pub(crate) async fn reader_loop(
             Err(err) => break Some(format!("unreadable output from the Claude CLI: {err}")),
         }
     };
+    // A message the CLI was still writing when its output ended.
+    if let Some(message) = translator.flush() {
+        let _ = tx.send(Ok(message)).await;
+    }
     if failure.is_some() {
         shared.process.kill().await;
     }
@@ -97,7 +101,13 @@ async fn dispatch(
         .unwrap_or_default();
     match kind {
         "control_response" => shared.resolve_response(&frame),
-        "control_request" => shared.spawn_cli_request(&frame),
+        "control_request" => {
+            // The message announcing a tool goes out before the tool's permission prompt.
+            if let Some(message) = translator.flush() {
+                let _ = tx.send(Ok(message)).await;
+            }
+            shared.spawn_cli_request(&frame);
+        }
         "control_cancel_request" => {
             if let Some(id) = frame.get("request_id").and_then(Value::as_str) {
                 shared.cancel_cli_request(id);

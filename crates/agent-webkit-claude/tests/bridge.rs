@@ -230,16 +230,16 @@ async fn bash_permission_allow_with_updated_input() {
         .unwrap();
     let events = r.until("permission_request").await;
     let seen = names(&events);
-    // Both blocks of the message, then the tool_use, then the prompt — never the other way.
+    // The message once, with both its blocks (the CLI sent one frame per block), then the
+    // tool_use, then the prompt — never the other way.
     let completes: Vec<&Value> = events
         .iter()
         .filter(|(n, _)| n == "message_complete")
         .map(|(_, d)| &d["message"]["content"])
         .collect();
-    assert_eq!(completes.len(), 2, "{seen:?}");
-    assert_eq!(completes[0].as_array().unwrap().len(), 1);
-    assert_eq!(completes[1].as_array().unwrap().len(), 2);
-    assert_eq!(completes[1][1]["type"], "tool_use");
+    assert_eq!(completes.len(), 1, "{seen:?}");
+    assert_eq!(completes[0].as_array().unwrap().len(), 2);
+    assert_eq!(completes[0][1]["type"], "tool_use");
     let tool_use = events.iter().find(|(n, _)| n == "tool_use").unwrap();
     let (_, prompt) = events.last().unwrap();
     assert_eq!(prompt["correlation_id"], tool_use.1["tool_use_id"]);
@@ -662,10 +662,14 @@ async fn recorded_read_allow_translates_exactly() {
         [
             "session_ready",
             "message_complete",
-            "message_complete",
             "tool_use",
             "permission_request"
         ]
+    );
+    // The recording's two frames of one message, coalesced.
+    assert_eq!(
+        events[1].1["message"]["content"].as_array().unwrap().len(),
+        2
     );
     let (_, prompt) = events.last().unwrap();
     assert_eq!(prompt["correlation_id"], "toolu_mock0001_dd17a92a");

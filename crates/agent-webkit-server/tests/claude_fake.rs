@@ -405,3 +405,37 @@ async fn a_clean_environment_holds_only_what_the_operator_passed() {
     expected.sort_unstable();
     assert_eq!(names, expected);
 }
+
+/// Runs a `[[blocks: n]]` turn; returns the SSE bytes it cost.
+async fn many_blocks_turn(f: &Fixture, id: &str, stream: &mut SseStream, n: usize) -> usize {
+    f.say(id, &format!("[[blocks: {n}]]")).await;
+    let frames = stream.until("result", T).await.unwrap();
+    let completes: Vec<Value> = frames
+        .iter()
+        .filter(|f| f.event == "message_complete")
+        .map(|f| f.json())
+        .collect();
+    assert_eq!(completes.len(), 1, "one message_complete per message");
+    assert_eq!(
+        completes[0]["message"]["content"].as_array().unwrap().len(),
+        n
+    );
+    frames.iter().map(|f| f.raw.len()).sum()
+}
+
+/// A message the CLI writes as many frames under one id (one per block) reaches clients as one
+/// `message_complete` carrying every block: SSE output linear in the message's size. Emitting
+/// the blocks so far at every frame was quadratic (1,500 blocks: ~140 MB).
+#[tokio::test]
+async fn a_message_of_many_frames_costs_linear_output() {
+    let f = start(&[]).await;
+    let (id, mut stream) = f.session().await;
+    let small = many_blocks_turn(&f, &id, &mut stream, 150).await;
+    let large = many_blocks_turn(&f, &id, &mut stream, 1500).await;
+    // Ten times the blocks: about ten times the bytes (quadratic would be a hundred times).
+    assert!(
+        large < small * 15,
+        "150 blocks: {small} B of SSE, 1500 blocks: {large} B"
+    );
+    eprintln!("SSE bytes per turn: 150 blocks {small}, 1500 blocks {large}");
+}
