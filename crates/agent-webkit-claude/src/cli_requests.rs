@@ -1,4 +1,4 @@
-//! CLI → host control requests (docs/claude-cli-protocol.md §4): `can_use_tool` and
+//! CLI → host control requests (docs/claude-cli-protocol.md §3.3): `can_use_tool` and
 //! `hook_callback` become client prompts, `mcp_message` is answered "no such server", anything
 //! else is refused; each runs in its own task and can be withdrawn by the CLI.
 

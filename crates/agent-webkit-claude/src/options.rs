@@ -1,6 +1,6 @@
 //! What the bridge launches: [`ClaudeOptions`] (server-wide defaults, overridden per session by
 //! the core's [`SessionConfig`]) and the exact command line and environment built from them
-//! (claude-cli-protocol.md §1.3, §1.4).
+//! (docs/claude-cli-protocol.md §1.3, §1.4).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -16,7 +16,7 @@ use crate::env::{inherited, Inheritance, Secrets};
 /// for the variable's presence on some SDK-only paths).
 pub const SDK_VERSION: &str = "0.2.187";
 
-/// The entrypoint the CLI recognises as an SDK host (§1.2: unknown values change behaviour).
+/// The entrypoint the CLI recognises as an SDK host (docs/claude-cli-protocol.md §1.2: unknown values change behaviour).
 pub const ENTRYPOINT: &str = "sdk-py";
 
 /// Permission modes the CLI accepts.
@@ -94,7 +94,7 @@ pub struct Timeouts {
     pub terminate: Duration,
     /// One `SessionStore::append` attempt of the transcript mirror.
     pub store_append: Duration,
-    /// Each `SessionStore` read while materializing a resumed session (§5.5).
+    /// Each `SessionStore` read while materializing a resumed session (docs/claude-cli-protocol.md §5.5).
     pub store_load: Duration,
 }
 
@@ -160,7 +160,7 @@ pub struct ClaudeOptions {
     /// Largest stdout line accepted (0: [`DEFAULT_MAX_LINE_BYTES`]).
     pub max_line_bytes: usize,
     /// Do not mirror the transcript into the configured `SessionStore`. By default every
-    /// session with a store runs with `--session-mirror` (§5.2).
+    /// session with a store runs with `--session-mirror` (docs/claude-cli-protocol.md §5.2).
     pub disable_mirror: bool,
     /// Step timeouts.
     pub timeouts: Timeouts,
@@ -226,7 +226,7 @@ pub struct LaunchInputs<'a> {
     /// refuses both together without `--fork-session`).
     pub resume: Option<&'a str>,
     /// `CLAUDE_CONFIG_DIR` for the child, overriding the configured/inherited one (the
-    /// materialized directory of a store-backed resume, §5.5).
+    /// materialized directory of a store-backed resume, docs/claude-cli-protocol.md §5.5).
     pub config_dir: Option<&'a Path>,
     /// The session's settings.
     pub session: &'a SessionConfig,
@@ -250,7 +250,7 @@ pub fn session_cwd(options: &ClaudeOptions, session: &SessionConfig) -> PathBuf 
 }
 
 /// The `CLAUDE_CONFIG_DIR` the CLI gets without a resume override: from `options.env`, else
-/// the environment it inherits from the server, else `$HOME/.claude` (§5.3).
+/// the environment it inherits from the server, else `$HOME/.claude` (docs/claude-cli-protocol.md §5.3).
 pub fn inherited_config_dir(options: &ClaudeOptions) -> PathBuf {
     config_dir_in(options, &options.inherited_env(std::env::vars_os()))
 }
@@ -271,7 +271,7 @@ fn config_dir_in(options: &ClaudeOptions, inherited: &BTreeMap<OsString, OsStrin
         .unwrap_or_else(|| PathBuf::from(".claude"))
 }
 
-/// Builds the command line and environment (§1.3, §1.4) from the server's environment.
+/// Builds the command line and environment (docs/claude-cli-protocol.md §1.3, §1.4) from the server's environment.
 pub fn launch_spec(
     options: &ClaudeOptions,
     program: PathBuf,
@@ -401,7 +401,7 @@ where
     }
 }
 
-/// The `initialize` request (§3.2.1) and the callback id → hook map it declares.
+/// The `initialize` request (docs/claude-cli-protocol.md §3.2.1) and the callback id → hook map it declares.
 pub fn initialize_request(hooks: &[HookSpec]) -> (Value, Vec<HookSpec>) {
     if hooks.is_empty() {
         return (json!({"subtype": "initialize", "hooks": null}), Vec::new());

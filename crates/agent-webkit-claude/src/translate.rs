@@ -1,4 +1,4 @@
-//! CLI stdout frames → the core's [`AgentMessage`]s (claude-cli-protocol.md §2).
+//! CLI stdout frames → the core's [`AgentMessage`]s (docs/claude-cli-protocol.md §2).
 //!
 //! - `stream_event` text / tool-input deltas → `Delta` (token streaming); thinking deltas only
 //!   when enabled.
