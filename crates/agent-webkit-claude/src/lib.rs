@@ -8,7 +8,7 @@
 //!
 //! - [`options`] — [`ClaudeOptions`] and the command line / environment built from them.
 //! - [`discover`] — finding the executable.
-//! - [`env`] — the CLI's environment: what is inherited, what never is, secret redaction.
+//! - [`env`](mod@env) — the CLI's environment: what is inherited, what never is, secret redaction.
 //! - [`process`] — the child process: process group, stdin writer, stdout lines, stderr tail,
 //!   teardown.
 //! - [`translate`] — CLI frames → normalised agent messages (deltas, accumulated assistant
