@@ -72,7 +72,10 @@ pub(crate) async fn reader_loop(
     // included): its stderr goes to the log only, redacted.
     let mut reason = match (&failure, status) {
         (Some(failure), _) => failure.clone(),
-        (None, Some(status)) => format!("the Claude CLI exited ({status})"),
+        (None, Some(status)) if status.success() => {
+            format!("the Claude CLI exited unexpectedly ({status})")
+        }
+        (None, Some(status)) => format!("the Claude CLI crashed ({status})"),
         (None, None) => "the Claude CLI closed its output".to_owned(),
     };
     reason.push_str("; its output is in the server log");
