@@ -3,8 +3,8 @@
 //! The Claude Code CLI bridge: implements the core's [`AgentClientFactory`] /
 //! [`AgentClient`](agent_webkit_core::AgentClient) by spawning the real `claude` executable and
 //! speaking its stream-json control protocol exactly as the official Python Agent SDK 0.2.187
-//! does with CLI 2.1.330 (what the bridge relies on: `docs/claude-cli-protocol.md`). Rust has no official SDK; this crate is
-//! ours.
+//! does with CLI 2.1.330 (what the bridge relies on: `docs/claude-cli-protocol.md`). Rust has
+//! no official SDK; this crate is ours.
 //!
 //! - [`options`] — [`ClaudeOptions`] and the command line / environment built from them.
 //! - [`discover`] — finding the executable.

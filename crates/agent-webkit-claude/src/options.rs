@@ -16,7 +16,8 @@ use crate::env::{inherited, Inheritance, Secrets};
 /// for the variable's presence on some SDK-only paths).
 pub const SDK_VERSION: &str = "0.2.187";
 
-/// The entrypoint the CLI recognises as an SDK host (docs/claude-cli-protocol.md §1.2: unknown values change behaviour).
+/// The entrypoint the CLI recognises as an SDK host (unknown values change behaviour,
+/// docs/claude-cli-protocol.md §1.2).
 pub const ENTRYPOINT: &str = "sdk-py";
 
 /// Permission modes the CLI accepts.
@@ -94,7 +95,8 @@ pub struct Timeouts {
     pub terminate: Duration,
     /// One `SessionStore::append` attempt of the transcript mirror.
     pub store_append: Duration,
-    /// Each `SessionStore` read while materializing a resumed session (docs/claude-cli-protocol.md §5.5).
+    /// Each `SessionStore` read while materializing a resumed session
+    /// (docs/claude-cli-protocol.md §5.5).
     pub store_load: Duration,
 }
 
@@ -250,7 +252,8 @@ pub fn session_cwd(options: &ClaudeOptions, session: &SessionConfig) -> PathBuf 
 }
 
 /// The `CLAUDE_CONFIG_DIR` the CLI gets without a resume override: from `options.env`, else
-/// the environment it inherits from the server, else `$HOME/.claude` (docs/claude-cli-protocol.md §5.3).
+/// the environment it inherits from the server, else `$HOME/.claude`
+/// (docs/claude-cli-protocol.md §5.3).
 pub fn inherited_config_dir(options: &ClaudeOptions) -> PathBuf {
     config_dir_in(options, &options.inherited_env(std::env::vars_os()))
 }
@@ -271,7 +274,8 @@ fn config_dir_in(options: &ClaudeOptions, inherited: &BTreeMap<OsString, OsStrin
         .unwrap_or_else(|| PathBuf::from(".claude"))
 }
 
-/// Builds the command line and environment (docs/claude-cli-protocol.md §1.3, §1.4) from the server's environment.
+/// Builds the command line and environment (docs/claude-cli-protocol.md §1.3, §1.4) from the
+/// server's environment.
 pub fn launch_spec(
     options: &ClaudeOptions,
     program: PathBuf,
@@ -401,7 +405,8 @@ where
     }
 }
 
-/// The `initialize` request (docs/claude-cli-protocol.md §3.2.1) and the callback id → hook map it declares.
+/// The `initialize` request (docs/claude-cli-protocol.md §3.2.1) and the callback id → hook map
+/// it declares.
 pub fn initialize_request(hooks: &[HookSpec]) -> (Value, Vec<HookSpec>) {
     if hooks.is_empty() {
         return (json!({"subtype": "initialize", "hooks": null}), Vec::new());

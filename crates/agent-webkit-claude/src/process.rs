@@ -1,6 +1,7 @@
 //! The CLI child process: spawn in its own process group, one stdin writer, a size-limited
 //! stdout line reader, a stderr drain with a bounded tail, and teardown
-//! (close stdin → wait → SIGTERM the group → SIGKILL the group), docs/claude-cli-protocol.md §1.6–1.8.
+//! (close stdin → wait → SIGTERM the group → SIGKILL the group),
+//! docs/claude-cli-protocol.md §1.6–1.8.
 
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};

@@ -782,7 +782,7 @@ async fn a_cli_killed_while_a_prompt_is_pending_fails_the_wait() {
     assert_eq!(h.factory.live_processes(), 0);
 }
 
-// ------------------------------------------------------------------------ resume (docs/claude-cli-protocol.md §5.5)
+// ------------------------------------------------- resume (docs/claude-cli-protocol.md §5.5)
 
 use agent_webkit_claude::AgentClientFactory;
 
