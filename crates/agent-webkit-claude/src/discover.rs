@@ -1,5 +1,5 @@
-//! Finding the `claude` executable (claude-cli-protocol.md §1.1): an explicit path, else `PATH`,
-//! else the SDK's fallback locations.
+//! Finding the `claude` executable (docs/claude-cli-protocol.md §1.1): an explicit path, else
+//! `PATH`, else the SDK's fallback locations.
 
 use std::path::{Path, PathBuf};
 

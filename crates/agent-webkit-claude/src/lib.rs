@@ -3,21 +3,27 @@
 //! The Claude Code CLI bridge: implements the core's [`AgentClientFactory`] /
 //! [`AgentClient`](agent_webkit_core::agent::AgentClient) by spawning the real `claude` executable and
 //! speaking its stream-json control protocol exactly as the official Python Agent SDK 0.2.187
-//! does with CLI 2.1.330 (see `claude-cli-protocol.md`). Rust has no official SDK; this crate is
-//! ours.
+//! does with CLI 2.1.330 (what the bridge relies on: `docs/claude-cli-protocol.md`). Rust has
+//! no official SDK; this crate is ours.
 //!
 //! - [`options`] — [`ClaudeOptions`] and the command line / environment built from them.
 //! - [`discover`] — finding the executable.
+//! - [`env`](mod@env) — the CLI's environment: what is inherited, what never is, secret redaction.
 //! - [`process`] — the child process: process group, stdin writer, stdout lines, stderr tail,
 //!   teardown.
 //! - [`translate`] — CLI frames → normalised agent messages (deltas, accumulated assistant
 //!   messages, tool results, results, MCP status).
+//! - [`watchdog`] — kills every CLI's process group when the server dies, even by SIGKILL.
 //! - [`mirror`] — `transcript_mirror` frames → the configured `SessionStore`.
 //! - [`project_key`] — the CLI's project directory name for a working directory.
 //! - [`resume`] — resuming a session from the `SessionStore` (materialized transcript,
 //!   `--resume=<id>`).
-//! - [`client`] — [`ClaudeAgentFactory`] and the per-session client: handshake, control
-//!   requests both ways, permission and hook prompts, turn accounting.
+//! - [`factory`] — [`ClaudeAgentFactory`]: launch and `initialize` handshake.
+//! - [`client`] — [`ClaudeClient`], the command side of a session (user messages, interrupt,
+//!   `set_*`, disconnect).
+//! - `control` (private) — state shared per session; host → CLI control requests.
+//! - `cli_requests` (private) — CLI → host requests: permission and hook prompts.
+//! - `reader` (private) — the stdout reader routing every frame.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -32,16 +38,24 @@
 //! # let _ = config;
 //! ```
 
+mod cli_requests;
 pub mod client;
+mod control;
 pub mod discover;
+pub mod env;
+pub mod factory;
 pub mod mirror;
 pub mod options;
 pub mod process;
 pub mod project_key;
+mod reader;
 pub mod resume;
 pub mod translate;
+pub mod watchdog;
 
 pub use agent_webkit_core::agent::AgentClientFactory;
-pub use client::{ClaudeAgentFactory, ClaudeClient};
+pub use client::ClaudeClient;
 pub use discover::{find_cli, DiscoverError, NOT_FOUND_HINT};
+pub use env::Secrets;
+pub use factory::ClaudeAgentFactory;
 pub use options::{ClaudeOptions, HookSpec, SystemPrompt, Timeouts};

@@ -1,4 +1,4 @@
-//! Transcript mirroring (claude-cli-protocol.md §5.2–5.4): `transcript_mirror` frames are
+//! Transcript mirroring (docs/claude-cli-protocol.md §5.2–5.4): `transcript_mirror` frames are
 //! batched and appended to the configured [`SessionStore`].
 //!
 //! Semantics follow the SDK's `TranscriptMirrorBatcher`: a drain starts in the background when
@@ -21,7 +21,8 @@ pub const MAX_PENDING_ENTRIES: usize = 500;
 pub const MAX_PENDING_BYTES: usize = 1024 * 1024;
 const BACKOFF: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(800)];
 
-/// Maps a mirror frame's `filePath` to a store key (§5.3); `None` when the path is not under
+/// Maps a mirror frame's `filePath` to a store key (docs/claude-cli-protocol.md §5.3); `None`
+/// when the path is not under
 /// `projects_dir` or has an unexpected shape.
 pub fn file_path_to_key(projects_dir: &Path, file_path: &Path) -> Option<SessionKey> {
     let rel = file_path.strip_prefix(projects_dir).ok()?;

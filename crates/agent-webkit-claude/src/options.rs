@@ -1,18 +1,23 @@
 //! What the bridge launches: [`ClaudeOptions`] (server-wide defaults, overridden per session by
 //! the core's [`SessionConfig`]) and the exact command line and environment built from them
-//! (claude-cli-protocol.md §1.3, §1.4).
+//! (docs/claude-cli-protocol.md §1.3, §1.4).
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_webkit_core::agent::SessionConfig;
 use serde_json::{json, Map, Value};
 
+use crate::env::{inherited, Inheritance, Secrets};
+
 /// The Python SDK version whose behaviour the bridge reproduces (sent to the CLI, which tests
 /// for the variable's presence on some SDK-only paths).
 pub const SDK_VERSION: &str = "0.2.187";
 
-/// The entrypoint the CLI recognises as an SDK host (§1.2: unknown values change behaviour).
+/// The entrypoint the CLI recognises as an SDK host (unknown values change behaviour,
+/// docs/claude-cli-protocol.md §1.2).
 pub const ENTRYPOINT: &str = "sdk-py";
 
 /// Permission modes the CLI accepts.
@@ -90,7 +95,8 @@ pub struct Timeouts {
     pub terminate: Duration,
     /// One `SessionStore::append` attempt of the transcript mirror.
     pub store_append: Duration,
-    /// Each `SessionStore` read while materializing a resumed session (§5.5).
+    /// Each `SessionStore` read while materializing a resumed session
+    /// (docs/claude-cli-protocol.md §5.5).
     pub store_load: Duration,
 }
 
@@ -135,8 +141,19 @@ pub struct ClaudeOptions {
     pub setting_sources: Option<Vec<String>>,
     /// Extra CLI flags: `("flag", None)` → `--flag`, `("flag", Some(v))` → `--flag=v`.
     pub extra_args: Vec<(String, Option<String>)>,
-    /// Extra environment for the CLI (may override `CLAUDE_CODE_ENTRYPOINT`).
+    /// Extra environment for the CLI (may override `CLAUDE_CODE_ENTRYPOINT`). A value
+    /// containing one of [`secrets`](Self::secrets) is dropped.
     pub env: Vec<(String, String)>,
+    /// Start the CLI from an empty environment: only `PATH`, `HOME`, [`pass_env`](Self::pass_env)
+    /// and [`env`](Self::env) reach it (plus the variables the bridge sets). Otherwise it
+    /// inherits the server's environment minus `AGENT_WEBKIT_*` and secret values.
+    pub clean_env: bool,
+    /// Names of server variables passed through a [`clean_env`](Self::clean_env) (e.g.
+    /// `ANTHROPIC_API_KEY`). `AGENT_WEBKIT_*` names are never passed.
+    pub pass_env: Vec<String>,
+    /// Values that never reach the CLI (a variable containing one is not passed) and are
+    /// redacted from CLI output written to the log: the server's bearer token, database URL...
+    pub secrets: Secrets,
     /// Hook events forwarded to clients.
     pub hooks: Vec<HookSpec>,
     /// Forward thinking deltas as `message_delta` (off: the published reducer would add a block
@@ -145,13 +162,38 @@ pub struct ClaudeOptions {
     /// Largest stdout line accepted (0: [`DEFAULT_MAX_LINE_BYTES`]).
     pub max_line_bytes: usize,
     /// Do not mirror the transcript into the configured `SessionStore`. By default every
-    /// session with a store runs with `--session-mirror` (§5.2).
+    /// session with a store runs with `--session-mirror` (docs/claude-cli-protocol.md §5.2).
     pub disable_mirror: bool,
     /// Step timeouts.
     pub timeouts: Timeouts,
 }
 
 impl ClaudeOptions {
+    /// What the CLI inherits from `server_env` (see [`crate::env::inherited`]).
+    pub fn inherited_env<I>(&self, server_env: I) -> BTreeMap<OsString, OsString>
+    where
+        I: IntoIterator<Item = (OsString, OsString)>,
+    {
+        inherited(
+            server_env,
+            Inheritance {
+                clean: self.clean_env,
+                pass: &self.pass_env,
+                secrets: &self.secrets,
+            },
+        )
+    }
+
+    /// The configured [`env`](Self::env) entries that hold a secret (and are therefore not
+    /// passed).
+    pub fn secret_env_names(&self) -> Vec<&str> {
+        self.env
+            .iter()
+            .filter(|(_, v)| self.secrets.found_in(v.as_ref()))
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+
     /// The effective stdout line limit.
     pub fn line_limit(&self) -> usize {
         if self.max_line_bytes == 0 {
@@ -171,10 +213,8 @@ pub struct LaunchSpec {
     pub args: Vec<String>,
     /// Working directory.
     pub cwd: PathBuf,
-    /// Variables removed from the inherited environment.
-    pub env_remove: Vec<String>,
-    /// Variables set on top of the inherited environment, in order.
-    pub env: Vec<(String, String)>,
+    /// The child's complete environment (it inherits nothing else).
+    pub env: BTreeMap<OsString, OsString>,
     /// `CLAUDE_CONFIG_DIR` as the child will see it (for mapping mirror paths to store keys).
     pub config_dir: PathBuf,
 }
@@ -188,7 +228,7 @@ pub struct LaunchInputs<'a> {
     /// refuses both together without `--fork-session`).
     pub resume: Option<&'a str>,
     /// `CLAUDE_CONFIG_DIR` for the child, overriding the configured/inherited one (the
-    /// materialized directory of a store-backed resume, §5.5).
+    /// materialized directory of a store-backed resume, docs/claude-cli-protocol.md §5.5).
     pub config_dir: Option<&'a Path>,
     /// The session's settings.
     pub session: &'a SessionConfig,
@@ -212,26 +252,49 @@ pub fn session_cwd(options: &ClaudeOptions, session: &SessionConfig) -> PathBuf 
 }
 
 /// The `CLAUDE_CONFIG_DIR` the CLI gets without a resume override: from `options.env`, else
-/// the server's environment, else `~/.claude` (§5.3).
+/// the environment it inherits from the server, else `$HOME/.claude`
+/// (docs/claude-cli-protocol.md §5.3).
 pub fn inherited_config_dir(options: &ClaudeOptions) -> PathBuf {
-    options
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "CLAUDE_CONFIG_DIR")
-        .map(|(_, v)| PathBuf::from(v))
-        .or_else(|| std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from))
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".claude")))
+    config_dir_in(options, &options.inherited_env(std::env::vars_os()))
+}
+
+fn config_dir_in(options: &ClaudeOptions, inherited: &BTreeMap<OsString, OsString>) -> PathBuf {
+    let get = |name: &str| {
+        options
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| OsString::from(v))
+            .or_else(|| inherited.get(&OsString::from(name)).cloned())
+    };
+    get("CLAUDE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| get("HOME").map(|h| Path::new(&h).join(".claude")))
         .unwrap_or_else(|| PathBuf::from(".claude"))
 }
 
-/// Builds the command line and environment (§1.3, §1.4). User-controlled values always use the
-/// `--flag=value` form so a value starting with `-` can never become a flag.
+/// Builds the command line and environment (docs/claude-cli-protocol.md §1.3, §1.4) from the
+/// server's environment.
 pub fn launch_spec(
     options: &ClaudeOptions,
     program: PathBuf,
     inputs: &LaunchInputs<'_>,
 ) -> LaunchSpec {
+    launch_spec_in(options, program, inputs, std::env::vars_os())
+}
+
+/// [`launch_spec`] with the server's environment given. User-controlled values always use the
+/// `--flag=value` form so a value starting with `-` can never become a flag.
+pub fn launch_spec_in<I>(
+    options: &ClaudeOptions,
+    program: PathBuf,
+    inputs: &LaunchInputs<'_>,
+    server_env: I,
+) -> LaunchSpec
+where
+    I: IntoIterator<Item = (OsString, OsString)>,
+{
     let mut args: Vec<String> = vec![
         "--output-format".into(),
         "stream-json".into(),
@@ -300,51 +363,50 @@ pub fn launch_spec(
 
     let cwd = session_cwd(options, inputs.session);
 
-    let mut env: Vec<(String, String)> = vec![("CLAUDE_CODE_ENTRYPOINT".into(), ENTRYPOINT.into())];
-    env.extend(options.env.iter().cloned());
-    env.push(("CLAUDE_AGENT_SDK_VERSION".into(), SDK_VERSION.into()));
-    env.push((
-        "CLAUDE_AGENT_SDK_CLIENT_APP".into(),
-        format!("agent-webkit/{}", env!("CARGO_PKG_VERSION")),
-    ));
-    let reads_state_set = options
-        .env
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("CLAUDE_CODE_SDK_READS_SESSION_STATE"))
-        || std::env::vars_os().any(|(k, _)| {
-            k.to_string_lossy()
-                .eq_ignore_ascii_case("CLAUDE_CODE_SDK_READS_SESSION_STATE")
-        });
-    if !reads_state_set {
-        env.push(("CLAUDE_CODE_SDK_READS_SESSION_STATE".into(), "1".into()));
-    }
-    env.push(("PWD".into(), cwd.to_string_lossy().into_owned()));
-
+    let inherited = options.inherited_env(server_env);
     let config_dir = match inputs.config_dir {
-        Some(dir) => {
-            env.push((
-                "CLAUDE_CONFIG_DIR".into(),
-                dir.to_string_lossy().into_owned(),
-            ));
-            dir.to_path_buf()
-        }
-        None => inherited_config_dir(options),
+        Some(dir) => dir.to_path_buf(),
+        None => config_dir_in(options, &inherited),
     };
+    let mut env = inherited;
+    let mut set = |key: &str, value: &str| {
+        env.insert(key.into(), value.into());
+    };
+    set("CLAUDE_CODE_ENTRYPOINT", ENTRYPOINT);
+    for (key, value) in &options.env {
+        if options.secrets.found_in(value.as_ref()) {
+            continue;
+        }
+        set(key, value);
+    }
+    set("CLAUDE_AGENT_SDK_VERSION", SDK_VERSION);
+    set(
+        "CLAUDE_AGENT_SDK_CLIENT_APP",
+        &format!("agent-webkit/{}", env!("CARGO_PKG_VERSION")),
+    );
+    let reads_state_set = env.keys().any(|k| {
+        k.to_string_lossy()
+            .eq_ignore_ascii_case("CLAUDE_CODE_SDK_READS_SESSION_STATE")
+    });
+    if !reads_state_set {
+        env.insert("CLAUDE_CODE_SDK_READS_SESSION_STATE".into(), "1".into());
+    }
+    env.insert("PWD".into(), cwd.clone().into_os_string());
+    if let Some(dir) = inputs.config_dir {
+        env.insert("CLAUDE_CONFIG_DIR".into(), dir.as_os_str().to_owned());
+    }
 
     LaunchSpec {
         program,
         args,
         cwd,
-        env_remove: vec![
-            "CLAUDECODE".into(),
-            "CLAUDE_AGENT_SDK_DERIVED_CLIENT_APP".into(),
-        ],
         env,
         config_dir,
     }
 }
 
-/// The `initialize` request (§3.2.1) and the callback id → hook map it declares.
+/// The `initialize` request (docs/claude-cli-protocol.md §3.2.1) and the callback id → hook map
+/// it declares.
 pub fn initialize_request(hooks: &[HookSpec]) -> (Value, Vec<HookSpec>) {
     if hooks.is_empty() {
         return (json!({"subtype": "initialize", "hooks": null}), Vec::new());
@@ -376,6 +438,7 @@ pub fn initialize_request(hooks: &[HookSpec]) -> (Value, Vec<HookSpec>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::ffi::OsStr;
 
     #[test]
     fn command_line_follows_the_sdk_and_uses_equals_form() {
@@ -429,15 +492,88 @@ mod tests {
             ]
         );
         assert_eq!(spec.cwd, PathBuf::from("/tmp"));
+        let env = |k: &str| spec.env.get(OsStr::new(k)).map(|v| v.to_str().unwrap());
+        assert_eq!(env("CLAUDE_CODE_ENTRYPOINT"), Some("sdk-py"));
+        assert_eq!(env("CLAUDE_AGENT_SDK_VERSION"), Some(SDK_VERSION));
+        assert_eq!(env("CLAUDE_CODE_SDK_READS_SESSION_STATE"), Some("1"));
+        assert_eq!(env("PWD"), Some("/tmp"));
+    }
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        list.iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_is_built_on_purpose() {
+        let server = vars(&[
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/op"),
+            ("AGENT_WEBKIT_AUTH_TOKEN", "s3cret-token"),
+            ("CLAUDECODE", "1"),
+            ("OTHER", "x"),
+            ("ANTHROPIC_API_KEY", "sk"),
+            ("CLAUDE_CODE_SDK_READS_SESSION_STATE", "0"),
+        ]);
+        let session = SessionConfig::default();
+        let inputs = LaunchInputs {
+            session_id: "s",
+            resume: None,
+            config_dir: None,
+            session: &session,
+            mirror: false,
+        };
+        let mut options = ClaudeOptions {
+            cwd: Some(PathBuf::from("/tmp")),
+            env: vec![
+                ("LEAK".into(), "Bearer s3cret-token".into()),
+                ("CLAUDE_CODE_ENTRYPOINT".into(), "custom".into()),
+            ],
+            secrets: Secrets::new(["s3cret-token"]),
+            ..ClaudeOptions::default()
+        };
+        assert_eq!(options.secret_env_names(), ["LEAK"]);
+        let keys = |spec: &LaunchSpec| {
+            spec.env
+                .keys()
+                .map(|k| k.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let spec = launch_spec_in(&options, "/bin/claude".into(), &inputs, server.clone());
+        let bridge = [
+            "CLAUDE_AGENT_SDK_CLIENT_APP",
+            "CLAUDE_AGENT_SDK_VERSION",
+            "CLAUDE_CODE_ENTRYPOINT",
+        ];
+        let mut expected = vec!["ANTHROPIC_API_KEY"];
+        expected.extend(bridge);
+        expected.extend([
+            "CLAUDE_CODE_SDK_READS_SESSION_STATE",
+            "HOME",
+            "OTHER",
+            "PATH",
+            "PWD",
+        ]);
+        assert_eq!(keys(&spec), expected);
+        assert_eq!(spec.env[OsStr::new("CLAUDE_CODE_ENTRYPOINT")], "custom");
         assert_eq!(
-            spec.env[0],
-            ("CLAUDE_CODE_ENTRYPOINT".into(), "sdk-py".into())
+            spec.env[OsStr::new("CLAUDE_CODE_SDK_READS_SESSION_STATE")],
+            "0"
         );
-        assert!(spec
-            .env
-            .contains(&("CLAUDE_AGENT_SDK_VERSION".into(), SDK_VERSION.into())));
-        assert!(spec.env.contains(&("PWD".into(), "/tmp".into())));
-        assert!(spec.env_remove.contains(&"CLAUDECODE".to_owned()));
+        assert_eq!(spec.config_dir, PathBuf::from("/home/op/.claude"));
+
+        options.clean_env = true;
+        options.pass_env = vec!["ANTHROPIC_API_KEY".into()];
+        let spec = launch_spec_in(&options, "/bin/claude".into(), &inputs, server);
+        let mut expected = vec!["ANTHROPIC_API_KEY"];
+        expected.extend(bridge);
+        expected.extend(["CLAUDE_CODE_SDK_READS_SESSION_STATE", "HOME", "PATH", "PWD"]);
+        assert_eq!(keys(&spec), expected);
+        assert_eq!(
+            spec.env[OsStr::new("CLAUDE_CODE_SDK_READS_SESSION_STATE")],
+            "1"
+        );
     }
 
     #[test]
@@ -465,13 +601,10 @@ mod tests {
         assert!(pos("--resume=-r1") < pos("--include-partial-messages"));
         assert_eq!(spec.config_dir, PathBuf::from("/tmp/claude-resume-x"));
         // Set after the configured env, so it wins.
-        let last = spec
-            .env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "CLAUDE_CONFIG_DIR")
-            .unwrap();
-        assert_eq!(last.1, "/tmp/claude-resume-x");
+        assert_eq!(
+            spec.env[std::ffi::OsStr::new("CLAUDE_CONFIG_DIR")],
+            "/tmp/claude-resume-x"
+        );
 
         let spec = launch_spec(
             &options,

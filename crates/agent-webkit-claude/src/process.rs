@@ -1,6 +1,7 @@
 //! The CLI child process: spawn in its own process group, one stdin writer, a size-limited
 //! stdout line reader, a stderr drain with a bounded tail, and teardown
-//! (close stdin → wait → SIGTERM the group → SIGKILL the group), claude-cli-protocol.md §1.6–1.8.
+//! (close stdin → wait → SIGTERM the group → SIGKILL the group),
+//! docs/claude-cli-protocol.md §1.6–1.8.
 
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
@@ -13,22 +14,37 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
+use crate::env::Secrets;
 use crate::options::LaunchSpec;
 use crate::resume::ResumeDir;
+use crate::watchdog::Watchdog;
 
 /// Bytes of stderr kept for error messages.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
 /// Longest stderr line logged as one line.
 const STDERR_LINE_MAX: usize = 64 * 1024;
 
-/// The last few KiB of the CLI's stderr.
+/// The last few KiB of the CLI's stderr, redacted of configured secrets.
 #[derive(Debug, Default)]
 pub struct StderrTail {
     lines: Mutex<(VecDeque<String>, usize)>,
+    secrets: Secrets,
 }
 
 impl StderrTail {
-    fn push(&self, line: String) {
+    /// A tail redacting `secrets` from every line.
+    pub fn new(secrets: Secrets) -> Self {
+        Self {
+            lines: Mutex::default(),
+            secrets,
+        }
+    }
+
+    /// Keeps `line` (redacted), dropping the oldest lines beyond the size bound; returns the
+    /// redacted line.
+    fn push(&self, line: String) -> String {
+        let line = self.secrets.redact(&line);
+        let kept = line.clone();
         let mut guard = self.lines.lock();
         let (lines, bytes) = &mut *guard;
         *bytes += line.len() + 1;
@@ -38,6 +54,7 @@ impl StderrTail {
                 *bytes -= old.len() + 1;
             }
         }
+        kept
     }
 
     /// The kept lines joined by newlines (empty when the CLI wrote nothing).
@@ -127,6 +144,8 @@ pub struct CliProcess {
     session_id: String,
     /// The materialized config dir of a resumed session, deleted once the child is reaped.
     resume_dir: tokio::sync::Mutex<Option<ResumeDir>>,
+    /// Kills the process group if the server dies first.
+    watchdog: Arc<Watchdog>,
 }
 
 impl std::fmt::Debug for CliProcess {
@@ -139,11 +158,15 @@ impl std::fmt::Debug for CliProcess {
 }
 
 impl CliProcess {
-    /// Spawns the CLI described by `spec`. `live` counts processes not yet reaped.
+    /// Spawns the CLI described by `spec`. `live` counts processes not yet reaped; `secrets`
+    /// are redacted from its stderr before it is logged or kept; `watchdog` kills its process
+    /// group should the server die before reaping it.
     pub fn spawn(
         spec: &LaunchSpec,
         session_id: &str,
         live: Arc<AtomicUsize>,
+        secrets: &Secrets,
+        watchdog: Arc<Watchdog>,
     ) -> std::io::Result<(Arc<Self>, ChildStdout)> {
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
@@ -152,17 +175,16 @@ impl CliProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for key in &spec.env_remove {
-            cmd.env_remove(key);
-        }
-        for (key, value) in &spec.env {
-            cmd.env(key, value);
-        }
+        cmd.env_clear().envs(&spec.env);
         #[cfg(unix)]
         cmd.process_group(0);
         let mut child = cmd.spawn()?;
         live.fetch_add(1, Ordering::AcqRel);
         let pid = child.id();
+        if let Some(pid) = pid {
+            // Its own process group: the group id is its pid.
+            watchdog.register(pid);
+        }
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
@@ -170,7 +192,7 @@ impl CliProcess {
             live.fetch_sub(1, Ordering::AcqRel);
             return Err(std::io::Error::other("child stdio was not captured"));
         };
-        let tail = Arc::new(StderrTail::default());
+        let tail = Arc::new(StderrTail::new(secrets.clone()));
         tokio::spawn(drain_stderr(
             stderr,
             Arc::clone(&tail),
@@ -190,6 +212,7 @@ impl CliProcess {
                 live,
                 session_id: session_id.to_owned(),
                 resume_dir: tokio::sync::Mutex::new(None),
+                watchdog,
             }),
             stdout,
         ))
@@ -200,9 +223,14 @@ impl CliProcess {
         self.pid
     }
 
-    /// The tail of stderr.
+    /// The tail of stderr (redacted).
     pub fn stderr_tail(&self) -> String {
         self.stderr.text()
+    }
+
+    /// `text` redacted of the secrets this process was started with.
+    pub fn redact(&self, text: &str) -> String {
+        self.stderr.secrets.redact(text)
     }
 
     /// The exit status, once reaped.
@@ -228,6 +256,9 @@ impl CliProcess {
         }
         // Tools the CLI started (bash, ...) share its process group: make sure none survive.
         self.signal_group(Signal::Kill);
+        if let Some(pid) = self.pid {
+            self.watchdog.forget(pid);
+        }
     }
 
     /// Hands over a materialized resume directory: it is deleted once the process has been
@@ -357,13 +388,13 @@ async fn drain_stderr(
                 if line.is_empty() {
                     continue;
                 }
+                let line = tail.push(line);
                 tracing::debug!(session_id, line = %line, "claude stderr");
-                tail.push(line);
             }
             Ok(None) => break,
             Err(LineError::TooLong(_)) => {
                 // Keep draining: an undrained pipe would block the CLI.
-                tail.push("[stderr line too long, truncated]".into());
+                let _ = tail.push("[stderr line too long, truncated]".into());
                 reader.buf.clear();
                 let mut sink = [0u8; 8192];
                 loop {
@@ -398,6 +429,16 @@ mod tests {
         let long = vec![b'x'; 300];
         let mut r = LineReader::new(&long[..], 100);
         assert!(matches!(r.next_line().await, Err(LineError::TooLong(100))));
+    }
+
+    #[test]
+    fn stderr_tail_is_redacted() {
+        let tail = StderrTail::new(Secrets::new(["hunter2"]));
+        assert_eq!(
+            tail.push("password=hunter2!".into()),
+            "password=[redacted]!"
+        );
+        assert_eq!(tail.text(), "password=[redacted]!");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The CLI's project directory name for a working directory (claude-cli-protocol.md §5.1):
+//! The CLI's project directory name for a working directory (docs/claude-cli-protocol.md §5.1):
 //! the key under which its transcripts live in `$CLAUDE_CONFIG_DIR/projects/` and, through the
 //! mirror, in the `SessionStore`.
 //!

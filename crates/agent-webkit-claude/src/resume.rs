@@ -1,4 +1,4 @@
-//! Resuming a session on this host from the `SessionStore` (claude-cli-protocol.md §5.5).
+//! Resuming a session on this host from the `SessionStore` (docs/claude-cli-protocol.md §5.5).
 //!
 //! When the core asks to resume CLI session `<id>` ([`AgentContext::resume`]) and a store is
 //! configured, the transcript is **materialized** before the CLI starts: a private temporary
@@ -142,10 +142,10 @@ pub struct ResumePlan {
     pub dir: Option<ResumeDir>,
 }
 
-/// Decides how a session starts (§5.5): a new session (`resume` unset) uses `session_id`;
-/// a resume with a store is materialized from it (or started fresh under the same id when the
-/// store has nothing for it); a resume without a store, or of an id that is not a UUID (a
-/// title, say), is passed to the CLI as is.
+/// Decides how a session starts (docs/claude-cli-protocol.md §5.5): a new session (`resume`
+/// unset) uses `session_id`; a resume with a store is materialized from it (or started fresh
+/// under the same id when the store has nothing for it); a resume without a store, or of an id
+/// that is not a UUID (a title, say), is passed to the CLI as is.
 pub async fn plan(
     session_id: &str,
     resume: Option<&str>,
@@ -307,7 +307,8 @@ pub fn is_uuid(id: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A store subpath that may become a file under the session directory (§5.5 step 5):
+/// A store subpath that may become a file under the session directory
+/// (docs/claude-cli-protocol.md §5.5):
 /// non-empty, relative, no drive/UNC prefix, no backslash, no empty/`.`/`..` segment, no NUL.
 pub fn is_safe_subpath(subpath: &str) -> bool {
     if subpath.is_empty() || subpath.contains('\0') || subpath.contains('\\') {

@@ -1,10 +1,14 @@
-//! CLI stdout frames → the core's [`AgentMessage`]s (claude-cli-protocol.md §2).
+//! CLI stdout frames → the core's [`AgentMessage`]s (docs/claude-cli-protocol.md §2).
 //!
 //! - `stream_event` text / tool-input deltas → `Delta` (token streaming); thinking deltas only
 //!   when enabled.
 //! - `assistant` frames arrive one per content block with a shared `message.id`; clients
-//!   *replace* a message's content on `message_complete`, so every `Assistant` carries all the
-//!   blocks seen so far for that id.
+//!   *replace* a message's content on `message_complete`, so an `Assistant` must carry every
+//!   block of its id. Consecutive frames of one id are therefore coalesced and emitted once,
+//!   when the message ends: at its `message_stop`, at the first frame that is neither one of
+//!   its frames nor one of its stream events, or when the reader calls [`Translator::flush`]
+//!   (a control request arrives — a `tool_use` precedes its permission prompt —, or EOF).
+//!   Emitting one `Assistant` per frame would make the output quadratic in the message's size.
 //! - `user` frames → `User` (the session emits one `tool_result` per tool_result block).
 //! - `result` → `Result` with every field the CLI gave, in its order.
 //! - `system/init` → `McpStatus` for each MCP server whose status is new or changed.
@@ -21,12 +25,22 @@ pub struct Translator {
     pub thinking_deltas: bool,
     /// Blocks seen so far per assistant message id (cleared at each `result`).
     blocks: HashMap<String, Vec<Value>>,
+    /// The assistant message whose frames are being coalesced, not yet emitted.
+    pending: Option<Pending>,
     /// The message id of the stream currently open.
     stream_message: Option<String>,
     /// (message id, block index) → (tool_use_id, tool name) for input deltas.
     tool_blocks: HashMap<(String, u64), (String, String)>,
     /// Last reported status per MCP server.
     mcp: HashMap<String, String>,
+}
+
+/// What is kept of the coalesced message besides its blocks: the latest frame's fields.
+#[derive(Debug)]
+struct Pending {
+    id: String,
+    model: Option<String>,
+    stop_reason: Option<String>,
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -45,19 +59,70 @@ impl Translator {
     /// Translates one frame (already routed: not a control or mirror frame). `result` frames
     /// come back with `ends_turn: false`; the caller decides.
     pub fn translate(&mut self, frame: &Value, fallback_session_id: &str) -> Vec<AgentMessage> {
+        let mut out = Vec::new();
         match str_field(frame, "type") {
-            Some("stream_event") => self.stream_event(frame).into_iter().collect(),
-            Some("assistant") => self.assistant(frame).into_iter().collect(),
-            Some("user") => user(frame).into_iter().collect(),
-            Some("result") => {
-                self.blocks.clear();
-                self.tool_blocks.clear();
-                self.stream_message = None;
-                vec![AgentMessage::Result(result(frame, fallback_session_id))]
+            Some("stream_event") => {
+                let (message, stop) = self.stream_event_message(frame);
+                let within_pending =
+                    message.is_some() && message == self.pending.as_ref().map(|p| p.id.clone());
+                if !within_pending {
+                    out.extend(self.flush());
+                }
+                out.extend(self.stream_event(frame));
+                if stop {
+                    out.extend(self.flush());
+                }
             }
-            Some("system") if str_field(frame, "subtype") == Some("init") => self.init(frame),
-            _ => Vec::new(),
+            Some("assistant") => out.extend(self.assistant(frame)),
+            other => {
+                out.extend(self.flush());
+                match other {
+                    Some("user") => out.extend(user(frame)),
+                    Some("result") => {
+                        self.blocks.clear();
+                        self.tool_blocks.clear();
+                        self.stream_message = None;
+                        out.push(AgentMessage::Result(result(frame, fallback_session_id)));
+                    }
+                    Some("system") if str_field(frame, "subtype") == Some("init") => {
+                        out.extend(self.init(frame));
+                    }
+                    _ => {}
+                }
+            }
         }
+        out
+    }
+
+    /// Emits the coalesced assistant message, if any: every block of its id so far.
+    pub fn flush(&mut self) -> Option<AgentMessage> {
+        let pending = self.pending.take()?;
+        let content = self.blocks.get(&pending.id).cloned().unwrap_or_default();
+        Some(AgentMessage::Assistant(AssistantMessage {
+            id: pending.id,
+            content,
+            model: pending.model,
+            stop_reason: pending.stop_reason,
+        }))
+    }
+
+    /// The message a stream event belongs to, and whether it ends it (`message_stop`).
+    fn stream_event_message(&self, frame: &Value) -> (Option<String>, bool) {
+        let Some(event) = frame.get("event") else {
+            return (None, false);
+        };
+        let kind = str_field(event, "type");
+        let id = match kind {
+            Some("message_start") => event
+                .get("message")
+                .and_then(|m| str_field(m, "id"))
+                .or_else(|| str_field(frame, "api_message_id"))
+                .map(str::to_owned),
+            _ => str_field(frame, "api_message_id")
+                .map(str::to_owned)
+                .or_else(|| self.stream_message.clone()),
+        };
+        (id, kind == Some("message_stop"))
     }
 
     fn stream_event(&mut self, frame: &Value) -> Option<AgentMessage> {
@@ -121,9 +186,14 @@ impl Translator {
         }
     }
 
+    /// Adds one frame's blocks to its message; emits the previous message if this one differs.
     fn assistant(&mut self, frame: &Value) -> Option<AgentMessage> {
         let message = frame.get("message")?;
         let id = str_field(message, "id")?.to_owned();
+        let previous = match &self.pending {
+            Some(p) if p.id != id => self.flush(),
+            _ => None,
+        };
         let new_blocks = message
             .get("content")
             .and_then(Value::as_array)
@@ -148,13 +218,12 @@ impl Translator {
             let keep = id.clone();
             self.blocks.retain(|k, _| *k == keep);
         }
-        let content = self.blocks.get(&id).cloned().unwrap_or_default();
-        Some(AgentMessage::Assistant(AssistantMessage {
+        self.pending = Some(Pending {
             id,
-            content,
             model: str_field(message, "model").map(str::to_owned),
             stop_reason: str_field(message, "stop_reason").map(str::to_owned),
-        }))
+        });
+        previous
     }
 
     fn init(&mut self, frame: &Value) -> Vec<AgentMessage> {
@@ -243,38 +312,68 @@ mod tests {
         json!({"type":"assistant","message":{"id":id,"model":"m","content":[block],"stop_reason":null}})
     }
 
+    fn only_assistant(out: Vec<AgentMessage>) -> AssistantMessage {
+        match <[AgentMessage; 1]>::try_from(out) {
+            Ok([AgentMessage::Assistant(a)]) => a,
+            Ok(other) => panic!("{other:?}"),
+            Err(out) => panic!("{out:?}"),
+        }
+    }
+
     #[test]
-    fn assistant_blocks_accumulate_per_message() {
+    fn frames_of_one_message_are_coalesced_until_it_ends() {
         let mut t = Translator::new(false);
-        let a = t.translate(
-            &assistant_frame("m1", json!({"type":"text","text":"hi"})),
-            "s",
+        let text = assistant_frame("m1", json!({"type":"text","text":"hi"}));
+        let tool = assistant_frame(
+            "m1",
+            json!({"type":"tool_use","id":"tu","name":"Bash","input":{}}),
         );
-        let b = t.translate(
-            &assistant_frame(
-                "m1",
-                json!({"type":"tool_use","id":"tu","name":"Bash","input":{}}),
-            ),
-            "s",
-        );
-        let AgentMessage::Assistant(a) = &a[0] else {
-            panic!()
-        };
-        let AgentMessage::Assistant(b) = &b[0] else {
-            panic!()
-        };
-        assert_eq!(a.content.len(), 1);
-        assert_eq!(b.content.len(), 2);
-        assert_eq!(b.content[1]["type"], "tool_use");
-        // A new message starts fresh.
-        let c = t.translate(
+        assert!(t.translate(&text, "s").is_empty());
+        // Its own stream events do not end it...
+        let delta = json!({"type":"stream_event","api_message_id":"m1","event":
+            {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"x"}}});
+        assert_eq!(t.translate(&delta, "s").len(), 1);
+        assert!(t.translate(&tool, "s").is_empty());
+        // ...a new message does, and carries every block of the old one.
+        let a = only_assistant(t.translate(
             &assistant_frame("m2", json!({"type":"text","text":"x"})),
             "s",
+        ));
+        assert_eq!(a.id, "m1");
+        assert_eq!(a.content.len(), 2);
+        assert_eq!(a.content[1]["type"], "tool_use");
+        // message_stop, any other frame, or an explicit flush (control request, EOF) end one.
+        let stop =
+            json!({"type":"stream_event","api_message_id":"m2","event":{"type":"message_stop"}});
+        assert_eq!(only_assistant(t.translate(&stop, "s")).id, "m2");
+        assert!(t.flush().is_none());
+        t.translate(
+            &assistant_frame("m3", json!({"type":"text","text":"y"})),
+            "s",
         );
-        let AgentMessage::Assistant(c) = &c[0] else {
-            panic!()
-        };
-        assert_eq!(c.content.len(), 1);
+        assert_eq!(only_assistant(t.flush().into_iter().collect()).id, "m3");
+        t.translate(
+            &assistant_frame("m4", json!({"type":"text","text":"z"})),
+            "s",
+        );
+        let out = t.translate(&json!({"type":"result","subtype":"success"}), "s");
+        assert!(
+            matches!(&out[..], [AgentMessage::Assistant(a), AgentMessage::Result(_)] if a.id == "m4")
+        );
+    }
+
+    #[test]
+    fn a_message_of_many_frames_is_emitted_once() {
+        let mut t = Translator::new(false);
+        for n in 0..1500 {
+            let frame = assistant_frame("m1", json!({"type":"text","text":format!("block {n}")}));
+            assert!(
+                t.translate(&frame, "s").is_empty(),
+                "frame {n} emitted early"
+            );
+        }
+        let last = only_assistant(t.flush().into_iter().collect());
+        assert_eq!(last.content.len(), 1500);
     }
 
     #[test]

@@ -290,6 +290,20 @@ struct ClaudeArgs {
     /// Extra environment variable for the CLI, `KEY=VALUE` (repeatable).
     #[arg(long = "claude-env")]
     claude_env: Vec<String>,
+    /// Start the CLI from an empty environment: it gets only PATH, HOME, the variables named
+    /// by --claude-pass-env, those set by --claude-env, and the bridge's own CLAUDE_* settings.
+    /// Without it the CLI inherits the server's environment minus every AGENT_WEBKIT_* variable.
+    /// Either way, no variable holding the bearer token or the database URL reaches it.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_CLEAN_ENV")]
+    claude_clean_env: bool,
+    /// Server variable passed to the CLI under --claude-clean-env, e.g. ANTHROPIC_API_KEY
+    /// (repeatable; AGENT_WEBKIT_* variables never are).
+    #[arg(
+        long = "claude-pass-env",
+        env = "AGENT_WEBKIT_CLAUDE_PASS_ENV",
+        value_delimiter = ','
+    )]
+    claude_pass_env: Vec<String>,
     /// Hook event forwarded to clients as `hook_decision_request`: `Event` or
     /// `Event:matcher`, e.g. `PreToolUse:Bash` (repeatable).
     #[arg(
@@ -373,6 +387,8 @@ impl ClaudeArgs {
             thinking_deltas: self.claude_thinking_deltas,
             max_line_bytes: self.claude_max_line_bytes,
             disable_mirror: self.claude_no_mirror,
+            clean_env: self.claude_clean_env,
+            pass_env: list(&self.claude_pass_env),
             ..ClaudeOptions::default()
         })
     }
@@ -393,7 +409,18 @@ fn build_config(cli: &Cli) -> Result<AppConfig, String> {
             Arc::new(factory)
         }
         AgentKind::Claude => {
-            let options = cli.claude.options()?;
+            let mut options = cli.claude.options()?;
+            // Never passed to the CLI, redacted from what it prints into our log.
+            options.secrets = agent_webkit_claude::Secrets::new(
+                [
+                    &cli.token,
+                    &std::env::var("AGENT_WEBKIT_TOKEN").ok(),
+                    &cli.database_url,
+                ]
+                .into_iter()
+                .flatten()
+                .cloned(),
+            );
             if let Err(err) = agent_webkit_claude::find_cli(options.cli_path.as_deref()) {
                 // Not fatal: sessions fail with a clear 503 until the CLI is installed.
                 tracing::warn!("{err}");

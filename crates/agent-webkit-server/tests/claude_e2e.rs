@@ -285,9 +285,10 @@ async fn bash_permission_allow_runs_the_tool() {
         .collect();
     let streamed_input: Value = serde_json::from_str(&partial).unwrap();
     assert_eq!(streamed_input["command"], "touch made-by-bash");
-    // The CLI sends one assistant frame per block; every message_complete carries all blocks
-    // so far, and the last one both (text, then tool_use), each with its type.
+    // The CLI sends one assistant frame per block; the bridge coalesces them into one
+    // message_complete carrying both (text, then tool_use), each with its type.
     let completes = find(&frames, "message_complete");
+    assert_eq!(completes.len(), 1, "{:?}", names(&frames));
     let last = &completes.last().unwrap()["message"]["content"];
     assert_eq!(last.as_array().unwrap().len(), 2, "{last}");
     assert_eq!(last[0]["type"], "text");

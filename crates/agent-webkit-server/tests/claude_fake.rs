@@ -22,6 +22,11 @@ struct Fixture {
 }
 
 async fn start(extra: &[&str]) -> Fixture {
+    start_with_env(extra, &[]).await
+}
+
+/// [`start`] with extra variables in the server's environment.
+async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Fixture {
     let dir = TempDir::new("claude-fake").unwrap();
     for sub in ["records", "config", "work"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -47,7 +52,9 @@ async fn start(extra: &[&str]) -> Fixture {
         &work,
     ];
     args.extend_from_slice(extra);
-    let server = ServerProcess::spawn(BIN, &args).await.unwrap();
+    let server = ServerProcess::spawn_with_env(BIN, &args, env)
+        .await
+        .unwrap();
     let client = server.client(None);
     Fixture {
         dir,
@@ -78,6 +85,16 @@ impl Fixture {
             .await
             .unwrap();
         assert_eq!(r.status(), 204);
+    }
+
+    /// Every process's record (`pid`, `argv`, `cwd`, `env`).
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_dir(self.dir.path().join("records"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+            .collect()
     }
 
     fn pids(&self) -> Vec<u64> {
@@ -193,18 +210,39 @@ async fn a_killed_server_leaves_no_orphan_cli() {
     wait_gone(&pids, T).await;
 }
 
+/// A CLI that keeps running after stdin EOF (as the real one does in the middle of a turn,
+/// tools and all; `[[hang]]` makes the fake do that): the server's watchdog kills it when the
+/// server itself is SIGKILLed and cleans nothing up.
 #[tokio::test]
-async fn a_crashed_cli_ends_the_session_with_its_stderr() {
+async fn a_killed_server_leaves_no_busy_cli() {
+    let f = start(&[]).await;
+    let (id, mut stream) = f.session().await;
+    f.say(&id, "[[hang]] hi").await;
+    stream.until("result", T).await.unwrap();
+    let pids = f.pids();
+    assert_eq!(pids.len(), 1);
+    assert!(alive(pids[0]));
+    let server_pid = f.server.pid().unwrap();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &server_pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    wait_gone(&pids, T).await;
+}
+
+#[tokio::test]
+async fn a_crashed_cli_ends_the_session_without_its_stderr() {
     let f = start(&[]).await;
     let (id, mut stream) = f.session().await;
     f.say(&id, "[[crash]]").await;
     let frames = stream.collect_to_end(T).await.unwrap();
     let error = frames.iter().find(|f| f.event == "error").unwrap().json();
     assert_eq!(error["code"], "agent_exited");
-    assert!(error["message"]
-        .as_str()
-        .unwrap()
-        .contains("simulated crash"));
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("exit status: 3"), "{message}");
+    assert!(!message.contains("simulated crash"), "{message}");
     assert_eq!(names(&frames).last(), Some(&"done"));
     assert!(!alive(f.pids()[0]));
     let r = f
@@ -303,4 +341,101 @@ async fn a_missing_cli_is_a_503_with_the_install_hint() {
         .unwrap()
         .contains("npm install -g @anthropic-ai/claude-code"));
     assert!(Path::new(&missing).parent().is_some());
+}
+
+const TOKEN: &str = "tok-4f9a7c1e-not-for-the-agent";
+
+/// The CLI's environment (as the fake recorded it) for a server started with `extra` flags and
+/// a few variables of its own, among them a bearer token and a copy of it under another name.
+async fn cli_env(extra: &[&str]) -> serde_json::Map<String, Value> {
+    let copy = format!("Bearer {TOKEN}");
+    let f = start_with_env(
+        extra,
+        &[
+            ("AGENT_WEBKIT_AUTH_TOKEN", TOKEN),
+            ("AGENT_WEBKIT_SOMETHING_ELSE", "server-only"),
+            ("COPY_OF_THE_TOKEN", &copy),
+            ("PLAIN_VAR", "visible"),
+            ("OTHER_VAR", "also-visible"),
+        ],
+    )
+    .await;
+    let (_id, _stream) = f.session().await;
+    let records = f.records();
+    assert_eq!(records.len(), 1);
+    let env = records[0]["env"].as_object().unwrap().clone();
+    for (name, value) in &env {
+        assert!(!name.starts_with("AGENT_WEBKIT_"), "{name} reached the CLI");
+        assert!(
+            !value.as_str().unwrap().contains(TOKEN),
+            "{name} carries the token"
+        );
+    }
+    env
+}
+
+#[tokio::test]
+async fn the_cli_inherits_the_environment_minus_the_servers_variables_and_secrets() {
+    let env = cli_env(&[]).await;
+    assert_eq!(env["PLAIN_VAR"], "visible");
+    assert_eq!(env["OTHER_VAR"], "also-visible");
+    assert!(env.contains_key("PATH"));
+    assert!(!env.contains_key("COPY_OF_THE_TOKEN"));
+}
+
+#[tokio::test]
+async fn a_clean_environment_holds_only_what_the_operator_passed() {
+    let env = cli_env(&["--claude-clean-env", "--claude-pass-env", "PLAIN_VAR"]).await;
+    let mut names: Vec<&str> = env.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut expected = vec![
+        "CLAUDE_AGENT_SDK_CLIENT_APP",
+        "CLAUDE_AGENT_SDK_VERSION",
+        "CLAUDE_CODE_ENTRYPOINT",
+        "CLAUDE_CODE_SDK_READS_SESSION_STATE",
+        "CLAUDE_CONFIG_DIR",
+        "FAKE_CLAUDE_RECORD_DIR",
+        "PATH",
+        "PLAIN_VAR",
+        "PWD",
+    ];
+    if std::env::var_os("HOME").is_some() {
+        expected.push("HOME");
+    }
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+}
+
+/// Runs a `[[blocks: n]]` turn; returns the SSE bytes it cost.
+async fn many_blocks_turn(f: &Fixture, id: &str, stream: &mut SseStream, n: usize) -> usize {
+    f.say(id, &format!("[[blocks: {n}]]")).await;
+    let frames = stream.until("result", T).await.unwrap();
+    let completes: Vec<Value> = frames
+        .iter()
+        .filter(|f| f.event == "message_complete")
+        .map(|f| f.json())
+        .collect();
+    assert_eq!(completes.len(), 1, "one message_complete per message");
+    assert_eq!(
+        completes[0]["message"]["content"].as_array().unwrap().len(),
+        n
+    );
+    frames.iter().map(|f| f.raw.len()).sum()
+}
+
+/// A message the CLI writes as many frames under one id (one per block) reaches clients as one
+/// `message_complete` carrying every block: SSE output linear in the message's size. Emitting
+/// the blocks so far at every frame was quadratic (1,500 blocks: ~140 MB).
+#[tokio::test]
+async fn a_message_of_many_frames_costs_linear_output() {
+    let f = start(&[]).await;
+    let (id, mut stream) = f.session().await;
+    let small = many_blocks_turn(&f, &id, &mut stream, 150).await;
+    let large = many_blocks_turn(&f, &id, &mut stream, 1500).await;
+    // Ten times the blocks: about ten times the bytes (quadratic would be a hundred times).
+    assert!(
+        large < small * 15,
+        "150 blocks: {small} B of SSE, 1500 blocks: {large} B"
+    );
+    eprintln!("SSE bytes per turn: 150 blocks {small}, 1500 blocks {large}");
 }

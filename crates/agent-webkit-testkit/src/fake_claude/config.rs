@@ -247,7 +247,7 @@ mod tests {
         let long = format!("/{}", "a".repeat(260));
         let key = project_key(&long);
         assert!(key.len() > 201 && key.starts_with("-aaa"), "{key}");
-        // The cases verified against CLI 2.1.330 (claude-cli-protocol.md §5.1).
+        // The cases verified against CLI 2.1.330 (docs/claude-cli-protocol.md §5.1).
         assert_eq!(
             project_key("/srv/scratch/work/e😀é"),
             "-srv-scratch-work-e---"

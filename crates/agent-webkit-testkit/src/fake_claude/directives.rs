@@ -16,6 +16,7 @@ pub(crate) enum Directive {
     Crash,
     Garbage,
     Huge(usize),
+    Blocks(usize),
     Stderr(usize),
     Hang,
     ApiError,
@@ -61,6 +62,7 @@ pub(crate) fn parse(text: &str) -> Vec<Directive> {
             }
             ("slow", _) => number().map(Directive::Slow),
             ("huge", _) => number().map(Directive::Huge),
+            ("blocks", _) => number().map(Directive::Blocks),
             ("stderr", _) => number().map(Directive::Stderr),
             ("cancel", None) => Some(Directive::Cancel),
             ("self_turn", None) => Some(Directive::SelfTurn),

@@ -3,13 +3,13 @@
 //!
 //! Behaviour is chosen by directives inside user messages (`[[bash: CMD]]`, `[[read: PATH]]`,
 //! `[[ask: Q | A | B]]`, `[[slow: N]]`, `[[cancel]]`, `[[self_turn]]`, `[[unknown_request]]`,
-//! `[[crash]]`, `[[garbage]]`, `[[huge: N]]`, `[[stderr: N]]`, `[[hang]]`, `[[api_error]]`);
+//! `[[crash]]`, `[[garbage]]`, `[[huge: N]]`, `[[blocks: N]]` (one message of N text blocks), `[[stderr: N]]`, `[[hang]]`, `[[api_error]]`);
 //! a message without directives is answered `echo: <text>`. `--model recording:<name>`
 //! replays `fixtures/cli/<name>.annotated.jsonl` instead (override the directory with
 //! `FAKE_CLAUDE_FIXTURES`). `--resume=<id>` reads `$CLAUDE_CONFIG_DIR/projects/<project key of
 //! the cwd>/<id>.jsonl` (refused like the real CLI when missing) and echo replies then say
 //! `(resumed: N earlier messages)`. With `FAKE_CLAUDE_RECORD_DIR` set, every process writes
-//! `<dir>/<pid>.json` (`pid`, `argv`, `cwd`, `env`) on start.
+//! `<dir>/<pid>.json` (`pid`, `argv`, `cwd`, its whole `env`) on start.
 //!
 //! Use [`fake_claude_path`] to find (and if needed build) the executable from a test.
 
@@ -131,8 +131,14 @@ pub fn run() -> i32 {
 
 fn write_record(dir: &Path, argv: &[String]) -> std::io::Result<()> {
     let pid = std::process::id();
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("CLAUDE") || k.starts_with("ANTHROPIC") || k == "PWD")
+    // All of it: tests check what the bridge keeps out of the CLI's environment.
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     let cwd = std::env::current_dir()
         .map(|p| p.to_string_lossy().into_owned())

@@ -312,6 +312,16 @@ impl Turn<'_> {
                     .await
             }
             Directive::Huge(n) => self.text_message(split3(&"x".repeat(*n)), None).await,
+            Directive::Blocks(n) => {
+                // One message of N small text blocks: N `assistant` frames under one id.
+                let mut msg = self.begin_message();
+                for index in 0..*n {
+                    self.text_block(&mut msg, index, vec![format!("block {index}. ")], None)
+                        .await?;
+                }
+                self.end_message(&msg, "end_turn");
+                Ok(())
+            }
             Directive::SelfTurn => {
                 self.self_turn = true;
                 Ok(())
