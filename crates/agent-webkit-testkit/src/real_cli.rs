@@ -25,20 +25,10 @@ pub const CLI_ENV: &str = "AGENT_WEBKIT_CLAUDE_CLI";
 /// Environment variable holding the reason the real CLI could not be provisioned.
 pub const SKIP_ENV: &str = "AGENT_WEBKIT_CLAUDE_CLI_SKIP";
 
-/// The cache folder xtask installs into: `$AGENT_WEBKIT_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/agent-webkit`, else `~/.cache/agent-webkit`; plus `claude-code-<version>`.
+/// The folder xtask installs the pinned CLI into: `claude-code-<version>` in the
+/// [cache folder](crate::cache_dir::cache_root).
 pub fn cache_install_dir() -> Option<PathBuf> {
-    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    let base = if let Some(dir) = non_empty("AGENT_WEBKIT_CACHE_DIR") {
-        PathBuf::from(dir)
-    } else if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
-        PathBuf::from(xdg).join("agent-webkit")
-    } else {
-        PathBuf::from(non_empty("HOME")?)
-            .join(".cache")
-            .join("agent-webkit")
-    };
-    Some(base.join(format!("claude-code-{CLAUDE_CLI_VERSION}")))
+    Some(crate::cache_dir::cache_root()?.join(format!("claude-code-{CLAUDE_CLI_VERSION}")))
 }
 
 /// The real CLI: `$AGENT_WEBKIT_CLAUDE_CLI`; failing that, an existing binary in the xtask cache
