@@ -24,10 +24,13 @@ struct Fixture {
 /// as its spares do.
 async fn start() -> Fixture {
     let dir = TempDir::new("claude-spares").unwrap();
+    start_in(dir, fake_claude_path()).await
+}
+
+async fn start_in(dir: TempDir, fake: std::path::PathBuf) -> Fixture {
     for sub in ["records", "config"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
     }
-    let fake = fake_claude_path();
     let record = format!(
         "FAKE_CLAUDE_RECORD_DIR={}",
         dir.path().join("records").display()
@@ -80,7 +83,11 @@ impl Fixture {
             if pids.len() >= n {
                 return pids;
             }
-            assert!(Instant::now() < deadline, "{} of {n} CLIs started", pids.len());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} CLIs started",
+                pids.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -128,10 +135,35 @@ async fn spares_serve_creates_and_end_with_a_terminated_server() {
     wait_gone(&pids).await;
 }
 
+/// Each spare leaves a `sleep` in its process group that outlives stdin EOF (as tools of a busy
+/// CLI would): only the server's watchdog can end it once the server is SIGKILLed.
 #[tokio::test]
-async fn a_killed_server_leaves_no_spare() {
-    let f = start().await;
-    let pids = f.started(2).await;
+async fn a_killed_server_leaves_no_spare_nor_anything_it_started() {
+    let dir = TempDir::new("claude-spares").unwrap();
+    let sleepers = dir.path().join("sleepers");
+    std::fs::create_dir_all(&sleepers).unwrap();
+    let script = dir.path().join("claude");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep 600 </dev/null >/dev/null 2>&1 &\necho $! > '{}/'$$\nexec '{}' \"$@\"\n",
+            sleepers.display(),
+            fake_claude_path().display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let f = start_in(dir, script).await;
+    let mut pids = f.started(2).await;
+    for entry in std::fs::read_dir(&sleepers).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        pids.push(text.trim().parse().unwrap());
+    }
+    assert!(pids.len() >= 4, "{pids:?}");
+    assert!(pids.iter().all(|p| alive(*p)));
     let server_pid = f.server.pid().unwrap();
     let killed = tokio::process::Command::new("kill")
         .args(["-KILL", &server_pid.to_string()])
