@@ -79,7 +79,9 @@ impl ClaudeAgentFactory {
     /// spares are kept); `0` keeps none.
     pub fn with_warm_spares(mut self, count: usize) -> Self {
         if let Some(old) = self.spares.take() {
-            tokio::spawn(async move { old.shutdown().await });
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { old.shutdown().await });
+            }
         }
         if count > 0 {
             self.spares = SparePool::start(

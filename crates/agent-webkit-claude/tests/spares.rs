@@ -346,3 +346,42 @@ async fn released_and_shut_down_spares_are_killed_and_not_replaced() {
     session.close().await;
     assert_eq!(h.factory.live_processes(), 0);
 }
+
+/// A CLI that cannot start is retried with a growing pause, and not at all once shut down.
+/// (Counting attempts over a window: a rate has no event to await.)
+#[tokio::test]
+async fn failing_spares_back_off_and_stop_with_the_pool() {
+    let dir = TempDir::new("spares-fail").unwrap();
+    let attempts = dir.path().join("attempts");
+    let script = dir.path().join("claude");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho x >> '{}'\nexit 1\n", attempts.display()),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let count = || {
+        std::fs::read_to_string(&attempts)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let factory = ClaudeAgentFactory::new(ClaudeOptions {
+        cli_path: Some(script.clone()),
+        cwd: Some(dir.path().to_path_buf()),
+        ..ClaudeOptions::default()
+    })
+    .with_warm_spares(1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let tried = count();
+    // 0 s, 0.5 s, then 1.5 s: two or three starts, not hundreds.
+    assert!((1..=3).contains(&tried), "{tried} attempts in 1.2 s");
+    assert_eq!(factory.warm_spares(), 0);
+    assert_eq!(factory.live_processes(), 0);
+    factory.shutdown_spares().await;
+    let after_shutdown = count();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(count(), after_shutdown, "no start once shut down");
+}
