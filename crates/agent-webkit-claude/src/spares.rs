@@ -1,10 +1,12 @@
 //! Warm spares: CLIs started and `initialize`d ahead of demand with the factory's default launch
 //! options, so a new session whose settings they can serve skips the CLI's start-up.
 //!
-//! One background task keeps up to the target number of idle spares, starting one at a time
-//! (backing off after failures, pausing after [`SparePool::release`], stopping for good on
-//! [`SparePool::shutdown`]). While idle, a spare's stdout is watched: if the CLI exits or says
-//! anything but keep-alives, the spare is discarded (killed, never handed out). Taking one pops
+//! One background task keeps up to the target number of idle spares, starting one at a time:
+//! it backs off after failures, pauses after
+//! [`release_spares`](crate::ClaudeAgentFactory::release_spares) and stops for good on
+//! [`shutdown_spares`](crate::ClaudeAgentFactory::shutdown_spares). While idle, a spare's
+//! stdout is watched: if the CLI exits or says anything but keep-alives, the spare is discarded
+//! (killed, never handed out). Taking one pops
 //! it under the pool's lock — no spare goes to two sessions — and takes its stdout back from the
 //! watcher. Each spare runs under its own fresh CLI session id (the session it will serve does
 //! not exist yet); the factory files its transcript under the session's id (`rekey`).
