@@ -8,9 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use agent_webkit_core::agent::{AgentClientFactory, AgentConnection, AgentContext, AgentError};
+use agent_webkit_core::agent::{
+    AgentClientFactory, AgentConnection, AgentContext, AgentError, AgentMessage,
+};
 use agent_webkit_core::store::SessionStore;
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OnceCell};
@@ -220,7 +223,18 @@ impl ClaudeAgentFactory {
             "Claude CLI ready (warm spare)"
         );
         guard.0 = None;
-        Ok(connection(options, shared, reader, rx, spare.info))
+        let mut conn = connection(options, shared, reader, rx, spare.info);
+        // Results name the session as a CLI started for it would (and a resumed one does).
+        let (from, to) = (spare.cli_session_id, ctx.session_id.clone());
+        conn.messages = Box::pin(conn.messages.map(move |mut message| {
+            if let Ok(AgentMessage::Result(result)) = &mut message {
+                if result.session_id == from {
+                    result.session_id.clone_from(&to);
+                }
+            }
+            message
+        }));
+        Ok(conn)
     }
 
     /// The options sessions are launched with.
@@ -409,7 +423,7 @@ fn connection(
     options: &ClaudeOptions,
     shared: Arc<Shared>,
     reader: JoinHandle<()>,
-    rx: mpsc::Receiver<Result<agent_webkit_core::agent::AgentMessage, AgentError>>,
+    rx: mpsc::Receiver<Result<AgentMessage, AgentError>>,
     info: Value,
 ) -> AgentConnection {
     let messages =

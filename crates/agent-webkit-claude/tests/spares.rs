@@ -164,6 +164,8 @@ async fn a_session_takes_a_spare_and_gets_its_model_applied() {
     let mut r = Reader::new(&session);
     let events = r.turn(&session, "hello").await;
     assert_eq!(reply(&events), "echo: hello");
+    let (_, result) = events.last().unwrap();
+    assert_eq!(result["session_id"], session.id(), "as if started for it");
     let complete = events
         .iter()
         .find(|(n, _)| n == "message_complete")
