@@ -99,6 +99,14 @@ async fn a_spare_serves_a_session_with_its_model_and_it_resumes() {
         );
         warm.push(started.elapsed());
     }
+    // And without a model to apply (nothing but taking the spare).
+    let mut warm_default = Vec::new();
+    for _ in 0..3 {
+        ready(1).await;
+        let started = Instant::now();
+        sessions.push(registry.create(SessionConfig::default()).await.unwrap());
+        warm_default.push(started.elapsed());
+    }
     let session = sessions.remove(0);
     for other in sessions {
         other.close().await;
@@ -113,6 +121,11 @@ async fn a_spare_serves_a_session_with_its_model_and_it_resumes() {
         .unwrap();
     let events = until_result(&mut sub).await;
     assert_eq!(events.last().unwrap().1["subtype"], "success", "{events:?}");
+    assert_eq!(
+        events.last().unwrap().1["session_id"],
+        session.id(),
+        "results name the session, not the spare"
+    );
     let requests = mock.streaming_requests();
     let turn = requests[requests_before..]
         .iter()
@@ -160,6 +173,10 @@ async fn a_spare_serves_a_session_with_its_model_and_it_resumes() {
         }
     };
     assert_eq!(result.subtype, "success", "{result:?}");
+    assert_eq!(
+        result.session_id, id,
+        "the resumed CLI continues the session's id"
+    );
     let requests = mock.streaming_requests();
     let b = requests[before..]
         .iter()
@@ -188,8 +205,9 @@ async fn a_spare_serves_a_session_with_its_model_and_it_resumes() {
     }
     assert_eq!(factory.live_processes(), 0);
     eprintln!(
-        "real CLI create (debug build): with a spare {warm:?} median {:?}; without {cold:?} median {:?}",
+        "real CLI create (debug build): with a spare + set_model {warm:?} median {:?}; with a spare, default settings {warm_default:?} median {:?}; without a spare {cold:?} median {:?}",
         median(warm.clone()),
+        median(warm_default.clone()),
         median(cold.clone())
     );
 }
