@@ -31,7 +31,7 @@ use crate::process::{CliProcess, LineReader};
 use crate::reader::reader_loop;
 use crate::rekey::Rekey;
 use crate::resume::{self, ResumeDir};
-use crate::spares::{Launcher, SparePool, TakenSpare};
+use crate::spares::{Launcher, PoolOwner, SparePool, TakenSpare};
 use crate::translate::Translator;
 use crate::watchdog::Watchdog;
 
@@ -53,7 +53,7 @@ pub struct ClaudeAgentFactory {
     options: Arc<ClaudeOptions>,
     live: Arc<AtomicUsize>,
     watchdog: Arc<Watchdog>,
-    spares: Option<Arc<SparePool>>,
+    spares: Option<Arc<PoolOwner>>,
 }
 
 impl ClaudeAgentFactory {
@@ -79,13 +79,11 @@ impl ClaudeAgentFactory {
     /// or permission mode other than the defaults is applied by control requests right after
     /// (`bypassPermissions` always starts a fresh CLI). Spares count in
     /// [`live_processes`](Self::live_processes). Call within a Tokio runtime (without one no
-    /// spares are kept); `0` keeps none.
+    /// spares are kept); `0` keeps none. The spares are killed by
+    /// [`shutdown_spares`](Self::shutdown_spares), or when the factory and its clones are dropped.
     pub fn with_warm_spares(mut self, count: usize) -> Self {
-        if let Some(old) = self.spares.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { old.shutdown().await });
-            }
-        }
+        // A previous pool closes when its last owner goes.
+        self.spares = None;
         if count > 0 {
             self.spares = SparePool::start(
                 Launcher {
@@ -94,27 +92,28 @@ impl ClaudeAgentFactory {
                     watchdog: Arc::clone(&self.watchdog),
                 },
                 count,
-            );
+            )
+            .map(|pool| Arc::new(PoolOwner(pool)));
         }
         self
     }
 
     /// Idle warm spares.
     pub fn warm_spares(&self) -> usize {
-        self.spares.as_ref().map_or(0, |pool| pool.len())
+        self.spares.as_ref().map_or(0, |pool| pool.0.len())
     }
 
     /// Process ids of the idle warm spares.
     pub fn warm_spare_pids(&self) -> Vec<u32> {
         self.spares
             .as_ref()
-            .map_or_else(Vec::new, |pool| pool.pids())
+            .map_or_else(Vec::new, |pool| pool.0.pids())
     }
 
     /// Waits until at least `count` warm spares are idle (forever if fewer are kept).
     pub async fn warm_spares_ready(&self, count: usize) {
         match &self.spares {
-            Some(pool) => pool.ready(count).await,
+            Some(pool) => pool.0.ready(count).await,
             None if count == 0 => {}
             None => std::future::pending().await,
         }
@@ -125,7 +124,7 @@ impl ClaudeAgentFactory {
     /// were killed.
     pub async fn release_spares(&self, count: usize) -> usize {
         match &self.spares {
-            Some(pool) => pool.release(count).await,
+            Some(pool) => pool.0.release(count).await,
             None => 0,
         }
     }
@@ -133,7 +132,7 @@ impl ClaudeAgentFactory {
     /// Stops replenishing spares for good and kills the idle ones (sessions are not affected).
     pub async fn shutdown_spares(&self) {
         if let Some(pool) = &self.spares {
-            pool.shutdown().await;
+            pool.0.shutdown().await;
         }
     }
 
@@ -148,7 +147,7 @@ impl ClaudeAgentFactory {
         let mode_ok = mode.is_none_or(|m| {
             m != "bypassPermissions" || options.permission_mode.as_deref() == Some(m)
         });
-        ctx.resume.is_none() && mode_ok && pool.serves(cwd, mirror)
+        ctx.resume.is_none() && mode_ok && pool.0.serves(cwd, mirror)
     }
 
     /// Hands `spare` to the session of `ctx`: its transcript is filed under the session's id,
@@ -269,8 +268,8 @@ impl AgentClientFactory for ClaudeAgentFactory {
         let store = ctx.store.clone().filter(|_| !options.disable_mirror);
         let cwd = session_cwd(options, &ctx.config);
         if self.spare_for(&ctx, &cwd, store.is_some()) {
-            if let Some(spare) = self.spares.as_ref() {
-                if let Some(spare) = spare.take().await {
+            if let Some(pool) = self.spares.as_ref() {
+                if let Some(spare) = pool.0.take().await {
                     return self.adopt(&ctx, spare, store).await;
                 }
             }

@@ -233,6 +233,32 @@ impl SparePool {
     }
 }
 
+/// The factory's handle on its pool (shared by its clones): when the last one is dropped the
+/// pool closes — no more starts — and its idle spares are killed.
+#[derive(Debug)]
+pub(crate) struct PoolOwner(pub(crate) Arc<SparePool>);
+
+impl Drop for PoolOwner {
+    fn drop(&mut self) {
+        let pool = &self.0;
+        pool.closed.cancel();
+        pool.wake.notify_one();
+        let all: Vec<Spare> = pool.idle.lock().drain(..).collect();
+        pool.ready.send_replace(0);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    for spare in all {
+                        discard(spare).await;
+                    }
+                });
+            }
+            // Dropping a spare kills its process (`kill_on_drop`).
+            Err(_) => drop(all),
+        }
+    }
+}
+
 async fn discard(spare: Spare) {
     spare.stop.cancel();
     spare.process.close_stdin().await;

@@ -387,3 +387,18 @@ async fn failing_spares_back_off_and_stop_with_the_pool() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(count(), after_shutdown, "no start once shut down");
 }
+
+/// Dropping the factory (every clone) closes the pool: its spares are killed.
+#[tokio::test]
+async fn dropping_the_factory_kills_its_spares() {
+    let h = Harness::new(2);
+    h.ready(2).await;
+    let pids = h.factory.warm_spare_pids();
+    drop(h);
+    // Killed in a background task (no event to await from here): bounded wait.
+    let deadline = Instant::now() + T;
+    while pids.iter().any(|p| alive((*p).into())) {
+        assert!(Instant::now() < deadline, "spares outlived their factory");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
