@@ -1,16 +1,23 @@
 //! [`ClaudeAgentFactory`]: launches one CLI process per session and completes the
 //! `initialize` handshake before handing the session its client and message stream
-//! (docs/claude-cli-protocol.md §1, §3).
+//! (docs/claude-cli-protocol.md §1, §3), or hands it a warm spare ([`crate::spares`]) when one
+//! can serve its settings.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use agent_webkit_core::agent::{AgentClientFactory, AgentConnection, AgentContext, AgentError};
+use agent_webkit_core::agent::{
+    AgentClientFactory, AgentConnection, AgentContext, AgentError, AgentMessage,
+};
+use agent_webkit_core::store::SessionStore;
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use parking_lot::Mutex;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, OnceCell};
+use tokio::task::JoinHandle;
 
 use crate::client::ClaudeClient;
 use crate::control::{ControlError, Shared};
@@ -22,7 +29,9 @@ use crate::options::{
 };
 use crate::process::{CliProcess, LineReader};
 use crate::reader::reader_loop;
+use crate::rekey::Rekey;
 use crate::resume::{self, ResumeDir};
+use crate::spares::{Launcher, PoolOwner, SparePool, TakenSpare};
 use crate::translate::Translator;
 use crate::watchdog::Watchdog;
 
@@ -44,6 +53,7 @@ pub struct ClaudeAgentFactory {
     options: Arc<ClaudeOptions>,
     live: Arc<AtomicUsize>,
     watchdog: Arc<Watchdog>,
+    spares: Option<Arc<PoolOwner>>,
 }
 
 impl ClaudeAgentFactory {
@@ -59,7 +69,171 @@ impl ClaudeAgentFactory {
             options: Arc::new(options),
             live: Arc::new(AtomicUsize::new(0)),
             watchdog: Arc::new(Watchdog::new()),
+            spares: None,
         }
+    }
+
+    /// Keeps `count` warm spares: CLIs started and `initialize`d with the default launch
+    /// options, replenished in the background (see [`crate::spares`]). A session in the
+    /// default working directory, not resumed, takes one and skips the CLI's start-up; a model
+    /// or permission mode other than the defaults is applied by control requests right after
+    /// (`bypassPermissions` always starts a fresh CLI). Spares count in
+    /// [`live_processes`](Self::live_processes). Call within a Tokio runtime (without one no
+    /// spares are kept); `0` keeps none. The spares are killed by
+    /// [`shutdown_spares`](Self::shutdown_spares), or when the factory and its clones are dropped.
+    pub fn with_warm_spares(mut self, count: usize) -> Self {
+        // A previous pool closes when its last owner goes.
+        self.spares = None;
+        if count > 0 {
+            self.spares = SparePool::start(
+                Launcher {
+                    options: Arc::clone(&self.options),
+                    live: Arc::clone(&self.live),
+                    watchdog: Arc::clone(&self.watchdog),
+                },
+                count,
+            )
+            .map(|pool| Arc::new(PoolOwner(pool)));
+        }
+        self
+    }
+
+    /// Idle warm spares.
+    pub fn warm_spares(&self) -> usize {
+        self.spares.as_ref().map_or(0, |pool| pool.0.len())
+    }
+
+    /// Process ids of the idle warm spares.
+    pub fn warm_spare_pids(&self) -> Vec<u32> {
+        self.spares
+            .as_ref()
+            .map_or_else(Vec::new, |pool| pool.0.pids())
+    }
+
+    /// Waits until at least `count` warm spares are idle (forever if fewer are kept).
+    pub async fn warm_spares_ready(&self, count: usize) {
+        match &self.spares {
+            Some(pool) => pool.0.ready(count).await,
+            None if count == 0 => {}
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Kills up to `count` idle spares to free their slots under pressure, and pauses
+    /// replenishing for [`RELEASE_HOLD_OFF`](crate::spares::RELEASE_HOLD_OFF); returns how many
+    /// were killed.
+    pub async fn release_spares(&self, count: usize) -> usize {
+        match &self.spares {
+            Some(pool) => pool.0.release(count).await,
+            None => 0,
+        }
+    }
+
+    /// Stops replenishing spares for good and kills the idle ones (sessions are not affected).
+    pub async fn shutdown_spares(&self) {
+        if let Some(pool) = &self.spares {
+            pool.0.shutdown().await;
+        }
+    }
+
+    /// Whether a warm spare can serve a new session with these settings.
+    fn spare_for(&self, ctx: &AgentContext, cwd: &std::path::Path, mirror: bool) -> bool {
+        let options = &self.options;
+        let Some(pool) = &self.spares else {
+            return false;
+        };
+        let mode = ctx.config.permission_mode.as_deref();
+        // The CLI refuses to switch into bypassPermissions unless launched in it.
+        let mode_ok = mode.is_none_or(|m| {
+            m != "bypassPermissions" || options.permission_mode.as_deref() == Some(m)
+        });
+        ctx.resume.is_none() && mode_ok && pool.0.serves(cwd, mirror)
+    }
+
+    /// Hands `spare` to the session of `ctx`: its transcript is filed under the session's id,
+    /// then the session's model and permission mode are applied if they differ from the
+    /// defaults the spare was started with.
+    async fn adopt(
+        &self,
+        ctx: &AgentContext,
+        spare: TakenSpare,
+        store: Option<Arc<dyn SessionStore>>,
+    ) -> Result<AgentConnection, AgentError> {
+        let options = &self.options;
+        let started = Instant::now();
+        let shared = new_shared(options, ctx, spare.process, spare.hooks);
+        let mut guard = StartGuard(Some(Arc::clone(&shared)));
+        let batcher = store.map(|store| {
+            let store: Arc<dyn SessionStore> =
+                Arc::new(Rekey::new(store, &spare.cli_session_id, &ctx.session_id));
+            Arc::new(MirrorBatcher::new(
+                store,
+                &spare.config_dir,
+                options.timeouts.store_append,
+                &ctx.session_id,
+            ))
+        });
+        let (tx, rx) = mpsc::channel(MESSAGE_BUFFER);
+        let reader = tokio::spawn(reader_loop(
+            Arc::clone(&shared),
+            spare.lines,
+            tx,
+            batcher,
+            Translator::new(options.thinking_deltas),
+        ));
+        if let Some(model) = ctx
+            .config
+            .model
+            .as_deref()
+            .filter(|m| options.model.as_deref() != Some(*m))
+        {
+            shared
+                .request(
+                    json!({"subtype": "set_model", "model": model}),
+                    options.timeouts.control,
+                )
+                .await
+                .map_err(|e| {
+                    e.into_agent_error(&["not_found", "invalid_request", "model_not_found"])
+                })?;
+        }
+        if let Some(mode) = ctx
+            .config
+            .permission_mode
+            .as_deref()
+            .filter(|m| options.permission_mode.as_deref() != Some(*m))
+        {
+            shared
+                .request(
+                    json!({"subtype": "set_permission_mode", "mode": mode}),
+                    options.timeouts.control,
+                )
+                .await
+                .map_err(|e| {
+                    e.into_agent_error(&["not_found", "invalid_request", "invalid_mode"])
+                })?;
+        }
+        tracing::info!(
+            session_id = %ctx.session_id,
+            agent_session_id = %spare.cli_session_id,
+            pid = shared.process.pid(),
+            spare_age_ms = spare.age.as_millis() as u64,
+            ready_ms = started.elapsed().as_millis() as u64,
+            "Claude CLI ready (warm spare)"
+        );
+        guard.0 = None;
+        let mut conn = connection(options, shared, reader, rx, spare.info);
+        // Results name the session as a CLI started for it would (and a resumed one does).
+        let (from, to) = (spare.cli_session_id, ctx.session_id.clone());
+        conn.messages = Box::pin(conn.messages.map(move |mut message| {
+            if let Ok(AgentMessage::Result(result)) = &mut message {
+                if result.session_id == from {
+                    result.session_id.clone_from(&to);
+                }
+            }
+            message
+        }));
+        Ok(conn)
     }
 
     /// The options sessions are launched with.
@@ -91,10 +265,17 @@ impl AgentClientFactory for ClaudeAgentFactory {
         if let Some(mode) = &ctx.config.permission_mode {
             check_mode(mode)?;
         }
-        let program = find_cli(options.cli_path.as_deref())
-            .map_err(|e| AgentError::Unavailable(e.to_string()))?;
         let store = ctx.store.clone().filter(|_| !options.disable_mirror);
         let cwd = session_cwd(options, &ctx.config);
+        if self.spare_for(&ctx, &cwd, store.is_some()) {
+            if let Some(pool) = self.spares.as_ref() {
+                if let Some(spare) = pool.0.take().await {
+                    return self.adopt(&ctx, spare, store).await;
+                }
+            }
+        }
+        let program = find_cli(options.cli_path.as_deref())
+            .map_err(|e| AgentError::Unavailable(e.to_string()))?;
         if !cwd.is_dir() {
             return Err(AgentError::InvalidConfig(format!(
                 "Working directory does not exist: {}",
@@ -148,19 +329,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             process.attach_resume_dir(dir).await;
         }
         let (init, hooks) = initialize_request(&options.hooks);
-        let shared = Arc::new(Shared {
-            session_id: ctx.session_id.clone(),
-            process,
-            permissions: ctx.permissions.clone(),
-            hooks,
-            control_timeout: options.timeouts.control,
-            counter: AtomicU64::new(0),
-            pending: Mutex::new(HashMap::new()),
-            cli_requests: Mutex::new(HashMap::new()),
-            awaiting: Mutex::new(VecDeque::new()),
-            closing: AtomicBool::new(false),
-            dead: Mutex::new(None),
-        });
+        let shared = new_shared(options, &ctx, process, hooks);
         let mut guard = StartGuard(Some(Arc::clone(&shared)));
         let batcher = store.map(|store| {
             Arc::new(MirrorBatcher::new(
@@ -214,22 +383,60 @@ impl AgentClientFactory for ClaudeAgentFactory {
             "Claude CLI ready"
         );
         guard.0 = None;
-        let messages =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
-            );
-        Ok(AgentConnection {
-            client: Arc::new(ClaudeClient {
-                shared,
-                reader: tokio::sync::Mutex::new(Some(reader)),
-                disconnected: OnceCell::new(),
-                graceful_exit: options.timeouts.graceful_exit,
-                terminate: options.timeouts.terminate,
-                server_info: info,
-            }),
-            messages: Box::pin(messages),
-        })
+        Ok(connection(options, shared, reader, rx, info))
+    }
+
+    fn spare_count(&self) -> usize {
+        self.warm_spares()
+    }
+
+    async fn release_spare(&self) -> bool {
+        self.release_spares(1).await == 1
+    }
+}
+
+/// The state a session's client, reader and CLI-request tasks share.
+fn new_shared(
+    options: &ClaudeOptions,
+    ctx: &AgentContext,
+    process: Arc<CliProcess>,
+    hooks: Vec<crate::options::HookSpec>,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        session_id: ctx.session_id.clone(),
+        process,
+        permissions: ctx.permissions.clone(),
+        hooks,
+        control_timeout: options.timeouts.control,
+        counter: AtomicU64::new(0),
+        pending: Mutex::new(HashMap::new()),
+        cli_requests: Mutex::new(HashMap::new()),
+        awaiting: Mutex::new(VecDeque::new()),
+        closing: AtomicBool::new(false),
+        dead: Mutex::new(None),
+    })
+}
+
+/// The session's connection: the client over `shared` and the reader's message stream.
+fn connection(
+    options: &ClaudeOptions,
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
+    rx: mpsc::Receiver<Result<AgentMessage, AgentError>>,
+    info: Value,
+) -> AgentConnection {
+    let messages =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    AgentConnection {
+        client: Arc::new(ClaudeClient {
+            shared,
+            reader: tokio::sync::Mutex::new(Some(reader)),
+            disconnected: OnceCell::new(),
+            graceful_exit: options.timeouts.graceful_exit,
+            terminate: options.timeouts.terminate,
+            server_info: info,
+        }),
+        messages: Box::pin(messages),
     }
 }
 

@@ -19,6 +19,8 @@
 //! - [`resume`] — resuming a session from the `SessionStore` (materialized transcript,
 //!   `--resume=<id>`).
 //! - [`factory`] — [`ClaudeAgentFactory`]: launch and `initialize` handshake.
+//! - [`spares`] — warm spares: CLIs started ahead of demand, taken by new sessions.
+//! - `rekey` (private) — files a spare's transcript under the session that took it.
 //! - [`client`] — [`ClaudeClient`], the command side of a session (user messages, interrupt,
 //!   `set_*`, disconnect).
 //! - `control` (private) — state shared per session; host → CLI control requests.
@@ -49,7 +51,9 @@ pub mod options;
 pub mod process;
 pub mod project_key;
 mod reader;
+mod rekey;
 pub mod resume;
+pub mod spares;
 pub mod translate;
 pub mod watchdog;
 

@@ -83,6 +83,16 @@ pub trait AgentClientFactory: Send + Sync + 'static {
     /// Starts the agent for a new session. Errors become the create request's status:
     /// [`AgentError::InvalidConfig`] 400, [`AgentError::Unavailable`] 503, anything else 502.
     async fn create(&self, ctx: AgentContext) -> Result<AgentConnection, AgentError>;
+
+    /// Idle agents started ahead of demand (warm spares); they count as live agents.
+    fn spare_count(&self) -> usize {
+        0
+    }
+
+    /// Stops one idle spare to free its slot under pressure; `false` when none was idle.
+    async fn release_spare(&self) -> bool {
+        false
+    }
 }
 
 /// The command side of a running agent. Methods take `&self` and may be called concurrently

@@ -321,6 +321,16 @@ struct ClaudeArgs {
     /// Do not mirror CLI transcripts into the session store.
     #[arg(long, env = "AGENT_WEBKIT_CLAUDE_NO_MIRROR", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     claude_no_mirror: bool,
+    /// Claude CLIs kept started and initialized for new sessions in the default working
+    /// directory (a session takes one and skips the CLI's start-up). Each is a live CLI
+    /// process (~160 MB). 0 = none.
+    #[arg(
+        long,
+        visible_alias = "warm-spares",
+        env = "AGENT_WEBKIT_CLAUDE_WARM_SPARES",
+        default_value_t = 0
+    )]
+    claude_warm_spares: usize,
 }
 
 impl ClaudeArgs {
@@ -425,7 +435,9 @@ fn build_config(cli: &Cli) -> Result<AppConfig, String> {
                 // Not fatal: sessions fail with a clear 503 until the CLI is installed.
                 tracing::warn!("{err}");
             }
-            Arc::new(ClaudeAgentFactory::new(options))
+            Arc::new(
+                ClaudeAgentFactory::new(options).with_warm_spares(cli.claude.claude_warm_spares),
+            )
         }
     };
     let auth = if cli.no_auth {
