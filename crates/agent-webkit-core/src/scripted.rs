@@ -37,6 +37,10 @@ pub(crate) struct Scripted {
     pub(crate) session_id: String,
     /// The agent's permission handle, as a real agent would use it.
     pub(crate) permissions: PermissionHandle,
+    /// What it was started with.
+    pub(crate) config: SessionConfig,
+    /// The agent session it resumes (`None`: a new one).
+    pub(crate) resume: Option<String>,
     messages: Option<mpsc::UnboundedSender<Item>>,
     queries: mpsc::UnboundedReceiver<UserContent>,
     client: Arc<Client>,
@@ -158,6 +162,8 @@ impl AgentClientFactory for ScriptedFactory {
         let _ = self.started.send(Scripted {
             session_id: ctx.session_id,
             permissions: ctx.permissions,
+            config: ctx.config,
+            resume: ctx.resume,
             messages: Some(messages_tx),
             queries: queries_rx,
             client: Arc::clone(&client),
@@ -166,6 +172,10 @@ impl AgentClientFactory for ScriptedFactory {
             client,
             messages: Box::pin(messages),
         })
+    }
+
+    fn can_resume(&self, _store: Option<&Arc<dyn crate::store::SessionStore>>) -> bool {
+        true
     }
 }
 
