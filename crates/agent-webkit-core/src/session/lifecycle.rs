@@ -127,7 +127,11 @@ impl Session {
         if self.control.try_send(tx).is_err() {
             return false;
         }
-        rx.await.unwrap_or(false)
+        // A loop busy elsewhere (its own wake-up, waiting for a slot) answers late: never wait
+        // on it for longer than a disconnect may take, or two waking sessions could wait on
+        // each other.
+        let patience = self.disconnect_timeout + Duration::from_secs(1);
+        matches!(tokio::time::timeout(patience, rx).await, Ok(Ok(true)))
     }
 
     /// Records a runtime setting; applied to the next agent at wake-up.

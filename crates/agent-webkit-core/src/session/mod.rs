@@ -12,10 +12,12 @@
 //! - takes the next queued user message only when the previous turn has ended (its `result`),
 //! - on an unexpected end of the agent appends `error` then `done` and removes the session.
 //!
-//! Subscribers are in `subscriber`.
+//! Subscribers are in `subscriber`; the agent's lifecycle (live ↔ hibernated: stopped while
+//! quiet, resumed by the next user message) in `lifecycle`.
 //!
 //! HTTP handlers call the control methods (`interrupt`, `set_model`, ...) directly on the
-//! agent client; user messages go through the bounded inbound queue.
+//! agent client (while hibernated they are recorded or no-ops); user messages go through the
+//! bounded inbound queue.
 
 mod events;
 mod lifecycle;
