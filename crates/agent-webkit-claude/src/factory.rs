@@ -260,6 +260,11 @@ impl Drop for StartGuard {
 
 #[async_trait]
 impl AgentClientFactory for ClaudeAgentFactory {
+    /// Resumable when the transcript is mirrored into a store (`resume` materialises it).
+    fn can_resume(&self, store: Option<&Arc<dyn agent_webkit_core::store::SessionStore>>) -> bool {
+        store.is_some() && !self.options.disable_mirror
+    }
+
     async fn create(&self, ctx: AgentContext) -> Result<AgentConnection, AgentError> {
         let options = &self.options;
         if let Some(mode) = &ctx.config.permission_mode {

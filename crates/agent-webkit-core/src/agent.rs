@@ -93,6 +93,14 @@ pub trait AgentClientFactory: Send + Sync + 'static {
     async fn release_spare(&self) -> bool {
         false
     }
+
+    /// Whether an agent of this factory, once disconnected, can be started again with
+    /// [`AgentContext::resume`] and continue its conversation, given the transcript store the
+    /// sessions use. Sessions of a factory that cannot are never hibernated. Default: `false`.
+    fn can_resume(&self, store: Option<&Arc<dyn SessionStore>>) -> bool {
+        let _ = store;
+        false
+    }
 }
 
 /// The command side of a running agent. Methods take `&self` and may be called concurrently
@@ -112,6 +120,12 @@ pub trait AgentClient: Send + Sync + 'static {
     async fn stop_task(&self, task_id: &str) -> Result<(), AgentError>;
     /// Shuts the agent down; its message stream ends afterwards. Must be idempotent.
     async fn disconnect(&self) -> Result<(), AgentError>;
+
+    /// Whether the agent still works between turns (a background task, a subagent): a busy
+    /// agent is not hibernated. Default: `false`.
+    fn is_busy(&self) -> bool {
+        false
+    }
 }
 
 /// A complete (or, for streaming agents, complete-so-far) assistant message.

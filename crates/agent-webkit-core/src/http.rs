@@ -495,6 +495,10 @@ impl Api {
                 ApiResponse::error(503, CreateError::AtCapacity(max), Some("session_limit"))
                     .with_header("retry-after", "1")
             }
+            Err(CreateError::AgentsAtCapacity(max)) => {
+                ApiResponse::error(503, CreateError::AgentsAtCapacity(max), Some("at_capacity"))
+                    .with_header("retry-after", "1")
+            }
             Err(err @ CreateError::ShuttingDown) => {
                 ApiResponse::error(503, err, Some("shutting_down"))
             }
@@ -549,6 +553,10 @@ impl Api {
                     ResumeError::Refused(reason),
                     Some("take_over_refused"),
                 ))
+            }
+            Err(ResumeError::Create(err @ CreateError::AgentsAtCapacity(_))) => {
+                Err(ApiResponse::error(503, err, Some("at_capacity"))
+                    .with_header("retry-after", "1"))
             }
             Err(ResumeError::Create(err)) => {
                 tracing::warn!(session_id = id, error = %err, "take-over failed");

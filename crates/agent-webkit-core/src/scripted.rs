@@ -37,6 +37,10 @@ pub(crate) struct Scripted {
     pub(crate) session_id: String,
     /// The agent's permission handle, as a real agent would use it.
     pub(crate) permissions: PermissionHandle,
+    /// What it was started with.
+    pub(crate) config: SessionConfig,
+    /// The agent session it resumes (`None`: a new one).
+    pub(crate) resume: Option<String>,
     messages: Option<mpsc::UnboundedSender<Item>>,
     queries: mpsc::UnboundedReceiver<UserContent>,
     client: Arc<Client>,
@@ -120,6 +124,8 @@ impl AgentClient for Client {
 pub(crate) struct ScriptedFactory {
     started: mpsc::UnboundedSender<Scripted>,
     refuse: Mutex<Option<AgentError>>,
+    /// Idle warm spares this factory pretends to hold.
+    spares: std::sync::atomic::AtomicUsize,
 }
 
 impl ScriptedFactory {
@@ -129,8 +135,19 @@ impl ScriptedFactory {
         let factory = Arc::new(Self {
             started,
             refuse: Mutex::new(None),
+            spares: std::sync::atomic::AtomicUsize::new(0),
         });
         (factory, rx)
+    }
+
+    /// Pretends to hold `n` idle warm spares.
+    pub(crate) fn set_spares(&self, n: usize) {
+        self.spares.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Idle warm spares left.
+    pub(crate) fn spares(&self) -> usize {
+        self.spares.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Makes the next create fail with `err`.
@@ -158,6 +175,8 @@ impl AgentClientFactory for ScriptedFactory {
         let _ = self.started.send(Scripted {
             session_id: ctx.session_id,
             permissions: ctx.permissions,
+            config: ctx.config,
+            resume: ctx.resume,
             messages: Some(messages_tx),
             queries: queries_rx,
             client: Arc::clone(&client),
@@ -166,6 +185,21 @@ impl AgentClientFactory for ScriptedFactory {
             client,
             messages: Box::pin(messages),
         })
+    }
+
+    fn can_resume(&self, _store: Option<&Arc<dyn crate::store::SessionStore>>) -> bool {
+        true
+    }
+
+    fn spare_count(&self) -> usize {
+        self.spares()
+    }
+
+    async fn release_spare(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.spares
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 

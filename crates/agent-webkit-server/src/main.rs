@@ -71,6 +71,19 @@ struct Cli {
     /// Most live sessions (further creates get 503); unlimited when absent.
     #[arg(long, env = "AGENT_WEBKIT_MAX_SESSIONS")]
     max_sessions: Option<usize>,
+    /// Seconds a session's agent may stay quiet (no turn, prompt or queued message) before it
+    /// is hibernated: stopped, and resumed from the transcript store on the next user message
+    /// (0: never on idleness; capacity pressure still hibernates).
+    #[arg(long, env = "AGENT_WEBKIT_HIBERNATE_AFTER", default_value_t = 60.0)]
+    hibernate_after: f64,
+    /// Most live agent processes; a session that needs one when all are taken hibernates the
+    /// least recently active one first (default: total memory / 512 MiB, at least 4).
+    #[arg(long, env = "AGENT_WEBKIT_MAX_LIVE_AGENTS")]
+    max_live_agents: Option<usize>,
+    /// Seconds a hibernated session's user message waits for a free agent slot before the
+    /// client gets `error {code: "at_capacity"}`.
+    #[arg(long, env = "AGENT_WEBKIT_CAPACITY_WAIT", default_value_t = 30.0)]
+    capacity_wait: f64,
     /// Events kept per session for Last-Event-ID resume.
     #[arg(long, env = "AGENT_WEBKIT_RING_SIZE", default_value_t = 1000)]
     ring_size: usize,
@@ -455,6 +468,15 @@ fn build_config(cli: &Cli) -> Result<AppConfig, String> {
         ring_size: cli.ring_size.max(1),
         lease: seconds(cli.lease, "lease")?.max(Duration::from_millis(100)),
         compact_after: Some(seconds(cli.compact_after, "compact-after")?).filter(|d| !d.is_zero()),
+        hibernate_after: Some(seconds(cli.hibernate_after, "hibernate-after")?)
+            .filter(|d| !d.is_zero()),
+        // Only processes are bounded by default: replay agents are tasks of this server.
+        max_live_agents: match cli.agent {
+            AgentKind::Claude => Some(cli.max_live_agents.unwrap_or_else(default_max_live_agents)),
+            AgentKind::Replay => cli.max_live_agents,
+        }
+        .map(|n| n.max(1)),
+        capacity_wait: seconds(cli.capacity_wait, "capacity-wait")?,
         ..RegistryConfig::default()
     };
     config.keepalive = seconds(cli.keepalive, "keepalive")?.max(Duration::from_millis(10));
@@ -467,6 +489,26 @@ fn build_config(cli: &Cli) -> Result<AppConfig, String> {
     config.limits = cli.hardening.limits()?;
     config.cors_origins.clone_from(&cli.hardening.cors_origins);
     Ok(config)
+}
+
+/// Memory budgeted per live agent process for the default `--max-live-agents`.
+const MEMORY_PER_AGENT: u64 = 512 * 1024 * 1024;
+/// Fewest live agents by default.
+const MIN_LIVE_AGENTS: usize = 4;
+
+/// Total memory / [`MEMORY_PER_AGENT`], at least [`MIN_LIVE_AGENTS`] (that minimum when the
+/// total cannot be read).
+fn default_max_live_agents() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib.saturating_mul(1024));
+    usize::try_from(total / MEMORY_PER_AGENT)
+        .unwrap_or(usize::MAX)
+        .max(MIN_LIVE_AGENTS)
 }
 
 async fn shutdown_signal() {

@@ -2,9 +2,13 @@
 //!
 //! Split by concern: this file holds the registry itself; `failover` the cross-host part
 //! (persisted sessions, take-over, hand-off, leases); `tasks` the background work (idle
-//! reaper, ring compactor, lease renewal).
+//! reaper, hibernation of quiet agents, ring compactor, lease renewal); `capacity` the bound on
+//! live agents (slots, eviction of the least recently active, waking hibernated sessions).
 
+mod capacity;
 mod failover;
+#[cfg(test)]
+mod hibernate_tests;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -23,7 +27,9 @@ use crate::event_log::{EventLog, DEFAULT_MAX_SIZE};
 use crate::models::{EventKind, SessionReadyData};
 use crate::permission::{PermissionHandle, PermissionRouter};
 use crate::persist::SessionRecord;
-use crate::session::{Session, SessionOptions, SessionParts, DEFAULT_INBOUND_CAPACITY};
+use crate::session::{
+    RuntimeSettings, Session, SessionOptions, SessionParts, DEFAULT_INBOUND_CAPACITY,
+};
 use crate::store::SessionStore;
 
 pub use failover::{Failover, ResumeError};
@@ -53,6 +59,16 @@ pub struct RegistryConfig {
     /// A session whose event log has been quiet this long gets its ring compressed (see
     /// [`EventLog::compact`](crate::event_log::EventLog::compact)); `None`: never. Default 1 s.
     pub compact_after: Option<Duration>,
+    /// A session whose agent has been quiet this long gets it hibernated (stopped; started
+    /// again, resumed, on the next user message); `None`: never on idleness (capacity pressure
+    /// still hibernates). Only for agents that can resume. Default 60 s.
+    pub hibernate_after: Option<Duration>,
+    /// Most live agents at once (`None`: unbounded). A session that needs one when all are
+    /// taken first hibernates the least recently active hibernatable session.
+    pub max_live_agents: Option<usize>,
+    /// How long a hibernated session's user message waits for a free agent slot before the
+    /// client gets `error {code: "at_capacity"}` (default 30 s).
+    pub capacity_wait: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -68,6 +84,9 @@ impl Default for RegistryConfig {
             disconnect_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(10),
             compact_after: Some(Duration::from_secs(1)),
+            hibernate_after: Some(Duration::from_secs(60)),
+            max_live_agents: None,
+            capacity_wait: Duration::from_secs(30),
         }
     }
 }
@@ -77,6 +96,7 @@ impl RegistryConfig {
         self.reap_interval.unwrap_or_else(|| {
             (self.idle_timeout / 4)
                 .min(self.lease / 3)
+                .min(self.hibernate_after.map_or(Duration::MAX, |d| d / 4))
                 .clamp(Duration::from_millis(10), Duration::from_secs(30))
         })
     }
@@ -88,6 +108,10 @@ pub enum CreateError {
     /// The session cap is reached (HTTP 503 + `Retry-After`).
     #[error("Session limit reached ({0} sessions); retry later")]
     AtCapacity(usize),
+    /// Every live-agent slot is taken and no session can be hibernated (HTTP 503 +
+    /// `Retry-After`, code `at_capacity`).
+    #[error("All {0} agents are busy; retry later")]
+    AgentsAtCapacity(usize),
     /// The server is shutting down (HTTP 503).
     #[error("Server is shutting down")]
     ShuttingDown,
@@ -120,6 +144,10 @@ struct Inner {
     writers: Mutex<HashMap<String, JoinHandle<()>>>,
     /// Single flight for take-overs.
     resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Free live-agent slots (`None`: unbounded).
+    live_agents: Option<Arc<tokio::sync::Semaphore>>,
+    /// Whether the factory's agents can be resumed, so sessions may hibernate.
+    hibernation: bool,
 }
 
 impl Inner {
@@ -170,8 +198,26 @@ impl SessionRegistry {
         config: RegistryConfig,
         failover: Option<Failover>,
     ) -> Self {
+        let hibernation = factory.can_resume(store.as_ref());
+        if hibernation {
+            tracing::info!(
+                hibernate_after = ?config.hibernate_after,
+                max_live_agents = ?config.max_live_agents,
+                "sessions hibernate their agents when quiet or under capacity pressure"
+            );
+        } else {
+            tracing::info!(
+                max_live_agents = ?config.max_live_agents,
+                "sessions are never hibernated: this agent cannot resume a conversation (no transcript store, or mirroring off)"
+            );
+        }
+        let live_agents = config
+            .max_live_agents
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
         Self {
             inner: Arc::new(Inner {
+                live_agents,
+                hibernation,
                 factory,
                 store,
                 config,
@@ -272,8 +318,22 @@ impl SessionRegistry {
     ) -> Result<Arc<Session>, CreateError> {
         let inner = &self.inner;
         let id = id.to_owned();
+        let permit = match self.agent_slot(Duration::ZERO, None).await {
+            Ok(permit) => permit,
+            Err(_) => {
+                log.close();
+                return Err(CreateError::AgentsAtCapacity(
+                    inner.config.max_live_agents.unwrap_or(0),
+                ));
+            }
+        };
         let router = Arc::new(PermissionRouter::new());
         let (permissions, prompts) = PermissionHandle::for_session(Arc::clone(&router));
+        let settings = RuntimeSettings {
+            model: config.model.clone(),
+            permission_mode: config.permission_mode.clone(),
+        };
+        let revive = self.reviver(&id, &config, resume.as_deref());
         let ctx = AgentContext {
             session_id: id.clone(),
             config,
@@ -306,6 +366,9 @@ impl SessionRegistry {
                 router,
                 connection,
                 prompts,
+                permit,
+                settings,
+                revive,
             },
             SessionOptions {
                 inbound_capacity: inner.config.inbound_capacity,

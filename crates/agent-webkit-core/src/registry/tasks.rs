@@ -1,5 +1,5 @@
-//! The registry's background work: the idle reaper (which also renews leases) and the ring
-//! compactor.
+//! The registry's background work: the idle reaper (which also hibernates quiet agents and
+//! renews leases) and the ring compactor.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,7 @@ impl SessionRegistry {
                 let Some(inner) = weak.upgrade() else { return };
                 let registry = SessionRegistry { inner };
                 registry.reap_idle().await;
+                registry.hibernate_quiet().await;
                 registry.renew_leases().await;
             }
         }));

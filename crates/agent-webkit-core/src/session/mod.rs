@@ -12,12 +12,15 @@
 //! - takes the next queued user message only when the previous turn has ended (its `result`),
 //! - on an unexpected end of the agent appends `error` then `done` and removes the session.
 //!
-//! Subscribers are in `subscriber`.
+//! Subscribers are in `subscriber`; the agent's lifecycle (live ↔ hibernated: stopped while
+//! quiet, resumed by the next user message) in `lifecycle`.
 //!
 //! HTTP handlers call the control methods (`interrupt`, `set_model`, ...) directly on the
-//! agent client; user messages go through the bounded inbound queue.
+//! agent client (while hibernated they are recorded or no-ops); user messages go through the
+//! bounded inbound queue.
 
 mod events;
+mod lifecycle;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -36,7 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::agent::{AgentClient, AgentConnection, AgentError, AgentMessage, AgentMessageStream};
+use crate::agent::{AgentConnection, AgentError, AgentMessage, AgentMessageStream};
 use crate::event_log::{EventLog, LoggedEvent, SubscribeError};
 use crate::models::{DoneData, ErrorData, EventKind, UserContent};
 use crate::permission::{
@@ -44,6 +47,9 @@ use crate::permission::{
 };
 
 use self::events::EventTranslator;
+pub use self::lifecycle::AgentState;
+use self::lifecycle::{AgentSlot, HibernateRequest};
+pub(crate) use self::lifecycle::{Revive, RuntimeSettings, WakeError, Woken};
 pub use self::subscriber::{Probe, SessionSubscriber};
 
 /// Default capacity of the inbound user-message queue.
@@ -106,6 +112,12 @@ pub(crate) struct SessionParts {
     /// What its agent's [`PermissionHandle`](crate::permission::PermissionHandle) asks of the
     /// loop.
     pub(crate) prompts: mpsc::UnboundedReceiver<ToSession>,
+    /// Its agent's slot among the live agents (`None`: unbounded).
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Model and permission mode it was started with.
+    pub(crate) settings: RuntimeSettings,
+    /// How to start its agent again after hibernation (`None`: it is never hibernated).
+    pub(crate) revive: Option<Arc<dyn Revive>>,
 }
 
 type QueryFuture = Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>;
@@ -115,11 +127,19 @@ pub struct Session {
     id: String,
     log: Arc<EventLog>,
     router: Arc<PermissionRouter>,
-    client: Arc<dyn AgentClient>,
+    /// The agent while live (see `lifecycle`).
+    agent: Mutex<AgentSlot>,
+    /// Model and permission mode as last set (applied again at wake-up).
+    runtime: Mutex<RuntimeSettings>,
+    revive: Option<Arc<dyn Revive>>,
+    /// Hibernation requests to the loop.
+    control: mpsc::Sender<HibernateRequest>,
     inbound: mpsc::Sender<UserContent>,
     inbound_capacity: usize,
     inbound_bytes: crate::limits::InboundBytes,
     last_activity: Mutex<Instant>,
+    /// When the agent last sent a message.
+    last_agent_message: Mutex<Instant>,
     subscribers: AtomicUsize,
     /// Closed to hand the session to another host: streams end without `done`.
     handed_off: std::sync::atomic::AtomicBool,
@@ -157,19 +177,31 @@ impl Session {
             router,
             connection,
             prompts,
+            permit,
+            settings,
+            revive,
         } = parts;
         let (client, messages) = (connection.client, connection.messages);
         let capacity = options.inbound_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
+        let (control, control_rx) = mpsc::channel(4);
         let session = Arc::new(Self {
             id,
             log,
             router,
-            client,
+            agent: Mutex::new(AgentSlot {
+                state: AgentState::Live,
+                client: Some(client),
+                permit,
+            }),
+            runtime: Mutex::new(settings),
+            revive,
+            control,
             inbound: tx,
             inbound_capacity: capacity,
             inbound_bytes: crate::limits::InboundBytes::new(options.inbound_max_bytes),
             last_activity: Mutex::new(Instant::now()),
+            last_agent_message: Mutex::new(Instant::now()),
             subscribers: AtomicUsize::new(0),
             probe: tokio::sync::watch::Sender::new(0),
             handed_off: std::sync::atomic::AtomicBool::new(false),
@@ -182,7 +214,7 @@ impl Session {
         let span = tracing::info_span!("session", session_id = %session.id);
         let handle = tokio::spawn(
             Arc::clone(&session)
-                .pump(messages, rx, prompts)
+                .pump(messages, rx, prompts, control_rx)
                 .instrument(span),
         );
         if let Ok(mut slot) = session.pump.try_lock() {
@@ -219,6 +251,13 @@ impl Session {
     /// Whether the session has ended (its log is closed).
     pub fn is_closed(&self) -> bool {
         self.log.is_closed()
+    }
+
+    /// Time since the last input or agent message, whichever is later (hibernation and
+    /// least-recently-active eviction go by it).
+    pub(crate) fn quiet_for(&self) -> Duration {
+        self.idle_for()
+            .min(self.last_agent_message.lock().elapsed())
     }
 
     fn touch(&self) {
@@ -300,28 +339,42 @@ impl Session {
         }
     }
 
-    /// Interrupts the running turn.
+    /// Interrupts the running turn (a no-op while hibernated: no turn runs).
     pub async fn interrupt(&self) -> Result<(), SessionError> {
         self.live()?;
-        Ok(self.client.interrupt().await?)
+        match self.client() {
+            Some(client) => Ok(client.interrupt().await?),
+            None => Ok(()),
+        }
     }
 
-    /// Changes the permission mode.
+    /// Changes the permission mode (while hibernated: recorded, applied at wake-up).
     pub async fn set_permission_mode(&self, mode: &str) -> Result<(), SessionError> {
         self.live()?;
-        Ok(self.client.set_permission_mode(mode).await?)
+        if let Some(client) = self.client() {
+            client.set_permission_mode(mode).await?;
+        }
+        self.record(|s| s.permission_mode = Some(mode.to_owned()));
+        Ok(())
     }
 
-    /// Changes the model.
+    /// Changes the model (while hibernated: recorded, applied at wake-up).
     pub async fn set_model(&self, model: Option<&str>) -> Result<(), SessionError> {
         self.live()?;
-        Ok(self.client.set_model(model).await?)
+        if let Some(client) = self.client() {
+            client.set_model(model).await?;
+        }
+        self.record(|s| s.model = model.map(str::to_owned));
+        Ok(())
     }
 
-    /// Stops a background task.
+    /// Stops a background task (a no-op while hibernated: none runs).
     pub async fn stop_task(&self, task_id: &str) -> Result<(), SessionError> {
         self.live()?;
-        Ok(self.client.stop_task(task_id).await?)
+        match self.client() {
+            Some(client) => Ok(client.stop_task(task_id).await?),
+            None => Ok(()),
+        }
     }
 
     /// Subscribes to the event log (`None`: from the start of the ring). The returned
@@ -378,18 +431,21 @@ impl Session {
         self.finished
             .get_or_init(|| async {
                 self.router.cancel_all();
-                match tokio::time::timeout(self.disconnect_timeout, self.client.disconnect()).await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => {
-                        tracing::warn!(session_id = %self.id, error = %err, "agent disconnect failed")
+                let client = self.agent.lock().client.take();
+                if let Some(client) = client {
+                    match tokio::time::timeout(self.disconnect_timeout, client.disconnect()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            tracing::warn!(session_id = %self.id, error = %err, "agent disconnect failed")
+                        }
+                        Err(_) => tracing::warn!(
+                            session_id = %self.id,
+                            timeout = ?self.disconnect_timeout,
+                            "agent disconnect timed out"
+                        ),
                     }
-                    Err(_) => tracing::warn!(
-                        session_id = %self.id,
-                        timeout = ?self.disconnect_timeout,
-                        "agent disconnect timed out"
-                    ),
                 }
+                drop(self.agent.lock().permit.take());
                 if !self.handed_off.load(Ordering::Acquire) {
                     self.append(EventKind::Done, &DoneData {});
                 }
@@ -411,10 +467,13 @@ impl Session {
 
     async fn pump(
         self: Arc<Self>,
-        mut messages: AgentMessageStream,
+        messages: AgentMessageStream,
         mut inbound: mpsc::Receiver<UserContent>,
         mut prompts: mpsc::UnboundedReceiver<ToSession>,
+        mut control: mpsc::Receiver<HibernateRequest>,
     ) {
+        // `None` while hibernated.
+        let mut messages = Some(messages);
         let mut translator = EventTranslator::default();
         let mut turn_open = false;
         let mut query: Option<QueryFuture> = None;
@@ -437,10 +496,20 @@ impl Session {
                     // streams next.
                     request.apply(&self.log, &self.router);
                 }
-                message = messages.next() => {
+                message = next_opt(&mut messages) => {
                     if let Err(err) = self.handle(&mut translator, &mut turn_open, message) {
                         break err;
                     }
+                }
+                Some(reply) = control.recv() => {
+                    let idle = !turn_open && query.is_none() && inbound.is_empty();
+                    // Whatever the agent sent before is translated first.
+                    if let Err(err) = self.drain(&mut messages, &mut translator, &mut turn_open) {
+                        let _ = reply.send(false);
+                        break err;
+                    }
+                    let hibernated = self.hibernate_now(idle && !turn_open, &mut messages).await;
+                    let _ = reply.send(hibernated);
                 }
                 outcome = poll_opt(&mut query) => {
                     query = None;
@@ -452,8 +521,19 @@ impl Session {
                 }
                 Some(content) = inbound.recv(), if !turn_open && query.is_none() => {
                     self.inbound_bytes.release(content.size_hint());
+                    if messages.is_none() {
+                        let woken = tokio::select! {
+                            () = self.cancel.cancelled() => return,
+                            woken = self.wake(&mut prompts, &content) => woken,
+                        };
+                        match woken {
+                            Some(stream) => messages = Some(stream),
+                            // Reported as not sent; the session stays hibernated.
+                            None => continue,
+                        }
+                    }
+                    let Some(client) = self.client() else { continue };
                     turn_open = true;
-                    let client = Arc::clone(&self.client);
                     query = Some(Box::pin(async move { client.query(content).await }));
                 }
             }
@@ -479,10 +559,13 @@ impl Session {
     /// Translates every message the agent has already sent (without waiting for more).
     fn drain(
         &self,
-        messages: &mut AgentMessageStream,
+        messages: &mut Option<AgentMessageStream>,
         translator: &mut EventTranslator,
         turn_open: &mut bool,
     ) -> Result<(), AgentError> {
+        let Some(messages) = messages else {
+            return Ok(());
+        };
         while let Some(message) = messages.next().now_or_never() {
             self.handle(translator, turn_open, message)?;
         }
@@ -497,6 +580,7 @@ impl Session {
     ) -> Result<(), AgentError> {
         match message {
             Some(Ok(message)) => {
+                *self.last_agent_message.lock() = Instant::now();
                 if translator.translate(self, message) {
                     *turn_open = false;
                 }
@@ -507,6 +591,15 @@ impl Session {
                 "the agent's message stream ended".into(),
             )),
         }
+    }
+}
+
+async fn next_opt(
+    messages: &mut Option<AgentMessageStream>,
+) -> Option<Result<AgentMessage, AgentError>> {
+    match messages {
+        Some(messages) => messages.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,213 @@
+//! The bound on live agents: slots (a semaphore of `max_live_agents` permits, one held by each
+//! live agent), eviction of the least recently active hibernatable session when a slot is
+//! needed, idle hibernation, and the [`Revive`] that wakes a hibernated session.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{Inner, SessionRegistry};
+use crate::agent::{AgentContext, AgentError, SessionConfig};
+use crate::permission::{PermissionHandle, PermissionRouter};
+use crate::session::{AgentState, Revive, RuntimeSettings, Session, WakeError, Woken};
+
+/// How often a waiting wake-up looks again for a session to hibernate (sessions become
+/// hibernatable when their turn ends, which nothing signals to the registry).
+const EVICT_RETRY: Duration = Duration::from_millis(100);
+
+/// No free slot within the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NoSlot;
+
+impl SessionRegistry {
+    /// A live-agent slot, hibernating the least recently active hibernatable session (other
+    /// than `exclude`) when none is free, waiting at most `wait`. `Ok(None)`: unbounded.
+    pub(super) async fn agent_slot(
+        &self,
+        wait: Duration,
+        exclude: Option<&str>,
+    ) -> Result<Option<OwnedSemaphorePermit>, NoSlot> {
+        let Some(slots) = self.inner.live_agents.clone() else {
+            return Ok(None);
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+                self.make_room_for_sessions().await;
+                return Ok(Some(permit));
+            }
+            if self.evict_one(exclude).await {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(NoSlot);
+            }
+            tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => {
+                    if let Ok(permit) = permit {
+                        return Ok(Some(permit));
+                    }
+                    return Err(NoSlot);
+                }
+                () = tokio::time::sleep(left.min(EVICT_RETRY)) => {}
+            }
+        }
+    }
+
+    /// Warm spares count against `max_live_agents` too, and are the first to go: while the
+    /// sessions' live agents and the factory's idle spares together exceed the bound, one
+    /// spare is released. (The factory decides when to start new ones; the Claude bridge pauses
+    /// its pool after a release.)
+    async fn make_room_for_sessions(&self) {
+        let Some(max) = self.inner.config.max_live_agents else {
+            return;
+        };
+        let factory = &self.inner.factory;
+        // `+ 1`: the slot just taken is for an agent about to start.
+        while self.live_agents() + 1 + factory.spare_count() > max.max(1) {
+            if !factory.release_spare().await {
+                break;
+            }
+            tracing::info!("released a warm spare to free an agent slot");
+        }
+    }
+
+    /// Hibernates the least recently active session that can be; whether one was.
+    async fn evict_one(&self, exclude: Option<&str>) -> bool {
+        if !self.inner.hibernation {
+            return false;
+        }
+        let mut candidates: Vec<(Duration, Arc<Session>)> = self
+            .inner
+            .sessions
+            .read()
+            .values()
+            .filter(|s| Some(s.id()) != exclude && s.agent_state() == AgentState::Live)
+            .map(|s| (s.quiet_for(), Arc::clone(s)))
+            .collect();
+        // Least recently active first.
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        for (_, session) in candidates {
+            if session.hibernate().await {
+                tracing::info!(session_id = %session.id(), "hibernated to free an agent slot");
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Hibernates every live session whose agent has been quiet for `hibernate_after`.
+    /// Returns how many were hibernated.
+    pub(crate) async fn hibernate_quiet(&self) -> usize {
+        let Some(after) = self.inner.config.hibernate_after else {
+            return 0;
+        };
+        if !self.inner.hibernation {
+            return 0;
+        }
+        let quiet: Vec<Arc<Session>> = self
+            .inner
+            .sessions
+            .read()
+            .values()
+            .filter(|s| s.agent_state() == AgentState::Live && s.quiet_for() >= after)
+            .cloned()
+            .collect();
+        join_all(quiet.iter().map(|s| s.hibernate()))
+            .await
+            .into_iter()
+            .filter(|hibernated| *hibernated)
+            .count()
+    }
+
+    /// Live agents right now (sessions whose agent runs or is starting).
+    pub fn live_agents(&self) -> usize {
+        self.inner
+            .sessions
+            .read()
+            .values()
+            .filter(|s| s.agent_state() != AgentState::Hibernated)
+            .count()
+    }
+
+    /// How a session started with `config` (and `resume`) gets its agent back after
+    /// hibernation; `None` when its agent cannot resume.
+    pub(super) fn reviver(
+        &self,
+        id: &str,
+        config: &SessionConfig,
+        resume: Option<&str>,
+    ) -> Option<Arc<dyn Revive>> {
+        if !self.inner.hibernation {
+            return None;
+        }
+        Some(Arc::new(Reviver {
+            inner: Arc::downgrade(&self.inner),
+            id: id.to_owned(),
+            config: config.clone(),
+            resume: resume.unwrap_or(id).to_owned(),
+        }))
+    }
+}
+
+/// Wakes one hibernated session: a slot, then the factory with `AgentContext::resume`.
+struct Reviver {
+    inner: Weak<Inner>,
+    id: String,
+    config: SessionConfig,
+    /// The agent's own session id to resume.
+    resume: String,
+}
+
+#[async_trait]
+impl Revive for Reviver {
+    async fn revive(
+        &self,
+        router: Arc<PermissionRouter>,
+        settings: RuntimeSettings,
+    ) -> Result<Woken, WakeError> {
+        let Some(inner) = self.inner.upgrade() else {
+            return Err(AgentError::Disconnected.into());
+        };
+        let registry = SessionRegistry { inner };
+        let inner = &registry.inner;
+        let wait = inner.config.capacity_wait;
+        let permit = registry
+            .agent_slot(wait, Some(&self.id))
+            .await
+            .map_err(|NoSlot| WakeError::AtCapacity(wait))?;
+        let (permissions, prompts) = PermissionHandle::for_session(router);
+        let mut config = self.config.clone();
+        config.model = settings.model;
+        config.permission_mode = settings.permission_mode;
+        let ctx = AgentContext {
+            session_id: self.id.clone(),
+            config,
+            permissions,
+            store: inner.store.clone(),
+            resume: Some(self.resume.clone()),
+        };
+        let connection =
+            match tokio::time::timeout(inner.config.start_timeout, inner.factory.create(ctx)).await
+            {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(err)) => return Err(err.into()),
+                Err(_) => {
+                    return Err(AgentError::StartFailed(format!(
+                        "the agent did not start within {:?}",
+                        inner.config.start_timeout
+                    ))
+                    .into())
+                }
+            };
+        Ok(Woken {
+            connection,
+            prompts,
+            permit,
+        })
+    }
+}
