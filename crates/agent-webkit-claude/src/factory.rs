@@ -176,7 +176,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             LineReader::new(stdout, options.line_limit()),
             tx,
             batcher,
-            Translator::for_options(&options),
+            Translator::for_options(options),
         ));
         let info = match shared.request(init, options.timeouts.initialize).await {
             Ok(info) => info,
