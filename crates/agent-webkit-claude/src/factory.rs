@@ -350,7 +350,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             LineReader::new(stdout, options.line_limit()),
             tx,
             batcher,
-            Translator::new(options.thinking_deltas),
+            Translator::for_options(options),
         ));
         let info = match shared.request(init, options.timeouts.initialize).await {
             Ok(info) => info,

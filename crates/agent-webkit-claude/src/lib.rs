@@ -46,6 +46,7 @@ mod control;
 pub mod discover;
 pub mod env;
 pub mod factory;
+pub mod failure;
 pub mod mirror;
 pub mod options;
 pub mod process;

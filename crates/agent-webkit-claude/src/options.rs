@@ -159,6 +159,9 @@ pub struct ClaudeOptions {
     /// Forward thinking deltas as `message_delta` (off: the published reducer would add a block
     /// per chunk).
     pub thinking_deltas: bool,
+    /// Forward tool-input (`input_json_delta`) deltas as `message_delta` (off: the published
+    /// React reducer would add a block per chunk until `message_complete`).
+    pub tool_input_deltas: bool,
     /// Largest stdout line accepted (0: [`DEFAULT_MAX_LINE_BYTES`]).
     pub max_line_bytes: usize,
     /// Do not mirror the transcript into the configured `SessionStore`. By default every

@@ -153,8 +153,25 @@ async fn dispatch(
                 }
                 let _ = tx.send(Ok(message)).await;
             }
+            if translator.take_interrupt() {
+                interrupt_unfixable_turn(shared);
+            }
         }
     }
+}
+
+/// Interrupts the running turn: the CLI would retry an authentication failure for minutes
+/// (10 retries, exponential backoff) although no retry can succeed. The turn then ends with its
+/// `result` as any interrupted turn does.
+fn interrupt_unfixable_turn(shared: &Arc<Shared>) {
+    tracing::info!(session_id = %shared.session_id, "authentication failed: interrupting the turn");
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let request = serde_json::json!({"subtype": "interrupt"});
+        if let Err(err) = shared.request(request, Duration::from_secs(5)).await {
+            tracing::warn!(session_id = %shared.session_id, error = ?err, "interrupt after an authentication failure failed");
+        }
+    });
 }
 
 async fn report_mirror_errors(shared: &Shared, tx: &MessageSender, errors: Vec<MirrorError>) {

@@ -1,7 +1,8 @@
 //! CLI stdout frames → the core's [`AgentMessage`]s (docs/claude-cli-protocol.md §2).
 //!
-//! - `stream_event` text / tool-input deltas → `Delta` (token streaming); thinking deltas only
-//!   when enabled.
+//! - `stream_event` text deltas → `Delta` (token streaming); thinking and tool-input
+//!   (`input_json_delta`) deltas only when enabled (the published React reducer appends each of
+//!   them as a block of its own until `message_complete`).
 //! - `assistant` frames arrive one per content block with a shared `message.id`; clients
 //!   *replace* a message's content on `message_complete`, so an `Assistant` must carry every
 //!   block of its id. Consecutive frames of one id are therefore coalesced and emitted once,
@@ -12,17 +13,32 @@
 //! - `user` frames → `User` (the session emits one `tool_result` per tool_result block).
 //! - `result` → `Result` with every field the CLI gave, in its order.
 //! - `system/init` → `McpStatus` for each MCP server whose status is new or changed.
+//! - `system/api_retry` → `ApiRetry`, plus `Error{authentication_failed}` at the first retry
+//!   caused by authentication, with a request to interrupt the turn (retrying cannot fix it);
+//!   a failed turn's `result` is preceded by an `Error` with a stable code ([`crate::failure`]).
 
 use std::collections::HashMap;
 
 use agent_webkit_core::agent::{AgentMessage, AssistantMessage, TurnResult};
+use agent_webkit_core::models::ApiRetryData;
 use serde_json::{json, Map, Value};
+
+use crate::failure::{self, AUTHENTICATION_FAILED};
+use crate::options::ClaudeOptions;
 
 /// Frame translation state for one CLI process.
 #[derive(Debug, Default)]
 pub struct Translator {
     /// Forward thinking deltas.
     pub thinking_deltas: bool,
+    /// Forward tool-input (`input_json_delta`) deltas.
+    pub tool_input_deltas: bool,
+    /// This turn's authentication failure was already reported (at a retry).
+    auth_reported: bool,
+    /// The turn should be interrupted (see [`Translator::take_interrupt`]).
+    interrupt: bool,
+    /// The latest rate-limit reset time the CLI reported (`rate_limit_event`).
+    rate_limit_resets_at: Option<Value>,
     /// Blocks seen so far per assistant message id (cleared at each `result`).
     blocks: HashMap<String, Vec<Value>>,
     /// The assistant message whose frames are being coalesced, not yet emitted.
@@ -56,6 +72,21 @@ impl Translator {
         }
     }
 
+    /// A translator configured from the bridge's options.
+    pub fn for_options(options: &ClaudeOptions) -> Self {
+        Self {
+            thinking_deltas: options.thinking_deltas,
+            tool_input_deltas: options.tool_input_deltas,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the last frames asked for the running turn to be interrupted (an
+    /// authentication failure the CLI would otherwise retry for minutes); resets the request.
+    pub fn take_interrupt(&mut self) -> bool {
+        std::mem::take(&mut self.interrupt)
+    }
+
     /// Translates one frame (already routed: not a control or mirror frame). `result` frames
     /// come back with `ends_turn: false`; the caller decides.
     pub fn translate(&mut self, frame: &Value, fallback_session_id: &str) -> Vec<AgentMessage> {
@@ -82,10 +113,30 @@ impl Translator {
                         self.blocks.clear();
                         self.tool_blocks.clear();
                         self.stream_message = None;
+                        let resets_at = self.rate_limit_resets_at.as_ref();
+                        if let Some((code, message)) = failure::of_result(frame, resets_at) {
+                            if !(code == AUTHENTICATION_FAILED && self.auth_reported) {
+                                out.push(AgentMessage::Error {
+                                    code: code.into(),
+                                    message,
+                                });
+                            }
+                        }
+                        self.auth_reported = false;
                         out.push(AgentMessage::Result(result(frame, fallback_session_id)));
                     }
                     Some("system") if str_field(frame, "subtype") == Some("init") => {
                         out.extend(self.init(frame));
+                    }
+                    Some("system") if str_field(frame, "subtype") == Some("api_retry") => {
+                        out.extend(self.api_retry(frame));
+                    }
+                    Some("rate_limit_event") => {
+                        self.rate_limit_resets_at = frame
+                            .get("rate_limit_info")
+                            .and_then(|info| info.get("resetsAt"))
+                            .filter(|v| !v.is_null())
+                            .cloned();
                     }
                     _ => {}
                 }
@@ -158,7 +209,7 @@ impl Translator {
                 let delta = event.get("delta")?;
                 let out = match str_field(delta, "type")? {
                     "text_delta" => json!({"type": "text", "text": str_field(delta, "text")?}),
-                    "input_json_delta" => {
+                    "input_json_delta" if self.tool_input_deltas => {
                         let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
                         let (id, name) = self
                             .tool_blocks
@@ -224,6 +275,28 @@ impl Translator {
             stop_reason: str_field(message, "stop_reason").map(str::to_owned),
         });
         previous
+    }
+
+    fn api_retry(&mut self, frame: &Value) -> Vec<AgentMessage> {
+        let number = |key: &str| frame.get(key).and_then(Value::as_u64);
+        let retry = ApiRetryData {
+            attempt: number("attempt").unwrap_or(0),
+            max_retries: number("max_retries").unwrap_or(0),
+            retry_delay_ms: number("retry_delay_ms").unwrap_or(0),
+            error_status: number("error_status"),
+            error: str_field(frame, "error").map(str::to_owned),
+        };
+        let unfixable = failure::retry_is_unfixable(&retry) && !self.auth_reported;
+        let mut out = vec![AgentMessage::ApiRetry(retry)];
+        if unfixable {
+            self.auth_reported = true;
+            self.interrupt = true;
+            out.push(AgentMessage::Error {
+                code: AUTHENTICATION_FAILED.into(),
+                message: failure::AUTHENTICATION_MESSAGE.into(),
+            });
+        }
+        out
     }
 
     fn init(&mut self, frame: &Value) -> Vec<AgentMessage> {
@@ -401,10 +474,13 @@ mod tests {
             &ev(json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"tu1","name":"Bash","input":{}}})),
             "s",
         );
-        let d = t.translate(
-            &ev(json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"co"}})),
-            "s",
+        let input_delta = ev(
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"co"}}),
         );
+        // Off by default: the published React reducer would render each one as a block.
+        assert!(t.translate(&input_delta, "s").is_empty());
+        t.tool_input_deltas = true;
+        let d = t.translate(&input_delta, "s");
         assert_eq!(
             d,
             vec![AgentMessage::Delta {
@@ -463,5 +539,69 @@ mod tests {
         assert!(t.translate(&interrupted, "s").is_empty());
         let tr = json!({"type":"user","message":{"role":"user","content":[{"tool_use_id":"t","type":"tool_result","content":"ok"}]}});
         assert_eq!(t.translate(&tr, "s").len(), 1);
+    }
+
+    fn retry(status: u64, error: &str, attempt: u64) -> Value {
+        json!({"type":"system","subtype":"api_retry","attempt":attempt,"max_retries":10,
+               "retry_delay_ms":581,"error_status":status,"error":error,"session_id":"s","uuid":"u"})
+    }
+
+    #[test]
+    fn retries_are_forwarded_and_authentication_failures_reported_once() {
+        let mut t = Translator::new(false);
+        let out = t.translate(&retry(529, "overloaded", 1), "s");
+        assert_eq!(
+            out,
+            vec![AgentMessage::ApiRetry(ApiRetryData {
+                attempt: 1,
+                max_retries: 10,
+                retry_delay_ms: 581,
+                error_status: Some(529),
+                error: Some("overloaded".into()),
+            })]
+        );
+        assert!(!t.take_interrupt());
+        let out = t.translate(&retry(401, "authentication_failed", 1), "s");
+        assert!(
+            matches!(&out[..], [AgentMessage::ApiRetry(_), AgentMessage::Error { code, .. }] if code == "authentication_failed"),
+            "{out:?}"
+        );
+        assert!(t.take_interrupt());
+        assert!(!t.take_interrupt());
+        // Later retries of the same turn, and its result, do not repeat the error.
+        assert_eq!(
+            t.translate(&retry(401, "authentication_failed", 2), "s")
+                .len(),
+            1
+        );
+        assert!(!t.take_interrupt());
+        let result = json!({"type":"result","subtype":"success","is_error":true,
+            "api_error_status":401,"api_error_type":"authentication_error","result":"Failed"});
+        assert!(matches!(
+            &t.translate(&result, "s")[..],
+            [AgentMessage::Result(_)]
+        ));
+        // The next turn reports again.
+        let out = t.translate(&result, "s");
+        assert!(
+            matches!(&out[..], [AgentMessage::Error { code, .. }, AgentMessage::Result(_)] if code == "authentication_failed"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_reset_comes_from_the_rate_limit_event() {
+        let mut t = Translator::new(false);
+        let event = json!({"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1900000000}});
+        assert!(t.translate(&event, "s").is_empty());
+        let result = json!({"type":"result","subtype":"success","is_error":true,
+            "api_error_status":429,"api_error_type":"rate_limit_error","result":"API Error: Request rejected (429)"});
+        let out = t.translate(&result, "s");
+        let [AgentMessage::Error { code, message }, AgentMessage::Result(r)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(code, "rate_limited");
+        assert!(message.contains("1900000000"), "{message}");
+        assert_eq!(r.extra["api_error_status"], 429);
     }
 }

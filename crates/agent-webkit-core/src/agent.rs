@@ -201,6 +201,8 @@ pub enum AgentMessage {
         /// Message.
         message: String,
     },
+    /// → `api_retry` (ours): a failed model call the agent retries.
+    ApiRetry(crate::models::ApiRetryData),
 }
 
 /// Agent failures. [`code`](AgentError::code) is the `error` event code or HTTP mapping.

@@ -411,11 +411,13 @@ pub enum EventKind {
     McpStatusChange,
     /// `done` — last event of the session.
     Done,
+    /// ours: `api_retry` — the agent retries a failed model call.
+    ApiRetry,
 }
 
 impl EventKind {
     /// Every event kind, in the contract's order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::SessionReady,
         EventKind::MessageDelta,
         EventKind::MessageComplete,
@@ -428,6 +430,7 @@ impl EventKind {
         EventKind::Error,
         EventKind::McpStatusChange,
         EventKind::Done,
+        EventKind::ApiRetry,
     ];
 
     /// The event's wire name.
@@ -445,6 +448,7 @@ impl EventKind {
             EventKind::Error => "error",
             EventKind::McpStatusChange => "mcp_status_change",
             EventKind::Done => "done",
+            EventKind::ApiRetry => "api_retry",
         }
     }
 
@@ -613,6 +617,23 @@ pub struct McpStatusChangeData {
     pub status: String,
 }
 
+/// ours: `api_retry` data — one failed model call the agent is about to retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiRetryData {
+    /// This retry's number (1 for the first retry).
+    pub attempt: u64,
+    /// Retries the agent allows itself.
+    pub max_retries: u64,
+    /// Wait before this retry, in milliseconds.
+    pub retry_delay_ms: u64,
+    /// HTTP status of the failed call, when it got one.
+    #[serde(default)]
+    pub error_status: Option<u64>,
+    /// The agent's error category (`authentication_failed`, `rate_limit`, `overloaded`...).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
 /// `done` data: always `{}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoneData {}
@@ -644,6 +665,8 @@ pub enum OutboundEvent {
     McpStatusChange(McpStatusChangeData),
     /// `done`.
     Done,
+    /// ours: `api_retry`.
+    ApiRetry(ApiRetryData),
 }
 
 impl OutboundEvent {
@@ -662,6 +685,7 @@ impl OutboundEvent {
             OutboundEvent::Error(_) => EventKind::Error,
             OutboundEvent::McpStatusChange(_) => EventKind::McpStatusChange,
             OutboundEvent::Done => EventKind::Done,
+            OutboundEvent::ApiRetry(_) => EventKind::ApiRetry,
         }
     }
 
@@ -696,6 +720,7 @@ impl OutboundEvent {
                 let _: DoneData = serde_json::from_str(data)?;
                 OutboundEvent::Done
             }
+            EventKind::ApiRetry => OutboundEvent::ApiRetry(serde_json::from_str(data)?),
         })
     }
 }

@@ -328,6 +328,10 @@ struct ClaudeArgs {
     /// Forward thinking deltas as `message_delta` events.
     #[arg(long, env = "AGENT_WEBKIT_CLAUDE_THINKING_DELTAS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     claude_thinking_deltas: bool,
+    /// Forward tool-input deltas (`input_json_delta`) as `message_delta` events; off by default
+    /// because the published React reducer renders each one as a block until the message ends.
+    #[arg(long, env = "AGENT_WEBKIT_CLAUDE_TOOL_INPUT_DELTAS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    claude_tool_input_deltas: bool,
     /// Largest accepted line of CLI output, in bytes.
     #[arg(long, env = "AGENT_WEBKIT_CLAUDE_MAX_LINE_BYTES", default_value_t = agent_webkit_claude::options::DEFAULT_MAX_LINE_BYTES)]
     claude_max_line_bytes: usize,
@@ -408,6 +412,7 @@ impl ClaudeArgs {
             env,
             hooks,
             thinking_deltas: self.claude_thinking_deltas,
+            tool_input_deltas: self.claude_tool_input_deltas,
             max_line_bytes: self.claude_max_line_bytes,
             disable_mirror: self.claude_no_mirror,
             clean_env: self.claude_clean_env,

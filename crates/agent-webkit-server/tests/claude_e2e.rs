@@ -47,6 +47,8 @@ impl E2e {
             "--claude-path",
             cli,
             "--claude-setting-sources=",
+            // Opt-in (off by default): (b) checks the streamed tool input.
+            "--claude-tool-input-deltas",
             "--allowed-root",
             root,
         ];

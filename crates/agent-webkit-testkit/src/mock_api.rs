@@ -13,7 +13,10 @@
 //!   - `[[write: PATH | TEXT]]` → tool_use `Write {"file_path":PATH,"content":TEXT}`;
 //!   - `[[ask: QUESTION | OPT1 | OPT2 …]]` → tool_use `AskUserQuestion` (header `Pick`);
 //!   - `[[slow: N]]` → N text deltas about 100 ms apart;
-//!   - `[[error: STATUS]]` → HTTP STATUS with an Anthropic-style error body;
+//!   - `[[error: STATUS]]` → HTTP STATUS with an Anthropic-style error body (401
+//!     `authentication_error`, 429 `rate_limit_error` with `retry-after` and the
+//!     `anthropic-ratelimit-*` reset headers of [`RATE_LIMIT_RESET`], 529 `overloaded_error`,
+//!     400 `invalid_request_error`, ...);
 //!   - no directive → text `Echo: <text>`, split into several small deltas.
 //!
 //! Non-streaming requests (the CLI's side call after `set_model`) get a plain JSON message.
@@ -34,6 +37,9 @@ use crate::{Result, TestkitError};
 
 /// Delay between the text deltas of a `[[slow: N]]` reply.
 pub const SLOW_DELTA_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The reset time the mock's 429 answers announce (`anthropic-ratelimit-*-reset` headers).
+pub const RATE_LIMIT_RESET: &str = "2030-01-01T00:00:00Z";
 
 /// The text of the reply to a non-streaming request.
 pub const SIDE_REPLY_TEXT: &str = "Mock side reply";
@@ -221,11 +227,28 @@ async fn handle(
     match plan_reply(&parsed) {
         Plan::Error(status) => {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error_response(
+            let mut response = error_response(
                 code,
                 error_type(status),
                 &format!("mock: scripted error {status}"),
-            )
+            );
+            if code == StatusCode::TOO_MANY_REQUESTS {
+                let headers = response.headers_mut();
+                let reset = axum::http::HeaderValue::from_static(RATE_LIMIT_RESET);
+                headers.insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                for name in [
+                    "anthropic-ratelimit-requests-reset",
+                    "anthropic-ratelimit-tokens-reset",
+                    "anthropic-ratelimit-input-tokens-reset",
+                ] {
+                    headers.insert(name, reset.clone());
+                }
+                headers.insert(
+                    "anthropic-ratelimit-requests-remaining",
+                    axum::http::HeaderValue::from_static("0"),
+                );
+            }
+            response
         }
         Plan::Blocks(blocks) => stream_response(&shared, &model, blocks),
     }

@@ -127,6 +127,10 @@ impl EventTranslator {
                 session.append(EventKind::Error, &ErrorData::new(code, message));
                 false
             }
+            AgentMessage::ApiRetry(retry) => {
+                session.append(EventKind::ApiRetry, &retry);
+                false
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ pub(crate) enum Directive {
     Stderr(usize),
     Hang,
     ApiError,
+    AuthRetry,
 }
 
 impl Directive {
@@ -71,6 +72,7 @@ pub(crate) fn parse(text: &str) -> Vec<Directive> {
             ("garbage", None) => Some(Directive::Garbage),
             ("hang", None) => Some(Directive::Hang),
             ("api_error", None) => Some(Directive::ApiError),
+            ("auth_retry", None) => Some(Directive::AuthRetry),
             _ => None,
         };
         out.extend(directive);

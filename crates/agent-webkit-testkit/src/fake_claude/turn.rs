@@ -366,6 +366,7 @@ impl Turn<'_> {
                 Ok(())
             }
             Directive::ApiError => self.api_error(),
+            Directive::AuthRetry => self.auth_retry().await,
         }
     }
 
@@ -597,6 +598,28 @@ impl Turn<'_> {
             "api_error_status": 400, "api_error_type": "invalid_request_error"}),
         );
         self.last_text = text.to_owned();
+        Err(Stop::ApiError)
+    }
+
+    /// A rejected key as the real CLI handles it: an `api_retry` frame per failed call, then
+    /// the retry's backoff (0.6 s doubling, 10 retries); an interrupt ends the turn at once.
+    async fn auth_retry(&mut self) -> Result<(), Stop> {
+        let mut delay = 600u64;
+        for attempt in 1..=10u64 {
+            self.api_calls += 1;
+            self.send(&self.f.system(
+                "api_retry",
+                json!({"attempt": attempt, "max_retries": 10, "retry_delay_ms": delay,
+                       "error_status": 401, "error": "authentication_failed"}),
+            ));
+            if self.sleep(Duration::from_millis(delay)).await {
+                self.host_interrupted = true;
+                self.interrupt_marker();
+                return Err(Stop::Aborted("aborted_streaming"));
+            }
+            delay *= 2;
+        }
+        self.last_text = "Failed to authenticate. API Error: 401 fake".to_owned();
         Err(Stop::ApiError)
     }
 
