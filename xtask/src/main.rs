@@ -123,6 +123,11 @@ fn provide_js_client(tests: &mut Command) -> Option<String> {
             tests
                 .env(js_client::DEPS_ENV, &modules)
                 .env_remove(js_client::SKIP_ENV);
+            // The published React reducer comes with the same install (tests/js/package.json).
+            let reducer = modules.join("@agent-webkit/react/dist/reducer.js");
+            if reducer.is_file() {
+                tests.env("AGENT_WEBKIT_REACT_REDUCER", reducer);
+            }
             None
         }
         Err(reason) => {

@@ -3,9 +3,11 @@
 //! tool-input deltas switched on (`tool_input_deltas`) it does — the control run that proves the
 //! check can fail. Runs `node --test tests/js/react_reducer.mjs`.
 //!
-//! The reducer is read from `$AGENT_WEBKIT_REACT_REDUCER`, else from
-//! `<cache folder>/react-0.2.0/package/dist/reducer.js` (the unpacked `npm pack
-//! @agent-webkit/react@0.2.0`). Skips loudly when it, node or the real CLI is unavailable.
+//! The reducer is read from `$AGENT_WEBKIT_REACT_REDUCER` (exported by `cargo xtask test`, which
+//! installs it with the JS client from `tests/js/package.json`), else from the xtask cache
+//! folder's `js-client-0.2.0/node_modules/@agent-webkit/react/dist/reducer.js`. Skips loudly when
+//! it, node or the real CLI is unavailable — and fails under `CI` unless xtask said why
+//! (`AGENT_WEBKIT_JS_SKIP`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -28,16 +30,25 @@ fn reducer_or_skip(test: &str) -> Option<PathBuf> {
     let path = std::env::var_os("AGENT_WEBKIT_REACT_REDUCER")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| cache_dir::cache_root().map(|c| c.join("react-0.2.0/package/dist/reducer.js")));
+        .or_else(|| {
+            cache_dir::cache_root()
+                .map(|c| c.join("js-client-0.2.0/node_modules/@agent-webkit/react/dist/reducer.js"))
+        });
     match path {
         Some(path) if path.is_file() => Some(path),
         other => {
             use std::io::Write as _;
+            let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+            let explained = std::env::var_os("AGENT_WEBKIT_JS_SKIP").is_some();
+            assert!(
+                !ci || explained,
+                "{test}: the published React reducer is missing under CI ({other:?}) and xtask \
+                 gave no reason (AGENT_WEBKIT_JS_SKIP)"
+            );
             let _ = writeln!(
                 std::io::stderr().lock(),
-                "\n*** {test}: SKIPPED (published React reducer unavailable: {other:?}; unpack \
-                 `npm pack @agent-webkit/react@0.2.0` into <cache>/react-0.2.0 or export \
-                 AGENT_WEBKIT_REACT_REDUCER) ***\n"
+                "\n*** {test}: SKIPPED (published React reducer unavailable: {other:?}; run \
+                 `cargo xtask js-client` or export AGENT_WEBKIT_REACT_REDUCER) ***\n"
             );
             None
         }
