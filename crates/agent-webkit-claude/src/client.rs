@@ -66,6 +66,10 @@ impl Drop for ClaudeClient {
 
 #[async_trait]
 impl AgentClient for ClaudeClient {
+    fn is_busy(&self) -> bool {
+        self.shared.background.lock().is_busy()
+    }
+
     async fn query(&self, content: UserContent) -> Result<(), AgentError> {
         let uuid = uuid::Uuid::new_v4().to_string();
         let content = match content {

@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) closing: AtomicBool,
     /// Why the process is gone (set once stdout ended).
     pub(crate) dead: Mutex<Option<String>>,
+    /// Background tasks the CLI still runs (the session must not hibernate meanwhile).
+    pub(crate) background: Mutex<crate::background::BackgroundWork>,
 }
 
 impl Shared {

@@ -419,6 +419,7 @@ fn new_shared(
         awaiting: Mutex::new(VecDeque::new()),
         closing: AtomicBool::new(false),
         dead: Mutex::new(None),
+        background: Mutex::new(crate::background::BackgroundWork::default()),
     })
 }
 

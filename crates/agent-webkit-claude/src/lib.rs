@@ -26,6 +26,8 @@
 //! - `control` (private) — state shared per session; host → CLI control requests.
 //! - `cli_requests` (private) — CLI → host requests: permission and hook prompts.
 //! - `reader` (private) — the stdout reader routing every frame.
+//! - `background` (private) — background tasks the CLI still runs between turns (no hibernation
+//!   meanwhile).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -40,6 +42,7 @@
 //! # let _ = config;
 //! ```
 
+mod background;
 mod cli_requests;
 pub mod client;
 mod control;

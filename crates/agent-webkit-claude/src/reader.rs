@@ -102,6 +102,9 @@ async fn dispatch(
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if kind == "system" {
+        shared.background.lock().observe(&frame);
+    }
     match kind {
         "control_response" => shared.resolve_response(&frame),
         "control_request" => {

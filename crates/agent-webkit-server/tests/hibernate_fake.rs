@@ -308,3 +308,30 @@ async fn hibernate_wake_cycles_leave_no_process_or_directory_behind() {
     assert_eq!(rest.last().map(|f| f.event.as_str()), Some("done"));
     assert!(f.live_pids().is_empty());
 }
+
+#[tokio::test]
+async fn a_cli_still_running_a_background_task_is_not_hibernated_until_it_ends() {
+    let f = start(&["--hibernate-after", "0.2"]).await;
+    let (busy, mut busy_stream) = f.session().await;
+    f.say(&busy, "start it [[background: shell_1]]").await;
+    busy_stream.until("result", T).await.unwrap();
+    let busy_pid = f.pid_of(&busy);
+    // A session that went quiet *after* the busy one: once the reaper has stopped its CLI, it
+    // has looked at the busy one too (quiet for longer), and left it running.
+    let (idle, mut idle_stream) = f.session().await;
+    f.say(&idle, "nothing in the background").await;
+    idle_stream.until("result", T).await.unwrap();
+    let idle_pid = f.pid_of(&idle);
+    wait_for("the idle CLI to be stopped", || !alive(idle_pid)).await;
+    assert!(
+        alive(busy_pid),
+        "a CLI running a background task was hibernated"
+    );
+    // The task ends (reported by the CLI in a later turn): now the session may hibernate.
+    f.say(&busy, "[[background_done: shell_1]]").await;
+    busy_stream.until("result", T).await.unwrap();
+    wait_for("the CLI to be stopped once its task ended", || {
+        !alive(busy_pid)
+    })
+    .await;
+}

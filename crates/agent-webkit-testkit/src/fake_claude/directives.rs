@@ -21,6 +21,10 @@ pub(crate) enum Directive {
     Hang,
     ApiError,
     AuthRetry,
+    /// `system/task_started` for a background task that outlives the turn.
+    Background(String),
+    /// `system/task_notification` (completed) for that task.
+    BackgroundDone(String),
 }
 
 impl Directive {
@@ -34,6 +38,8 @@ impl Directive {
                 | Directive::Garbage
                 | Directive::Stderr(_)
                 | Directive::Hang
+                | Directive::Background(_)
+                | Directive::BackgroundDone(_)
         )
     }
 }
@@ -73,6 +79,8 @@ pub(crate) fn parse(text: &str) -> Vec<Directive> {
             ("hang", None) => Some(Directive::Hang),
             ("api_error", None) => Some(Directive::ApiError),
             ("auth_retry", None) => Some(Directive::AuthRetry),
+            ("background", Some(id)) => Some(Directive::Background(id.to_owned())),
+            ("background_done", Some(id)) => Some(Directive::BackgroundDone(id.to_owned())),
             _ => None,
         };
         out.extend(directive);

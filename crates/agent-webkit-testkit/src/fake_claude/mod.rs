@@ -5,7 +5,8 @@
 //! `[[ask: Q | A | B]]`, `[[slow: N]]`, `[[cancel]]`, `[[self_turn]]`, `[[unknown_request]]`,
 //! `[[crash]]`, `[[garbage]]`, `[[huge: N]]`, `[[blocks: N]]` (one message of N text blocks),
 //! `[[stderr: N]]`, `[[hang]]`, `[[api_error]]`, `[[auth_retry]]` (`api_retry` frames for a 401,
-//! with backoff, until interrupted));
+//! with backoff, until interrupted), `[[background: ID]]` / `[[background_done: ID]]` (a
+//! background task that outlives the turn: `task_started`, then its `task_notification`));
 //! a message without directives is answered `echo: <text>`. `--model recording:<name>`
 //! replays `fixtures/cli/<name>.annotated.jsonl` instead (override the directory with
 //! `FAKE_CLAUDE_FIXTURES`). `--resume=<id>` reads `$CLAUDE_CONFIG_DIR/projects/<project key of

@@ -367,6 +367,20 @@ impl Turn<'_> {
             }
             Directive::ApiError => self.api_error(),
             Directive::AuthRetry => self.auth_retry().await,
+            Directive::Background(task_id) => {
+                self.send(&json!({"type": "system", "subtype": "task_started",
+                    "task_id": task_id, "description": "a background shell",
+                    "task_type": "local_bash", "is_backgrounded": true,
+                    "uuid": uuid::Uuid::new_v4().to_string(), "session_id": self.sid()}));
+                Ok(())
+            }
+            Directive::BackgroundDone(task_id) => {
+                self.send(&json!({"type": "system", "subtype": "task_notification",
+                    "task_id": task_id, "status": "completed", "output_file": "",
+                    "summary": "done", "uuid": uuid::Uuid::new_v4().to_string(),
+                    "session_id": self.sid()}));
+                Ok(())
+            }
         }
     }
 
