@@ -157,6 +157,22 @@ impl std::fmt::Debug for CliProcess {
     }
 }
 
+impl Drop for CliProcess {
+    /// Dropped without being reaped (a failed start, an abandoned session): the child itself is
+    /// killed by `kill_on_drop`; its group is killed here while the unreaped leader still pins
+    /// the group id, and then forgotten by the watchdog — a registration that outlived its
+    /// process could, once the id is reused, make the watchdog kill an unrelated process group.
+    fn drop(&mut self) {
+        if self.reaped.load(Ordering::Acquire) {
+            return;
+        }
+        self.signal_group(Signal::Kill);
+        if let Some(pid) = self.pid {
+            self.watchdog.forget(pid);
+        }
+    }
+}
+
 impl CliProcess {
     /// Spawns the CLI described by `spec`. `live` counts processes not yet reaped; `secrets`
     /// are redacted from its stderr before it is logged or kept; `watchdog` kills its process
@@ -429,6 +445,47 @@ mod tests {
         let long = vec![b'x'; 300];
         let mut r = LineReader::new(&long[..], 100);
         assert!(matches!(r.next_line().await, Err(LineError::TooLong(100))));
+    }
+
+    #[tokio::test]
+    async fn a_process_dropped_unreaped_leaves_the_watchdog_and_takes_its_group() {
+        let spec = LaunchSpec {
+            program: "/bin/sh".into(),
+            // A member of the group that would outlive the leader.
+            args: vec!["-c".into(), "sleep 30 & exec sleep 30".into()],
+            cwd: std::env::temp_dir(),
+            env: [("PATH".into(), "/usr/bin:/bin".into())]
+                .into_iter()
+                .collect(),
+            config_dir: std::env::temp_dir(),
+        };
+        let watchdog = Arc::new(Watchdog::new());
+        let live = Arc::new(AtomicUsize::new(0));
+        let (process, _stdout) = CliProcess::spawn(
+            &spec,
+            "s",
+            Arc::clone(&live),
+            &Secrets::default(),
+            Arc::clone(&watchdog),
+        )
+        .unwrap();
+        let pgid = process.pid.unwrap();
+        assert_eq!(watchdog.registered(), vec![pgid]);
+        drop(process);
+        assert!(
+            watchdog.registered().is_empty(),
+            "a dropped process stays registered: the watchdog would kill its id once reused"
+        );
+        // The whole group is gone (the background `sleep` too), bounded.
+        let group = nix::unistd::Pid::from_raw(i32::try_from(pgid).unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while nix::sys::signal::killpg(group, None).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group outlived the drop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[test]

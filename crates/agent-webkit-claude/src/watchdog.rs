@@ -61,6 +61,12 @@ impl Watchdog {
         Self::default()
     }
 
+    /// The process groups registered now (for tests).
+    #[cfg(test)]
+    pub(crate) fn registered(&self) -> Vec<u32> {
+        self.state.lock().groups.iter().copied().collect()
+    }
+
     /// Kill process group `pgid` if the server dies before [`forget`](Self::forget).
     pub fn register(&self, pgid: u32) {
         let mut state = self.state.lock();
