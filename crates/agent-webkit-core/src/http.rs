@@ -631,6 +631,14 @@ impl Api {
             tracing::info!(session_id = id, error = %err, "inbound message refused by policy");
             return ApiResponse::error(400, &err, Some(err.code()));
         }
+        if session.has_ended() {
+            // Kept readable after its agent ended; nothing can act on an input any more.
+            return ApiResponse::error(
+                409,
+                "The session has ended (its agent exited); it takes no more input",
+                Some("session_ended"),
+            );
+        }
         match apply(&session, message).await {
             Ok(()) => ApiResponse::no_content(),
             Err(SessionError::Backpressure(n)) => {

@@ -84,6 +84,11 @@ struct Cli {
     /// client gets `error {code: "at_capacity"}`.
     #[arg(long, env = "AGENT_WEBKIT_CAPACITY_WAIT", default_value_t = 30.0)]
     capacity_wait: f64,
+    /// Seconds a session whose agent exited or failed on its own stays readable (its stream
+    /// replays to `error` + `done`; inputs get 409 `session_ended`) before it leaves (0: at
+    /// once). Such sessions hold no agent and do not count toward --max-sessions.
+    #[arg(long, env = "AGENT_WEBKIT_ENDED_RETENTION", default_value_t = 300.0)]
+    ended_retention: f64,
     /// Events kept per session for Last-Event-ID resume.
     #[arg(long, env = "AGENT_WEBKIT_RING_SIZE", default_value_t = 1000)]
     ring_size: usize,
@@ -482,6 +487,7 @@ fn build_config(cli: &Cli) -> Result<AppConfig, String> {
         }
         .map(|n| n.max(1)),
         capacity_wait: seconds(cli.capacity_wait, "capacity-wait")?,
+        ended_retention: seconds(cli.ended_retention, "ended-retention")?,
         ..RegistryConfig::default()
     };
     config.keepalive = seconds(cli.keepalive, "keepalive")?.max(Duration::from_millis(10));

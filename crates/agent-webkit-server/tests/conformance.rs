@@ -64,6 +64,8 @@ macro_rules! conformance_suite {
                 check_idle_eviction_without_subscriber,
                 check_idle_eviction_waits_for_subscriber,
                 check_crash_ends_session,
+                check_crash_then_subscribe,
+                check_ended_retention,
                 check_permission_mode_policy,
                 check_model_policy,
                 check_permission_rules_policy,

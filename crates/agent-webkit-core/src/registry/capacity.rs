@@ -86,7 +86,9 @@ impl SessionRegistry {
             .sessions
             .read()
             .values()
-            .filter(|s| Some(s.id()) != exclude && s.agent_state() == AgentState::Live)
+            .filter(|s| {
+                Some(s.id()) != exclude && !s.has_ended() && s.agent_state() == AgentState::Live
+            })
             .map(|s| (s.quiet_for(), Arc::clone(s)))
             .collect();
         // Least recently active first.
@@ -114,7 +116,9 @@ impl SessionRegistry {
             .sessions
             .read()
             .values()
-            .filter(|s| s.agent_state() == AgentState::Live && s.quiet_for() >= after)
+            .filter(|s| {
+                !s.has_ended() && s.agent_state() == AgentState::Live && s.quiet_for() >= after
+            })
             .cloned()
             .collect();
         join_all(quiet.iter().map(|s| s.hibernate()))
@@ -130,7 +134,7 @@ impl SessionRegistry {
             .sessions
             .read()
             .values()
-            .filter(|s| s.agent_state() != AgentState::Hibernated)
+            .filter(|s| !s.has_ended() && s.agent_state() != AgentState::Hibernated)
             .count()
     }
 

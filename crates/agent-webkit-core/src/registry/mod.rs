@@ -6,6 +6,8 @@
 //! live agents (slots, eviction of the least recently active, waking hibernated sessions).
 
 mod capacity;
+#[cfg(test)]
+mod ended_tests;
 mod failover;
 #[cfg(test)]
 mod hibernate_tests;
@@ -69,6 +71,10 @@ pub struct RegistryConfig {
     /// How long a hibernated session's user message waits for a free agent slot before the
     /// client gets `error {code: "at_capacity"}` (default 30 s).
     pub capacity_wait: Duration,
+    /// How long a session whose agent ended on its own (exited or failed) stays readable: its
+    /// stream replays the log to `done`, inputs get `session_ended`. It holds no agent and does
+    /// not count toward `max_sessions`. Zero: it leaves at once. Default 300 s.
+    pub ended_retention: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -87,6 +93,7 @@ impl Default for RegistryConfig {
             hibernate_after: Some(Duration::from_secs(60)),
             max_live_agents: None,
             capacity_wait: Duration::from_secs(30),
+            ended_retention: Duration::from_secs(300),
         }
     }
 }
@@ -153,10 +160,47 @@ struct Inner {
 impl Inner {
     fn forget(&self, id: &str) -> Option<Arc<Session>> {
         let removed = self.sessions.write().remove(id);
-        if removed.is_some() {
-            self.reserved.fetch_sub(1, Ordering::AcqRel);
+        if let Some(session) = &removed {
+            self.release(session);
         }
         removed
+    }
+
+    /// Stops counting `session` toward the cap (once per session, whoever calls first).
+    fn release(&self, session: &Session) {
+        if session.release_slot() {
+            self.reserved.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The agent of session `id` ended on its own: without retention it leaves at once;
+    /// otherwise it stays readable (not counting toward the cap) and leaves after
+    /// `ended_retention`.
+    fn ended(self: &Arc<Self>, id: &str) {
+        // The writer finishes on its own once the log closes (`done` marks the record gone).
+        self.writers.lock().remove(id);
+        let retention = self.config.ended_retention;
+        if retention.is_zero() {
+            self.forget(id);
+            return;
+        }
+        let Some(session) = self.sessions.read().get(id).cloned() else {
+            return;
+        };
+        self.release(&session);
+        tracing::info!(session_id = %id, ?retention, "session ended; kept readable");
+        let weak = Arc::downgrade(self);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(retention).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let mut sessions = inner.sessions.write();
+            // Only this ended session: a DELETE may already have removed it.
+            if sessions.get(&id).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                sessions.remove(&id);
+                tracing::info!(session_id = %id, "ended session retention over");
+            }
+        });
     }
 }
 
@@ -377,9 +421,7 @@ impl SessionRegistry {
             },
             Box::new(move |id| {
                 if let Some(inner) = weak.upgrade() {
-                    inner.forget(id);
-                    // The writer finishes on its own once the log closes.
-                    inner.writers.lock().remove(id);
+                    inner.ended(id);
                 }
             }),
         );

@@ -114,7 +114,8 @@ impl SessionRegistry {
         let timeout = self.inner.config.idle_timeout;
         let mut stale = Vec::new();
         for session in self.inner.sessions.read().values() {
-            if session.idle_for() < timeout {
+            // An ended session holds no agent; its retention removes it.
+            if session.has_ended() || session.idle_for() < timeout {
                 continue;
             }
             if session.subscriber_count() == 0 {

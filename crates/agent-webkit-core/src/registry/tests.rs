@@ -16,8 +16,11 @@ use crate::models::EventKind;
 use crate::scripted::{kinds, registry, start, until, ScriptedFactory};
 
 #[tokio::test]
-async fn an_agent_exit_is_error_then_done_and_leaves_the_registry() {
-    let (reg, _factory, mut agents) = registry(RegistryConfig::default());
+async fn without_retention_an_agent_exit_is_error_then_done_and_leaves_the_registry() {
+    let (reg, _factory, mut agents) = registry(RegistryConfig {
+        ended_retention: Duration::ZERO,
+        ..RegistryConfig::default()
+    });
     let (session, mut agent) = start(&reg, &mut agents).await;
     let id = session.id().to_owned();
     let mut sub = session.subscribe(None).unwrap();
@@ -105,7 +108,7 @@ async fn idle_sessions_without_subscribers_are_reaped() {
     assert!(reg.is_empty());
 }
 
-fn api(factory: Arc<ScriptedFactory>, config: RegistryConfig) -> Api {
+pub(super) fn api(factory: Arc<ScriptedFactory>, config: RegistryConfig) -> Api {
     let app = AppConfig::new(factory as Arc<dyn AgentClientFactory>)
         .with_auth(AuthConfig::disabled())
         .with_registry(config);

@@ -10,7 +10,8 @@
 //!   prompt never overtakes the messages that announce its tool call* is a property of its one
 //!   `select!`,
 //! - takes the next queued user message only when the previous turn has ended (its `result`),
-//! - on an unexpected end of the agent appends `error` then `done` and removes the session.
+//! - on an unexpected end of the agent appends `error` then `done` and marks the session ended
+//!   (the registry keeps it readable for its ended-session retention, then forgets it).
 //!
 //! Subscribers are in `subscriber`; the agent's lifecycle (live ↔ hibernated: stopped while
 //! quiet, resumed by the next user message) in `lifecycle`.
@@ -75,7 +76,8 @@ pub enum SessionError {
     Agent(#[from] AgentError),
 }
 
-/// Called once when the session ends on its own (agent exit), so the owner can forget it.
+/// Called once when the session ends on its own (agent exit), so the owner can mark it ended
+/// (and forget it after its retention).
 pub(crate) type OnEnded = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Settings for one session's runtime.
@@ -141,6 +143,12 @@ pub struct Session {
     /// When the agent last sent a message.
     last_agent_message: Mutex<Instant>,
     subscribers: AtomicUsize,
+    /// The agent ended on its own: the log holds `error` then `done`; inputs are refused with
+    /// `session_ended`.
+    ended: std::sync::atomic::AtomicBool,
+    /// Whether the session stopped counting toward the session cap (see
+    /// [`Session::release_slot`]).
+    slot_released: std::sync::atomic::AtomicBool,
     /// Closed to hand the session to another host: streams end without `done`.
     handed_off: std::sync::atomic::AtomicBool,
     /// Bumped to make every subscriber's stream write a keepalive now (see
@@ -205,6 +213,8 @@ impl Session {
             subscribers: AtomicUsize::new(0),
             probe: tokio::sync::watch::Sender::new(0),
             handed_off: std::sync::atomic::AtomicBool::new(false),
+            ended: std::sync::atomic::AtomicBool::new(false),
+            slot_released: std::sync::atomic::AtomicBool::new(false),
             cancel: CancellationToken::new(),
             pump: tokio::sync::Mutex::new(None),
             finished: OnceCell::new(),
@@ -251,6 +261,18 @@ impl Session {
     /// Whether the session has ended (its log is closed).
     pub fn is_closed(&self) -> bool {
         self.log.is_closed()
+    }
+
+    /// Whether the agent ended on its own (exited or failed): the session is readable (its
+    /// stream replays to `done`) but takes no input.
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Marks the session as no longer counting toward the session cap; `true` only for the
+    /// first caller (so the registry's count drops exactly once, whoever gets there first).
+    pub(crate) fn release_slot(&self) -> bool {
+        !self.slot_released.swap(true, Ordering::AcqRel)
     }
 
     /// Time since the last input or agent message, whichever is later (hibernation and
@@ -546,10 +568,11 @@ impl Session {
             EventKind::Error,
             &ErrorData::new(failure.code(), failure.to_string()),
         );
+        self.ended.store(true, Ordering::Release);
         self.cancel.cancel();
-        // Leave the registry before `done` is visible: a client that reads `done` and asks
-        // again must get 404, not the ended session (with TCP_NODELAY `done` can arrive before
-        // a later removal would).
+        // Tell the registry before `done` is visible: a client that reads `done` and asks
+        // again must get the ended session (or, without retention, 404), never a live one
+        // (with TCP_NODELAY `done` can arrive before a later notice would).
         (self.on_ended)(&self.id);
         self.finish().await;
     }

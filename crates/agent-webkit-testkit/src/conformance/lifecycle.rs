@@ -117,17 +117,13 @@ pub async fn check_idle_eviction_waits_for_subscriber(target: &Target) -> Result
     Ok(())
 }
 
-/// An agent that dies mid-turn: `error {code: agent_exited, message}`, then `done`; the
-/// session is removed (stream and input 404, DELETE 204).
-pub async fn check_crash_ends_session(target: &Target) -> Result<()> {
-    let server = target.start(&[]).await?;
-    let (id, mut stream) = server.start_turn(&target.crash_turn()).await?;
-    let frames = ends_with_done(&mut stream).await?;
-    super::ensure_dense(&frames, 1)?;
+/// Checks the `error` frame of a crashed session: `agent_exited` with a message naming the
+/// crash.
+fn expect_crash_error(frames: &[crate::SseFrame]) -> Result<()> {
     let error = frames
         .iter()
         .find(|f| f.event == "error")
-        .ok_or_else(|| TestkitError::Unexpected(format!("no error: {:?}", events(&frames))))?
+        .ok_or_else(|| TestkitError::Unexpected(format!("no error: {:?}", events(frames))))?
         .json();
     ensure_eq!(error["code"], json!("agent_exited"), "{error}");
     ensure!(
@@ -136,6 +132,49 @@ pub async fn check_crash_ends_session(target: &Target) -> Result<()> {
             .is_some_and(|m| m.contains("crash")),
         "the message names the crash: {error}"
     );
+    Ok(())
+}
+
+/// An ended session is readable: a new stream replays the whole log (dense from 1) and ends
+/// with `error` then `done`; returns the replayed frames.
+async fn expect_ended_replay(server: &super::Server, id: &str) -> Result<Vec<crate::SseFrame>> {
+    let mut stream = server.client.stream(id, None).await?;
+    let frames = ends_with_done(&mut stream).await?;
+    super::ensure_dense(&frames, 1)?;
+    ensure_eq!(
+        frames.first().map(|f| f.event.as_str()),
+        Some("session_ready")
+    );
+    let tail: Vec<&str> = events(&frames).into_iter().rev().take(2).collect();
+    ensure_eq!(tail, vec!["done", "error"], "replay ends with error, done");
+    expect_crash_error(&frames)?;
+    Ok(frames)
+}
+
+/// An agent that dies mid-turn: `error {code: agent_exited, message}`, then `done`. The
+/// session stays readable (a new stream replays the same frames to `done`; input is 409
+/// `session_ended`) until DELETE, which removes it at once (404 after, DELETE stays 204).
+pub async fn check_crash_ends_session(target: &Target) -> Result<()> {
+    let server = target.start(&[]).await?;
+    let (id, mut stream) = server.start_turn(&target.crash_turn()).await?;
+    let frames = ends_with_done(&mut stream).await?;
+    super::ensure_dense(&frames, 1)?;
+    expect_crash_error(&frames)?;
+    let replay = expect_ended_replay(&server, &id).await?;
+    ensure_eq!(
+        replay.iter().map(|f| f.raw.as_str()).collect::<Vec<_>>(),
+        frames.iter().map(|f| f.raw.as_str()).collect::<Vec<_>>(),
+        "the replay is the live stream"
+    );
+    server
+        .input(&id, &target.echo_turn("x").message())
+        .await?
+        .expect_error_code(409, Some("session_ended"))?;
+    server
+        .input(&id, &json!({"type": "interrupt"}))
+        .await?
+        .expect_error_code(409, Some("session_ended"))?;
+    ensure_eq!(server.client.delete(&id).await?, 204);
     let not_found = json!({"detail": "Session not found"});
     super::Reply::read(server.client.stream_raw(&id, None).await?)
         .await?
@@ -145,5 +184,53 @@ pub async fn check_crash_ends_session(target: &Target) -> Result<()> {
         .await?
         .expect_error(404, &not_found)?;
     ensure_eq!(server.client.delete(&id).await?, 204);
+    Ok(())
+}
+
+/// Crash first, subscribe after (a page reload, a slow client): the new stream still tells
+/// why, with `error {code: agent_exited}` then `done`.
+pub async fn check_crash_then_subscribe(target: &Target) -> Result<()> {
+    let server = target.start(&[]).await?;
+    let turn = target.crash_turn();
+    let id = server.create(&turn).await?;
+    server.send(&id, &turn).await?;
+    // Wait (bounded) for the crash without subscribing: inputs say `session_ended` once it
+    // happened.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        // A queued user message does not disturb the crashing turn (it waits for a `result`
+        // that never comes).
+        let reply = server.input(&id, &target.echo_turn("x").message()).await?;
+        if reply.status == 409 {
+            reply.expect_error_code(409, Some("session_ended"))?;
+            break;
+        }
+        ensure_eq!(reply.status, 204, "input before the crash ({})", reply.body);
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the agent did not crash within {T:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    expect_ended_replay(&server, &id).await?;
+    Ok(())
+}
+
+/// `--ended-retention`: an ended session leaves on its own after the retention (0: at once,
+/// as a client that reads `done` and asks again sees: 404).
+pub async fn check_ended_retention(target: &Target) -> Result<()> {
+    let server = target.start(&["--ended-retention", "0.3"]).await?;
+    let (id, mut stream) = server.start_turn(&target.crash_turn()).await?;
+    ends_with_done(&mut stream).await?;
+    expect_ended_replay(&server, &id).await?;
+    server.wait_gone(&id, T).await?;
+    let server = target.start(&["--ended-retention", "0"]).await?;
+    let (id, mut stream) = server.start_turn(&target.crash_turn()).await?;
+    ends_with_done(&mut stream).await?;
+    ensure_eq!(
+        server.client.stream_raw(&id, None).await?.status().as_u16(),
+        404,
+        "without retention an ended session is gone once `done` is read"
+    );
     Ok(())
 }

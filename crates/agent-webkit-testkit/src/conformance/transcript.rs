@@ -494,9 +494,17 @@ pub async fn transcript(target: &Target) -> Result<Vec<String>> {
         .await?;
     let frames = sx.collect_to_end(T).await?;
     rec.frames("X", &frames);
+    let mut replay = rec
+        .stream(
+            "GET /sessions/X/stream (ended)",
+            c.stream_raw(&x, None).await?,
+        )
+        .await?;
+    let frames = replay.collect_to_end(T).await?;
+    rec.frames("X (ended)", &frames);
     rec.reply(
-        "GET /sessions/X/stream (gone)",
-        c.stream_raw(&x, None).await?,
+        "POST input X (ended)",
+        c.input(&x, &json!({"type": "interrupt"})).await?,
     )
     .await?;
 
