@@ -243,3 +243,47 @@ fn delete_on_another_host_ends_the_session_on_its_owner() {
         assert_eq!(r.status(), 404);
     });
 }
+
+#[test]
+fn an_ended_session_stays_readable_on_its_host_and_is_gone_elsewhere() {
+    let persistence: Arc<dyn SessionPersistence> = Arc::new(InMemoryPersistence::new(10_000));
+    let a = Host::start("host-a", Arc::clone(&persistence));
+    let b = Host::start("host-b", Arc::clone(&persistence));
+    let test = tokio::runtime::Runtime::new().unwrap();
+    test.block_on(async {
+        let (ca, cb) = (a.client(), b.client());
+        let id = ca.create(&json!({"model": "crash"})).await.unwrap();
+        let mut stream = ca.stream(&id, None).await.unwrap();
+        turn(&ca, &id, "boom").await;
+        let live = stream.collect_to_end(T).await.unwrap();
+        assert_eq!(live.last().unwrap().event, "done");
+        // Another host never takes it over: its stored log ends with `done` (503 only while
+        // A's last lease runs and the `done` is still being stored).
+        let started = Instant::now();
+        loop {
+            let r = cb.stream_raw(&id, None).await.unwrap();
+            match r.status().as_u16() {
+                404 => break,
+                503 => {
+                    assert!(started.elapsed() < T, "never gone on B");
+                    // Bounded poll: storing `done` / a lease expiry is not an event we can await.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => panic!("unexpected {other}: {}", r.text().await.unwrap()),
+            }
+        }
+        // A keeps it readable past several lease renewals (a bounded wait for something that
+        // must NOT happen: A losing it because its record is gone).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut replay = ca.stream(&id, None).await.unwrap();
+        let frames = replay.collect_to_end(T).await.unwrap();
+        let kinds: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
+        assert_eq!(kinds.first(), Some(&"session_ready"));
+        assert_eq!(&kinds[kinds.len() - 2..], ["error", "done"]);
+        assert_eq!(seqs(&frames), seqs(&live));
+        let r = ca.input(&id, &json!({"type": "interrupt"})).await.unwrap();
+        assert_eq!(r.status(), 409);
+        assert_eq!(ca.delete(&id).await.unwrap(), 204);
+        assert_eq!(ca.stream_raw(&id, None).await.unwrap().status(), 404);
+    });
+}

@@ -239,7 +239,16 @@ impl SessionRegistry {
         let Some(failover) = self.inner.failover.clone() else {
             return;
         };
-        let ids = self.ids();
+        // Ended sessions are not renewed: their stored log ends with `done`, so no host takes
+        // them over (see `take_over`), and they stay readable here until their retention ends.
+        let ids: Vec<String> = self
+            .inner
+            .sessions
+            .read()
+            .values()
+            .filter(|s| !s.has_ended())
+            .map(|s| s.id().to_owned())
+            .collect();
         if ids.is_empty() {
             return;
         }
