@@ -759,7 +759,8 @@ async fn interrupt_withdraws_a_pending_prompt() {
     until_success(&mut stream).await;
 }
 
-// (n) The CLI dies mid-session: `error {agent_exited}` with its exit status, then `done`.
+// (n) The CLI dies mid-session: `error {agent_exited}` with its exit status, then `done`; the
+// ended session then answers input with 409 `session_ended`.
 #[tokio::test]
 async fn a_killed_cli_ends_the_session_with_agent_exited() {
     let cli = require_real_cli!("a_killed_cli_ends_the_session_with_agent_exited");
@@ -785,10 +786,12 @@ async fn a_killed_cli_ends_the_session_with_agent_exited() {
         "{}",
         errors[0]
     );
-    let gone = e
+    let ended = e
         .client
         .input(&id, &json!({"type": "user_message", "content": "x"}))
         .await
         .unwrap();
-    assert_eq!(gone.status(), 404);
+    assert_eq!(ended.status(), 409, "kept readable, takes no input");
+    let body: serde_json::Value = ended.json().await.unwrap();
+    assert_eq!(body["code"], "session_ended", "{body}");
 }

@@ -250,7 +250,9 @@ async fn a_crashed_cli_ends_the_session_without_its_stderr() {
         .input(&id, &json!({"type": "user_message", "content": "x"}))
         .await
         .unwrap();
-    assert_eq!(r.status(), 404, "the session is gone");
+    assert_eq!(r.status(), 409, "the session has ended (kept readable)");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "session_ended", "{body}");
 }
 
 #[tokio::test]
