@@ -288,7 +288,7 @@ impl SessionRegistry {
         &self.inner.config
     }
 
-    /// Number of live sessions.
+    /// Number of sessions held here (live, hibernated, or ended and kept for their retention).
     pub fn len(&self) -> usize {
         self.inner.sessions.read().len()
     }
@@ -298,7 +298,7 @@ impl SessionRegistry {
         self.len() == 0
     }
 
-    /// Ids of the live sessions.
+    /// Ids of the sessions held here (ended ones included, see [`Session::has_ended`]).
     pub fn ids(&self) -> Vec<String> {
         self.inner.sessions.read().keys().cloned().collect()
     }
@@ -444,7 +444,7 @@ impl SessionRegistry {
         let _ = self.inner.take_over_check.set(check);
     }
 
-    /// The live session with this id.
+    /// The session with this id (possibly ended: see [`Session::has_ended`]).
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.inner.sessions.read().get(id).cloned()
     }
