@@ -18,7 +18,7 @@ const T: Duration = Duration::from_secs(20);
 
 struct Fixture {
     dir: TempDir,
-    _server: ServerProcess,
+    server: ServerProcess,
     client: Client,
 }
 
@@ -56,7 +56,7 @@ async fn start(extra: &[&str]) -> Fixture {
     let client = server.client(None);
     Fixture {
         dir,
-        _server: server,
+        server,
         client,
     }
 }
@@ -285,10 +285,21 @@ async fn a_queued_wake_up_that_finds_no_slot_says_the_message_was_not_sent() {
 
 #[tokio::test]
 async fn hibernate_wake_cycles_leave_no_process_or_directory_behind() {
-    const CYCLES: usize = 8;
+    // 40 in every run; `AGENT_WEBKIT_HIBERNATE_CYCLES=1000` for the long soak.
+    let cycles: usize = std::env::var("AGENT_WEBKIT_HIBERNATE_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let f = start(&["--hibernate-after", "0.05"]).await;
+    let server_pid = f.server.pid().unwrap();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{server_pid}/fd"))
+            .unwrap()
+            .count()
+    };
     let (id, mut stream) = f.session().await;
-    for n in 0..CYCLES {
+    let mut fds_after_first = 0;
+    for n in 0..cycles {
         f.say(&id, &format!("turn {n}")).await;
         let frames = stream.until("result", T).await.unwrap();
         if n > 0 {
@@ -297,12 +308,21 @@ async fn hibernate_wake_cycles_leave_no_process_or_directory_behind() {
         let pid = f.pid_of(&id);
         wait_for("the CLI to be stopped", || !alive(pid)).await;
         assert!(f.live_pids().is_empty(), "cycle {n}: {:?}", f.live_pids());
+        if n == 0 {
+            fds_after_first = fds();
+        }
     }
-    assert_eq!(f.records().len(), CYCLES);
+    assert_eq!(f.records().len(), cycles);
     wait_for("the resume directories to be removed", || {
         f.resume_dirs().is_empty()
     })
     .await;
+    // No descriptor left per cycle (a little slack for the runtime's own).
+    let fds_at_end = fds();
+    assert!(
+        fds_at_end <= fds_after_first + 4,
+        "file descriptors grew from {fds_after_first} to {fds_at_end} over {cycles} cycles"
+    );
     assert_eq!(f.client.delete(&id).await.unwrap(), 204);
     let rest = stream.collect_to_end(T).await.unwrap();
     assert_eq!(rest.last().map(|f| f.event.as_str()), Some("done"));
