@@ -151,17 +151,18 @@ pub async fn capacity(
     Ok(report)
 }
 
-/// Polls (50 ms, bounded) until the server has at most `agents` live children.
+/// Polls (50 ms, bounded) until the server has at most `agents` live agent processes.
 async fn until_agents_at_most(pid: u32, agents: u64, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
-        let live = procmem::live_children(pid);
+        let live = procmem::live_agents(pid);
         if live <= agents {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{live} agent processes still live after {limit:?} (expected ≤ {agents}: is the server running with a short --hibernate-after?)"
+                "{live} agent processes (children mentioning `{}`) still live after {limit:?} (expected ≤ {agents}: is the server running with a short --hibernate-after?)",
+                procmem::AGENT_MATCH
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -210,7 +211,7 @@ pub async fn wake(
     report.metric("fresh_first_text", fresh);
     report.metric("wake_first_text", woken);
     report.notes.push(format!(
-        "fresh: POST /sessions → subscribe → user_message → first message_delta, {wakes} sessions one after another. Then the load generator waits until the server has ≤ {spares} live child processes (every session hibernated), and wakes each session in turn: user_message → its first message_delta on the stream kept open since creation. Sessions woken earlier stay live meanwhile (a bound on live agents may hibernate them again)."
+        "fresh: POST /sessions → subscribe → user_message → first message_delta, {wakes} sessions one after another. Then the load generator waits until the server has ≤ {spares} live agent processes (children whose command line mentions `claude`) (every session hibernated), and wakes each session in turn: user_message → its first message_delta on the stream kept open since creation. Sessions woken earlier stay live meanwhile (a bound on live agents may hibernate them again)."
     ));
     Ok(report)
 }

@@ -8,7 +8,8 @@ pub struct Reading {
     /// Sum of the proportional set size (`Pss` of `smaps_rollup`; `VmRSS` when unreadable)
     /// of every live descendant of the server.
     pub agents_pss: u64,
-    /// Live (non-zombie) direct children of the server: its agent processes.
+    /// Live (non-zombie) direct children of the server whose command line mentions
+    /// [`AGENT_MATCH`]: its agent processes (not, e.g., its process-group watchdog shell).
     pub live_agents: u64,
     /// Live descendants (agents and whatever they started).
     pub descendants: u64,
@@ -19,6 +20,15 @@ impl Reading {
     pub fn total(&self) -> u64 {
         self.server_rss + self.agents_pss
     }
+}
+
+/// What an agent process's command line contains (the fake and the real CLI both match).
+pub const AGENT_MATCH: &str = "claude";
+
+fn is_agent(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(AGENT_MATCH))
+        .unwrap_or(false)
 }
 
 /// (pid, ppid, state) of every process.
@@ -59,11 +69,13 @@ fn pss_bytes(pid: u32) -> u64 {
         .unwrap_or_default()
 }
 
-/// Live direct children of `pid`.
-pub fn live_children(pid: u32) -> u64 {
+/// Live agent processes among the direct children of `pid`.
+pub fn live_agents(pid: u32) -> u64 {
     processes()
         .iter()
-        .filter(|(_, ppid, state)| *ppid == pid && !matches!(state, 'Z' | 'X'))
+        .filter(|(child, ppid, state)| {
+            *ppid == pid && !matches!(state, 'Z' | 'X') && is_agent(*child)
+        })
         .count() as u64
 }
 
@@ -81,7 +93,7 @@ pub fn read(pid: u32) -> Result<Reading, String> {
             if ppid != parent || matches!(state, 'Z' | 'X') {
                 continue;
             }
-            if parent == pid {
+            if parent == pid && is_agent(child) {
                 reading.live_agents += 1;
             }
             reading.descendants += 1;
