@@ -115,17 +115,19 @@ pub(crate) fn cases(quick: bool, sizes: &Sizes) -> Vec<Case> {
         "fresh p99 ms",
         "fresh_first_text",
     );
-    out.push(Case {
-        id: "wake".into(),
-        scenario: "wake",
-        args: args(&["--wakes", &samples, "--spares", "0"]),
-        ring_size: None,
-        agent: Agent::RealCli,
-        server_args: args(&["--hibernate-after", "1", "--claude-warm-spares", "0"]),
-        aliases: &[],
-        timeout_s: 600,
-        metrics: vec![w50, w99, f50, f99],
-    });
+    for (id, agent) in [("wake", Agent::RealCli), ("wake-fake", Agent::FakeCli)] {
+        out.push(Case {
+            id: id.into(),
+            scenario: "wake",
+            args: args(&["--wakes", &samples, "--spares", "0"]),
+            ring_size: None,
+            agent,
+            server_args: args(&["--hibernate-after", "1", "--claude-warm-spares", "0"]),
+            aliases: &[],
+            timeout_s: 600,
+            metrics: vec![w50.clone(), w99.clone(), f50.clone(), f99.clone()],
+        });
+    }
     for (id, spares, aliases) in [
         ("warm-create", "1", &["first-token"][..]),
         ("cold-create", "0", &[][..]),
