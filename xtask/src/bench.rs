@@ -23,7 +23,7 @@ const PYTHON: &str = "python-original";
 
 /// One number taken from a loadgen result.
 #[derive(Clone)]
-struct Metric {
+pub(crate) struct Metric {
     label: &'static str,
     /// Path into the result's `metrics` object.
     path: &'static [&'static str],
@@ -56,7 +56,7 @@ fn emission_lag_metrics(chart: bool) -> Vec<Metric> {
     ]
 }
 
-const fn metric(
+pub(crate) const fn metric(
     label: &'static str,
     path: &'static [&'static str],
     higher_is_better: bool,
@@ -71,16 +71,33 @@ const fn metric(
 }
 
 /// One benchmark case: a loadgen scenario with its parameters and the server it needs.
-struct Case {
-    id: String,
-    scenario: &'static str,
-    args: Vec<String>,
-    ring_size: Option<u64>,
-    timeout_s: u64,
-    metrics: Vec<Metric>,
+pub(crate) struct Case {
+    pub(crate) id: String,
+    pub(crate) scenario: &'static str,
+    pub(crate) args: Vec<String>,
+    pub(crate) ring_size: Option<u64>,
+    pub(crate) timeout_s: u64,
+    pub(crate) metrics: Vec<Metric>,
+    /// The agent behind our server (the Python original runs replay cases only).
+    pub(crate) agent: Agent,
+    /// Extra flags for our server.
+    pub(crate) server_args: Vec<String>,
+    /// Other names `--only` accepts for this case.
+    pub(crate) aliases: &'static [&'static str],
 }
 
-fn args(list: &[&str]) -> Vec<String> {
+/// The agent behind our server in a case.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Agent {
+    /// The scripted replay agent (the server's own cost).
+    Replay,
+    /// `--agent claude` with the fake `claude` (the server's cost with a CLI bridge).
+    FakeCli,
+    /// `--agent claude` with the real CLI against the mock Anthropic API (the CLI's cost).
+    RealCli,
+}
+
+pub(crate) fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
@@ -102,6 +119,9 @@ fn cases(quick: bool) -> Vec<Case> {
             // Large enough that no subscriber can lag out of the ring: this measures
             // throughput, not the eviction policy.
             ring_size: Some(events + 16),
+            agent: Agent::Replay,
+            server_args: Vec::new(),
+            aliases: &[],
             timeout_s: if quick { 120 } else { 900 },
             metrics: vec![metric(
                 "events/s delivered",
@@ -130,6 +150,9 @@ fn cases(quick: bool) -> Vec<Case> {
             "200",
         ]),
         ring_size: None,
+        agent: Agent::Replay,
+        server_args: Vec::new(),
+        aliases: &[],
         timeout_s: if quick { 60 } else { 300 },
         // The headline: emission → receipt, both on this machine's wall clock (the agent
         // stamps each message as it emits it; the model is `stream:N:ms:bytes:ts`).
@@ -170,6 +193,9 @@ fn cases(quick: bool) -> Vec<Case> {
                 "200",
             ]),
             ring_size: None,
+            agent: Agent::Replay,
+            server_args: Vec::new(),
+            aliases: &[],
             timeout_s: 120,
             metrics: [
                 emission_lag_metrics(true),
@@ -189,6 +215,9 @@ fn cases(quick: bool) -> Vec<Case> {
         scenario: "memory",
         args: args(&["--sessions", sessions, "--ring", "1000", "--bytes", "200"]),
         ring_size: Some(1000),
+        agent: Agent::Replay,
+        server_args: Vec::new(),
+        aliases: &[],
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![
             metric(
@@ -221,6 +250,9 @@ fn cases(quick: bool) -> Vec<Case> {
         scenario: "connections",
         args: args(&["--max", max, "--step", step, "--sessions", "10"]),
         ring_size: None,
+        agent: Agent::Replay,
+        server_args: Vec::new(),
+        aliases: &[],
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![metric("SSE connections held", &["max_held"], true, true)],
     });
@@ -232,6 +264,9 @@ fn cases(quick: bool) -> Vec<Case> {
         // never lag out of it (with 1 000 it did, once in 3 runs on actix).
         args: args(&["--clients", clients, "--back", "500", "--events", "998"]),
         ring_size: Some(1000),
+        agent: Agent::Replay,
+        server_args: Vec::new(),
+        aliases: &[],
         timeout_s: if quick { 120 } else { 600 },
         metrics: vec![
             metric("reconnects/s", &["reconnects_per_sec"], true, true),
@@ -249,6 +284,9 @@ fn cases(quick: bool) -> Vec<Case> {
         scenario: "churn",
         args: args(&["--seconds", secs, "--concurrency", conc]),
         ring_size: None,
+        agent: Agent::Replay,
+        server_args: Vec::new(),
+        aliases: &[],
         timeout_s: if quick { 60 } else { 120 },
         metrics: vec![
             metric("sessions/s", &["sessions_per_sec"], true, true),
@@ -270,6 +308,8 @@ struct Options {
     runs: usize,
     /// Runs per cell for the Python original (default: `runs`; it is slow).
     python_runs: Option<usize>,
+    /// `--sessions N` / `--samples N` for the lifecycle cases.
+    sizes: crate::bench_lifecycle::Sizes,
 }
 
 impl Options {
@@ -289,6 +329,10 @@ fn parse(argv: &[String]) -> Result<Options, String> {
         targets: TARGETS.iter().map(|t| (*t).to_owned()).collect(),
         runs: 5,
         python_runs: None,
+        sizes: crate::bench_lifecycle::Sizes {
+            sessions: None,
+            samples: None,
+        },
     };
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
@@ -321,6 +365,14 @@ fn parse(argv: &[String]) -> Result<Options, String> {
                     return Err("--runs must be at least 1".into());
                 }
             }
+            "--sessions" => {
+                let n = value("--sessions")?;
+                opts.sizes.sessions = Some(n.parse().map_err(|e| format!("--sessions: {e}"))?);
+            }
+            "--samples" => {
+                let n = value("--samples")?;
+                opts.sizes.samples = Some(n.parse().map_err(|e| format!("--samples: {e}"))?);
+            }
             "--python-runs" => {
                 let n: usize = value("--python-runs")?
                     .parse()
@@ -332,7 +384,7 @@ fn parse(argv: &[String]) -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown bench flag {other:?}; flags: --quick --only <scenario>[,…] --targets {} --runs N --python-runs N",
+                    "unknown bench flag {other:?}; flags: --quick --only <scenario>[,…] --targets {} --runs N --python-runs N --sessions N --samples N",
                     TARGETS.join(",")
                 ))
             }
@@ -361,6 +413,18 @@ enum Launch {
 struct Server {
     child: Child,
     url: String,
+    /// The mock Anthropic API of a real-CLI case (dropped after the server is killed).
+    _mock: Option<crate::bench_lifecycle::MockApi>,
+}
+
+/// What the CLI cases need besides the server binary.
+struct CliPaths {
+    loadgen: PathBuf,
+    fake: PathBuf,
+    /// The real CLI, when a selected case needs it.
+    real: Option<Result<PathBuf, String>>,
+    /// Scratch directory (HOME of the real CLI, cwd of the server).
+    scratch: PathBuf,
 }
 
 impl Drop for Server {
@@ -370,14 +434,56 @@ impl Drop for Server {
     }
 }
 
-fn start_server(launch: &Launch, case: &Case, log: &Path) -> Result<Server, String> {
+fn start_server(
+    launch: &Launch,
+    case: &Case,
+    log: &Path,
+    cli: &CliPaths,
+) -> Result<Server, String> {
     let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut mock = None;
+    let mut cwd = crate::root();
     let mut cmd = match launch {
         Launch::Ours { binary, framework } => {
             let mut cmd = Command::new(binary);
-            cmd.args(["--agent", "replay", "--framework", framework])
+            cmd.args(["--framework", framework])
                 .args(["--keepalive", "1"])
                 .env("RUST_LOG", "warn");
+            match case.agent {
+                Agent::Replay => {
+                    cmd.args(["--agent", "replay"]);
+                }
+                Agent::FakeCli | Agent::RealCli => {
+                    let claude = if case.agent == Agent::FakeCli {
+                        cli.fake.clone()
+                    } else {
+                        match &cli.real {
+                            Some(Ok(path)) => path.clone(),
+                            Some(Err(e)) => return Err(format!("the real CLI: {e}")),
+                            None => return Err("the real CLI was not provisioned".into()),
+                        }
+                    };
+                    // A fresh scratch dir per server: the CLI's HOME (transcripts) and the
+                    // sessions' cwd.
+                    let _ = std::fs::remove_dir_all(&cli.scratch);
+                    let work = cli.scratch.join("work");
+                    std::fs::create_dir_all(&work)
+                        .map_err(|e| format!("{}: {e}", work.display()))?;
+                    cwd = work;
+                    cmd.args(["--agent", "claude", "--claude-path"])
+                        .arg(claude)
+                        .arg("--claude-setting-sources=")
+                        .args(&case.server_args);
+                    if case.agent == Agent::RealCli {
+                        let m = crate::bench_lifecycle::start_mock_api(
+                            &cli.loadgen,
+                            &cli.scratch.join("home"),
+                        )?;
+                        cmd.envs(m.env.iter().map(|(k, v)| (k, v)));
+                        mock = Some(m);
+                    }
+                }
+            }
             cmd
         }
         Launch::Python { python, script } => {
@@ -391,7 +497,7 @@ fn start_server(launch: &Launch, case: &Case, log: &Path) -> Result<Server, Stri
         cmd.args(["--ring-size", &ring.to_string()]);
     }
     let mut child = cmd
-        .current_dir(crate::root())
+        .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -410,7 +516,11 @@ fn start_server(launch: &Launch, case: &Case, log: &Path) -> Result<Server, Stri
         for _ in lines {}
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(url) => Ok(Server { child, url }),
+        Ok(url) => Ok(Server {
+            child,
+            url,
+            _mock: mock,
+        }),
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -534,13 +644,15 @@ fn num(v: f64) -> String {
 /// Runs the benchmarks.
 pub fn bench(argv: &[String]) -> Result<(), String> {
     let opts = parse(argv)?;
-    let all = cases(opts.quick);
+    let mut all = cases(opts.quick);
+    all.extend(crate::bench_lifecycle::cases(opts.quick, &opts.sizes));
     let selected: Vec<&Case> = all
         .iter()
         .filter(|c| {
-            opts.only
-                .as_ref()
-                .is_none_or(|only| only.iter().any(|o| o == &c.id || o == c.scenario))
+            opts.only.as_ref().is_none_or(|only| {
+                only.iter()
+                    .any(|o| o == &c.id || o == c.scenario || c.aliases.contains(&o.as_str()))
+            })
         })
         .collect();
     if selected.is_empty() {
@@ -564,11 +676,23 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
         "agent-webkit-loadgen",
         "-p",
         "agent-webkit-server",
+        // The fake `claude` of the CLI cases.
+        "-p",
+        "agent-webkit-testkit",
     ]);
     crate::run("cargo build --release (loadgen, server)", &mut build)?;
     let release = target_dir().join("release");
     let loadgen = release.join("agent-webkit-loadgen");
     let server_bin = release.join("agent-webkit-server");
+    let cli = CliPaths {
+        loadgen: loadgen.clone(),
+        fake: release.join("fake-claude"),
+        real: selected
+            .iter()
+            .any(|c| c.agent == Agent::RealCli)
+            .then(crate::claude_cli::ensure),
+        scratch: out_dir.join("cli-scratch"),
+    };
 
     let mut launches: BTreeMap<String, Result<Launch, String>> = BTreeMap::new();
     for target in &opts.targets {
@@ -600,6 +724,11 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
         for target in &opts.targets {
             let key = (case.id.clone(), target.clone());
             let launch = match launches.get(target) {
+                // The Python original runs the replay cases only.
+                Some(Ok(Launch::Python { .. })) if case.agent != Agent::Replay => {
+                    cells.insert(key, Cell::Skipped);
+                    continue;
+                }
                 Some(Ok(launch)) => launch,
                 Some(Err(_)) => {
                     cells.insert(key, Cell::Skipped);
@@ -613,10 +742,13 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
             for run in 1..=runs {
                 let log = log_dir.join(format!("{target}-{}-{run}.log", case.id));
                 let t = Instant::now();
-                let outcome = start_server(launch, case, &log)
+                let outcome = start_server(launch, case, &log, &cli)
                     .and_then(|server| run_loadgen(&loadgen, case, &server));
                 match outcome {
-                    Ok(result) => {
+                    Ok(mut result) => {
+                        if case.scenario == "capacity" {
+                            crate::bench_lifecycle::derive(&mut result);
+                        }
                         let ok = result.get("ok") == Some(&Value::Bool(true));
                         let summary = case
                             .metrics

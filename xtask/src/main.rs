@@ -18,6 +18,7 @@
 //! afterwards, whatever the tests did. `cargo xtask with-postgres <cmd…>` runs one command the same way.
 
 mod bench;
+mod bench_lifecycle;
 // One definition of the cache folder, shared with the testkit without depending on it.
 #[path = "../../crates/agent-webkit-testkit/src/cache_dir.rs"]
 mod cache_dir;

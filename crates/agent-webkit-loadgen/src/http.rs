@@ -152,9 +152,12 @@ impl Control {
 
     /// `POST /sessions {"model": model}` → the session id.
     pub async fn create_session(&mut self, model: &str) -> Result<String, String> {
-        let (status, body) = self
-            .call(Method::POST, "/sessions", Some(&json!({ "model": model })))
-            .await?;
+        self.create_with(&json!({ "model": model })).await
+    }
+
+    /// `POST /sessions` with `body` → the session id.
+    pub async fn create_with(&mut self, body: &Value) -> Result<String, String> {
+        let (status, body) = self.call(Method::POST, "/sessions", Some(body)).await?;
         if !status.is_success() {
             return Err(format!(
                 "POST /sessions: {status} {}",
@@ -211,6 +214,8 @@ pub enum Kind {
     SessionReady,
     /// `message_complete`
     MessageComplete,
+    /// `message_delta`
+    MessageDelta,
     /// `result`
     Result,
     /// `error`
@@ -225,6 +230,7 @@ impl Kind {
     fn of(name: &[u8]) -> Self {
         match name {
             b"message_complete" => Self::MessageComplete,
+            b"message_delta" => Self::MessageDelta,
             b"session_ready" => Self::SessionReady,
             b"result" => Self::Result,
             b"error" => Self::Error,

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! agent-webkit-loadgen <fanout|latency|memory|connections|resume|churn> --url http://127.0.0.1:PORT --token T [params] --json
+//! agent-webkit-loadgen <capacity|wake|create> --pid SERVER_PID ...   # server with --agent claude
+//! agent-webkit-loadgen mock-api --home DIR   # the mock Anthropic API for the real CLI
 //! ```
 //!
 //! Prints one JSON line: `{"scenario", "ok", "error_count", "errors", "params", "metrics",
@@ -11,6 +13,9 @@
 //! read and the scenario as a whole are bounded by timeouts. See `docs/benchmarks.md`.
 
 mod http;
+mod lifecycle;
+mod mock_api;
+mod procmem;
 mod scenarios;
 
 use std::process::ExitCode;
@@ -148,6 +153,48 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// N sessions (CLI agent), each given one turn and left idle with a subscriber: server RSS
+    /// + agents' PSS, marginal memory per (hibernated) session. Needs --pid.
+    Capacity {
+        /// Sessions.
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+        /// Sessions opened concurrently.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Seconds to wait before each memory reading.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+    },
+    /// Hibernated session's user_message → first message_delta, vs a fresh session's create
+    /// → first delta (start the server with a short --hibernate-after). Needs --pid.
+    Wake {
+        /// Sessions (each woken once).
+        #[arg(long, default_value_t = 20)]
+        wakes: usize,
+        /// Live children the server keeps when every session is hibernated (its warm spares).
+        #[arg(long, default_value_t = 0)]
+        spares: u64,
+        /// Seconds to wait for every session to hibernate.
+        #[arg(long, default_value_t = 60.0)]
+        hibernate_timeout: f64,
+    },
+    /// POST /sessions → session_ready, and → first text of the first reply, one at a time.
+    Create {
+        /// Sessions created.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Seconds between creates (lets a warm spare be replaced).
+        #[arg(long, default_value_t = 2.0)]
+        gap: f64,
+    },
+    /// Serves the mock Anthropic API (for the real CLI) until killed; prints one JSON line:
+    /// `{"base_url", "env"}` (the environment to give the server so its CLIs run offline).
+    MockApi {
+        /// HOME / CLAUDE_CONFIG_DIR of the CLIs (created).
+        #[arg(long)]
+        home: std::path::PathBuf,
+    },
 }
 
 impl Scenario {
@@ -159,6 +206,10 @@ impl Scenario {
             Self::Connections { .. } => "connections",
             Self::Resume { .. } => "resume",
             Self::Churn { .. } => "churn",
+            Self::Capacity { .. } => "capacity",
+            Self::Wake { .. } => "wake",
+            Self::Create { .. } => "create",
+            Self::MockApi { .. } => "mock-api",
         }
     }
 
@@ -207,6 +258,20 @@ impl Scenario {
                 seconds,
                 concurrency,
             } => json!({"seconds": seconds, "concurrency": concurrency}),
+            Self::Capacity {
+                sessions,
+                concurrency,
+                settle,
+            } => json!({"sessions": sessions, "concurrency": concurrency, "settle_s": settle}),
+            Self::Wake {
+                wakes,
+                spares,
+                hibernate_timeout,
+            } => {
+                json!({"wakes": wakes, "spares": spares, "hibernate_timeout_s": hibernate_timeout})
+            }
+            Self::Create { count, gap } => json!({"count": count, "gap_s": gap}),
+            Self::MockApi { home } => json!({"home": home}),
         }
     }
 }
@@ -273,12 +338,37 @@ async fn run(cli: &Cli, target: &Target) -> Result<Report, String> {
             seconds,
             concurrency,
         } => s::churn(target, seconds, concurrency).await,
+        Scenario::Capacity {
+            sessions,
+            concurrency,
+            settle,
+        } => {
+            let pid = cli.pid.ok_or("capacity needs --pid <server pid>")?;
+            lifecycle::capacity(target, pid, sessions, concurrency, seconds(settle)?).await
+        }
+        Scenario::Wake {
+            wakes,
+            spares,
+            hibernate_timeout,
+        } => {
+            let pid = cli.pid.ok_or("wake needs --pid <server pid>")?;
+            lifecycle::wake(target, pid, wakes, spares, seconds(hibernate_timeout)?).await
+        }
+        Scenario::Create { count, gap } => lifecycle::create(target, count, seconds(gap)?).await,
+        Scenario::MockApi { .. } => Err("mock-api is not a scenario".into()),
     }
+}
+
+fn seconds(value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("{value}: not a number of seconds"))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Scenario::MockApi { home } = &cli.scenario {
+        return mock_api::serve(home).await;
+    }
     let nofile = raise_nofile();
     let mut out = json!({
         "scenario": cli.scenario.name(),

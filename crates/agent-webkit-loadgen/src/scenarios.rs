@@ -57,7 +57,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn metric(&mut self, name: &str, value: impl Into<Value>) {
+    pub(crate) fn metric(&mut self, name: &str, value: impl Into<Value>) {
         self.metrics.insert(name.to_owned(), value.into());
     }
 }
@@ -84,7 +84,7 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// p50/p99/max of nanosecond samples, in milliseconds.
-fn summary_ms(mut samples: Vec<u64>) -> Value {
+pub(crate) fn summary_ms(mut samples: Vec<u64>) -> Value {
     samples.sort_unstable();
     let ms = |ns: u64| ns as f64 / 1e6;
     json!({
@@ -96,7 +96,7 @@ fn summary_ms(mut samples: Vec<u64>) -> Value {
 }
 
 /// Opens a stream from the start and reads `session_ready` (seq 1).
-async fn open_ready(target: &Target, session: &str) -> Result<Sse, String> {
+pub(crate) async fn open_ready(target: &Target, session: &str) -> Result<Sse, String> {
     let mut sse = subscribe(target, session, None).await?;
     match sse.next_event(target.timeout).await? {
         (Some(1), Kind::SessionReady) => Ok(sse),

@@ -53,10 +53,13 @@ impl Drop for Server {
 }
 
 fn start(framework: &str) -> Server {
+    start_with(&["--agent", "replay"], framework)
+}
+
+fn start_with(agent: &[&str], framework: &str) -> Server {
     let mut child = Command::new(server_binary())
+        .args(agent)
         .args([
-            "--agent",
-            "replay",
             "--framework",
             framework,
             "--host",
@@ -191,6 +194,65 @@ fn all_scenarios(framework: &str) {
 
     let r = loadgen(&server, &["churn", "--seconds", "1", "--concurrency", "4"]);
     assert!(r["metrics"]["completed"].as_u64().unwrap() > 0, "{r:#}");
+}
+
+/// The session-lifecycle scenarios (`capacity`, `wake`, `create`) with the fake CLI: at most 2
+/// live agents, one warm spare, hibernation after 1 s of quiet.
+fn lifecycle_scenarios(framework: &str) {
+    let fake = agent_webkit_testkit::fake_claude_path();
+    let fake = fake.to_str().unwrap();
+    let server = start_with(
+        &[
+            "--agent",
+            "claude",
+            "--claude-path",
+            fake,
+            "--max-live-agents",
+            "2",
+            "--claude-warm-spares",
+            "1",
+            "--hibernate-after",
+            "1",
+        ],
+        framework,
+    );
+    let r = loadgen(
+        &server,
+        &[
+            "capacity",
+            "--sessions",
+            "6",
+            "--concurrency",
+            "2",
+            "--settle",
+            "0.5",
+        ],
+    );
+    assert_eq!(r["metrics"]["sessions"], 6, "{r:#}");
+    assert!(r["metrics"]["total_bytes"].as_u64().unwrap() > 0, "{r:#}");
+    // Sessions were hibernated: six live agents plus the spare would be seven.
+    assert!(
+        r["metrics"]["all"]["live_agents"].as_u64().unwrap() < 6,
+        "{r:#}"
+    );
+
+    let r = loadgen(&server, &["wake", "--wakes", "2", "--spares", "1"]);
+    assert_eq!(r["metrics"]["wake_first_text"]["samples"], 2, "{r:#}");
+    assert_eq!(r["metrics"]["fresh_first_text"]["samples"], 2, "{r:#}");
+
+    let r = loadgen(&server, &["create", "--count", "2", "--gap", "0.2"]);
+    assert_eq!(r["metrics"]["ready"]["samples"], 2, "{r:#}");
+    assert_eq!(r["metrics"]["first_text"]["samples"], 2, "{r:#}");
+}
+
+#[test]
+fn lifecycle_scenarios_against_axum() {
+    lifecycle_scenarios("axum");
+}
+
+#[test]
+fn lifecycle_scenarios_against_actix() {
+    lifecycle_scenarios("actix");
 }
 
 #[test]
