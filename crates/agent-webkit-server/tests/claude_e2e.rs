@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
 use agent_webkit_testkit::real_cli::{offline_env, TempDir};
-use agent_webkit_testkit::{require_real_cli, Client, ServerProcess, SseFrame, SseStream};
+use agent_webkit_testkit::{
+    claude_children, require_real_cli, Client, ServerProcess, SseFrame, SseStream,
+};
 use serde_json::{json, Value};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -159,38 +161,12 @@ fn last_user_message(mock: &MockAnthropicApi) -> Value {
         .unwrap()
 }
 
-/// Live (non-zombie) children of `pid` whose command line mentions `claude`.
-fn claude_children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid …`; comm may contain spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let (state, ppid) = (fields.first().copied(), fields.get(1).copied());
-        if ppid != Some(&pid.to_string()) || matches!(state, Some("Z") | Some("X")) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("claude") {
-            out.push(child);
-        }
-    }
-    out
+/// The pids of the server's live `claude` children.
+fn claude_pids(pid: u32) -> Vec<u32> {
+    claude_children(pid)
+        .into_iter()
+        .map(|(child, _)| child)
+        .collect()
 }
 
 // (a)
@@ -661,7 +637,7 @@ async fn delete_ends_the_stream_and_the_cli_process() {
     let (id, mut stream) = e.session(json!({})).await;
     e.say(&id, "hi").await;
     until_success(&mut stream).await;
-    let before = claude_children(server_pid);
+    let before = claude_pids(server_pid);
     assert_eq!(before.len(), 1, "one CLI child of the server: {before:?}");
 
     let deleted = Instant::now();
@@ -674,7 +650,7 @@ async fn delete_ends_the_stream_and_the_cli_process() {
     );
     // Poll /proc (there is no event for "a process is gone") with a deadline.
     let deadline = Instant::now() + T;
-    while claude_children(server_pid)
+    while claude_pids(server_pid)
         .iter()
         .any(|pid| before.contains(pid))
     {
@@ -769,7 +745,7 @@ async fn a_killed_cli_ends_the_session_with_agent_exited() {
     let (id, mut stream) = e.session(json!({})).await;
     e.say(&id, "[[slow: 100]]").await;
     until(&mut stream, "message_delta").await;
-    let children = claude_children(server_pid);
+    let children = claude_pids(server_pid);
     assert_eq!(children.len(), 1, "{children:?}");
     let killed = tokio::process::Command::new("kill")
         .args(["-KILL", &children[0].to_string()])

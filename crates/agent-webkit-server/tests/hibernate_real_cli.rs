@@ -8,45 +8,11 @@ use std::time::{Duration, Instant};
 
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
 use agent_webkit_testkit::real_cli::{offline_env, TempDir};
-use agent_webkit_testkit::{require_real_cli, ServerProcess, SseFrame, SseStream};
+use agent_webkit_testkit::{claude_children, require_real_cli, ServerProcess, SseFrame, SseStream};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
 const T: Duration = Duration::from_secs(30);
-
-/// Live (non-zombie) children of `pid` whose command line mentions `claude`, with it.
-fn claude_children(pid: u32) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let (state, ppid) = (fields.first().copied(), fields.get(1).copied());
-        if ppid != Some(&pid.to_string()) || matches!(state, Some("Z") | Some("X")) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("claude") {
-            out.push((child, cmdline));
-        }
-    }
-    out
-}
 
 async fn until_success(stream: &mut SseStream) -> Vec<SseFrame> {
     let frames = stream.until("result", T).await.unwrap();

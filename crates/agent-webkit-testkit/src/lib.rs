@@ -41,6 +41,35 @@ pub fn process_alive(pid: u64) -> bool {
     }
 }
 
+/// Live (non-zombie) children of process `pid` whose command line mentions `claude`, with
+/// that command line (arguments joined by spaces). Linux `/proc`.
+pub fn claude_children(pid: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                return false;
+            };
+            // `pid (comm) state ppid …`; comm may contain spaces and parentheses.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let (state, ppid) = (fields.next(), fields.next());
+            ppid == Some(pid.to_string().as_str()) && !matches!(state, Some("Z" | "X"))
+        })
+        .filter_map(|child| {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains("claude").then_some((child, cmdline))
+        })
+        .collect()
+}
+
 /// Test helper failures.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
