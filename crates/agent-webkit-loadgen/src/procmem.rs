@@ -71,12 +71,7 @@ fn pss_bytes(pid: u32) -> u64 {
 
 /// Live agent processes among the direct children of `pid`.
 pub fn live_agents(pid: u32) -> u64 {
-    processes()
-        .iter()
-        .filter(|(child, ppid, state)| {
-            *ppid == pid && !matches!(state, 'Z' | 'X') && is_agent(*child)
-        })
-        .count() as u64
+    agent_webkit_testkit::claude_children(pid).len() as u64
 }
 
 /// Reads the server's RSS and its descendants' PSS.
