@@ -3,6 +3,12 @@
 //! Every flag also reads an environment variable (shown by `--help`). Logs go to stderr,
 //! filtered by `RUST_LOG` (default `info`). On start it prints one line to stdout,
 //! `agent-webkit-server listening on http://ADDR`, which scripts can wait for.
+//!
+//! The binary is `src/bin/agent-webkit-server.rs` ([`main`]). The library exposes the flags
+//! ([`Cli`]) and what is built from them ([`build_config`], [`with_database`],
+//! [`bind_listener`], [`announce`], [`shutdown_signal`]) so another HTTP stack can serve the
+//! same API with the same flags: `examples/hyper_server.rs` does, and runs the conformance
+//! suite.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,13 +28,6 @@ use agent_webkit_replay::ReplayAgentFactory;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
-
-/// mimalloc instead of the system allocator: the event path allocates and frees small buffers
-/// at a high rate (glibc malloc was a quarter of the server's CPU in the fan-out profile), and
-/// it returns freed pages to the OS, which keeps the RSS of idle sessions honest.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Which agent runs behind each session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,13 +51,13 @@ enum Framework {
 /// Serve Claude Code agent sessions over HTTP + Server-Sent Events (wire protocol 1.0).
 #[derive(Debug, Parser)]
 #[command(name = "agent-webkit-server", version, about)]
-struct Cli {
+pub struct Cli {
     /// Address to bind.
     #[arg(long, env = "AGENT_WEBKIT_HOST", default_value = "127.0.0.1")]
-    host: String,
+    pub host: String,
     /// Port to bind (0 = any free port).
     #[arg(long, env = "AGENT_WEBKIT_PORT", default_value_t = 8000)]
-    port: u16,
+    pub port: u16,
     /// Bearer token required on every request (also read from AGENT_WEBKIT_TOKEN).
     #[arg(long, env = "AGENT_WEBKIT_AUTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -432,7 +431,8 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
         .map_err(|_| format!("--{flag} must be a non-negative number of seconds"))
 }
 
-fn build_config(cli: &Cli) -> Result<AppConfig, String> {
+/// The configuration the flags describe (agent, auth, limits, policy), storage aside.
+pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
     let factory: Arc<dyn AgentClientFactory> = match cli.agent {
         AgentKind::Replay => {
             let factory = match &cli.replay_dir {
@@ -522,7 +522,8 @@ fn default_max_live_agents() -> usize {
         .max(MIN_LIVE_AGENTS)
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %err, "cannot listen for SIGINT");
@@ -550,7 +551,8 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; closing sessions");
 }
 
-fn auth_mode(config: &AppConfig) -> &'static str {
+/// How requests are authenticated, for [`announce`].
+pub fn auth_mode(config: &AppConfig) -> &'static str {
     if config.auth.disabled {
         "disabled"
     } else {
@@ -558,7 +560,8 @@ fn auth_mode(config: &AppConfig) -> &'static str {
     }
 }
 
-fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
+/// Logs the start (and a missing-auth warning), and prints the `listening on` line.
+pub fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
     match no_auth_warning(auth == "disabled", local.ip()) {
         Some((true, text)) => {
             tracing::error!("{text}");
@@ -572,7 +575,7 @@ fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
 }
 
 /// With `--database-url`: Postgres transcripts and failover persistence.
-async fn with_database(cli: &Cli, config: AppConfig) -> Result<AppConfig, String> {
+pub async fn with_database(cli: &Cli, config: AppConfig) -> Result<AppConfig, String> {
     let Some(url) = &cli.database_url else {
         return Ok(config);
     };
@@ -602,7 +605,8 @@ async fn with_database(cli: &Cli, config: AppConfig) -> Result<AppConfig, String
 /// at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
-async fn bind_listener(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+/// A listener on `addr` (`host:port`) with a large backlog.
+pub async fn bind_listener(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     let mut last = None;
     for candidate in tokio::net::lookup_host(addr).await? {
         let socket = if candidate.is_ipv4() {
@@ -653,7 +657,8 @@ async fn run_actix(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-fn main() -> ExitCode {
+/// The server: parses the flags and serves until SIGINT / SIGTERM.
+pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
