@@ -40,7 +40,12 @@ async fn handle(api: Api, request: Request<Incoming>) -> Response<Body> {
     // The path without the query; this server mounts the API at the root.
     let path = parts.uri.path();
     let response = api
-        .handle(parts.method.as_str(), path, &Headers(&parts.headers), Lazy(body))
+        .handle(
+            parts.method.as_str(),
+            path,
+            &Headers(&parts.headers),
+            Lazy(body),
+        )
         .await;
     let body = match response.body {
         ResponseBody::Empty => Empty::new().boxed_unsync(),
@@ -136,7 +141,10 @@ async fn serve(listener: TcpListener, api: Api, signal: impl Future<Output = ()>
     drop(stop);
     // ...then give connections `shutdown_drain` to finish, and drop the rest.
     let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(limits.shutdown_drain, drain).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_drain, drain)
+        .await
+        .is_err()
+    {
         connections.shutdown().await;
     }
 }
@@ -213,7 +221,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     let listener = bind_listener(&addr)
         .await
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    announce(listener.local_addr().map_err(|e| e.to_string())?, &cli, auth);
+    announce(
+        listener.local_addr().map_err(|e| e.to_string())?,
+        &cli,
+        auth,
+    );
     serve(listener, api, agent_webkit_server::shutdown_signal()).await;
     Ok(())
 }

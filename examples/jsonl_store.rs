@@ -290,7 +290,10 @@ impl SessionStore for JsonlSessionStore {
             let mut file = open_append(&path).map_err(backend)?;
             file.write_all(&lines).map_err(backend)?;
             file.sync_data().map_err(backend)?;
-            uuids.insert(key.subpath.clone(), known.into_iter().chain(fresh).collect());
+            uuids.insert(
+                key.subpath.clone(),
+                known.into_iter().chain(fresh).collect(),
+            );
             // The summary sidecar: main transcripts only, folded over what was just added.
             if key.is_main() {
                 let previous = read_summary(&summary_path)?;

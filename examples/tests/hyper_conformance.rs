@@ -184,3 +184,22 @@ async fn hyper_and_axum_answer_identically() {
         a.len()
     );
 }
+
+/// Contract step 6, which the suite leaves to `crates/agent-webkit-server/tests/http_contract.rs`
+/// for axum and actix: SIGTERM ends every open stream with `done`, then the server exits 0.
+#[tokio::test]
+async fn sigterm_ends_streams_with_done_and_exits_cleanly() {
+    let args = ["--agent", "replay", "--no-auth", "--framework", "hyper"];
+    let mut server = agent_webkit_testkit::ServerProcess::spawn(HYPER, &args)
+        .await
+        .unwrap();
+    let client = server.client(None);
+    let id = client.create(&serde_json::json!({})).await.unwrap();
+    let mut stream = client.stream(&id, None).await.unwrap();
+    stream.next_event_within(conformance::T).await.unwrap();
+    let status = server.terminate(conformance::T).await.unwrap();
+    let rest = stream.collect_to_end(conformance::T).await.unwrap();
+    let names: Vec<&str> = rest.iter().map(|f| f.event.as_str()).collect();
+    assert_eq!(names, ["done"]);
+    assert!(status.expect("exited in time").success(), "{status:?}");
+}
