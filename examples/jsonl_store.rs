@@ -35,7 +35,7 @@ pub struct JsonlSessionStore {
     root: PathBuf,
     /// One lock per session (main transcript, subkeys and summary together), so appends to a
     /// session are serialised and a delete never interleaves with them.
-    sessions: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Uuids>>>>,
+    sessions: Mutex<HashMap<(String, String), SessionLock>>,
     /// Last `mtime` handed out: strictly increasing epoch milliseconds.
     clock: AtomicI64,
 }
@@ -43,6 +43,7 @@ pub struct JsonlSessionStore {
 /// The uuids already in each transcript of a session (`None`: the main one), read from the
 /// file the first time this process writes it. They make `append` idempotent.
 type Uuids = HashMap<Option<String>, HashSet<String>>;
+type SessionLock = Arc<tokio::sync::Mutex<Uuids>>;
 
 impl JsonlSessionStore {
     /// A store under `root` (created on first write, readable by this user only).
