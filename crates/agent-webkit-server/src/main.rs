@@ -609,7 +609,11 @@ async fn with_storage(
         (Some(kind), Some(_)) => {
             return Err(format!(
                 "--database-url selects PostgreSQL; it cannot be combined with --store {}",
-                if kind == StoreKind::Memory { "memory" } else { "sqlite" }
+                if kind == StoreKind::Memory {
+                    "memory"
+                } else {
+                    "sqlite"
+                }
             ))
         }
         (None, None) => StoreKind::Sqlite,
