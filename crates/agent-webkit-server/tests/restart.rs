@@ -311,15 +311,20 @@ async fn sigkill_during_heavy_appends_loses_no_received_event() {
     eprintln!("RESTART: {total} events received by 8 clients before SIGKILL; all in the log after the restart");
 }
 
-/// Runs the server binary until it exits; returns (success, stderr).
-fn start_and_fail(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(BIN)
+/// Runs the server binary until it exits (killed after [`T`] if it does not); returns
+/// (success, stderr).
+async fn start_and_fail(args: &[&str]) -> (bool, String) {
+    let run = tokio::process::Command::new(BIN)
         .args(["--no-auth", "--agent", "replay", "--port", "0"])
         .args(args)
         .env_remove("AGENT_WEBKIT_DATA_DIR")
         .env_remove("AGENT_WEBKIT_STORE")
         .stdin(std::process::Stdio::null())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(T, run)
+        .await
+        .expect("the server started instead of refusing the data directory")
         .unwrap();
     (
         out.status.success(),
@@ -327,21 +332,21 @@ fn start_and_fail(args: &[&str]) -> (bool, String) {
     )
 }
 
-#[test]
-fn an_unusable_data_dir_is_a_clear_startup_error() {
+#[tokio::test]
+async fn an_unusable_data_dir_is_a_clear_startup_error() {
     let dirs = Dirs::new("restart-unusable");
     // Below a regular file: the directory cannot be created.
     let file = dirs.get("a-file");
     std::fs::write(&file, "x").unwrap();
     let below = file.join("data");
-    let (ok, stderr) = start_and_fail(&["--data-dir", below.to_str().unwrap()]);
+    let (ok, stderr) = start_and_fail(&["--data-dir", below.to_str().unwrap()]).await;
     assert!(!ok);
     assert!(
         stderr.contains(&format!("data directory {}", below.display())),
         "{stderr}"
     );
     // In a read-only file system.
-    let (ok, stderr) = start_and_fail(&["--data-dir", "/proc/agent-webkit-data"]);
+    let (ok, stderr) = start_and_fail(&["--data-dir", "/proc/agent-webkit-data"]).await;
     assert!(!ok);
     assert!(stderr.contains("/proc/agent-webkit-data"), "{stderr}");
 }
@@ -362,7 +367,7 @@ async fn two_servers_cannot_share_a_data_dir() {
     )
     .await
     .unwrap();
-    let (ok, stderr) = start_and_fail(&["--data-dir", data.to_str().unwrap()]);
+    let (ok, stderr) = start_and_fail(&["--data-dir", data.to_str().unwrap()]).await;
     assert!(!ok);
     assert!(
         stderr.contains("in use by another agent-webkit-server"),
@@ -373,8 +378,8 @@ async fn two_servers_cannot_share_a_data_dir() {
 
 /// A full disk (a 256 KiB tmpfs, mounted when the test runs as root) stops the server at
 /// startup with an error naming the directory; skipped loudly where mounting is not allowed.
-#[test]
-fn a_full_disk_is_a_clear_startup_error() {
+#[tokio::test]
+async fn a_full_disk_is_a_clear_startup_error() {
     let dirs = Dirs::new("restart-full");
     let mnt = dirs.get("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -399,7 +404,7 @@ fn a_full_disk_is_a_clear_startup_error() {
     // Fill it up, leaving no room for the database.
     let _ = std::fs::write(mnt.join("filler"), vec![0_u8; 256 * 1024]);
     let data = mnt.join("data");
-    let (ok, stderr) = start_and_fail(&["--data-dir", data.to_str().unwrap()]);
+    let (ok, stderr) = start_and_fail(&["--data-dir", data.to_str().unwrap()]).await;
     assert!(!ok);
     assert!(stderr.contains(&data.display().to_string()), "{stderr}");
     assert!(stderr.contains("full"), "{stderr}");
