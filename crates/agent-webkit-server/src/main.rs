@@ -632,6 +632,7 @@ async fn with_storage(
             };
             let data = agent_webkit_sqlite::DataDir::open(&dir, Default::default())
                 .map_err(|e| e.to_string())?;
+            warn_if_agents_can_reach(data.path(), &config.allowed_roots);
             let persistence = data.store().persistence().with_max_events(
                 cli.ring_size
                     .max(1)
@@ -648,6 +649,30 @@ async fn with_storage(
                 .with_store(Arc::new(data.store().clone()))
                 .with_failover(Arc::new(persistence), host);
             Ok((config, Some(data)))
+        }
+    }
+}
+
+/// Agents work inside the allowed roots (default: the current directory); a data directory in
+/// one of them is readable by every session's agent.
+fn warn_if_agents_can_reach(data_dir: &std::path::Path, roots: &[PathBuf]) {
+    let data = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_owned());
+    let cwd = std::env::current_dir().ok();
+    let roots = if roots.is_empty() {
+        cwd.as_slice()
+    } else {
+        roots
+    };
+    for root in roots {
+        let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+        if data.starts_with(&root) {
+            tracing::warn!(
+                data_dir = %data.display(),
+                allowed_root = %root.display(),
+                "the data directory is inside an allowed root: agents can read every session's transcript; choose a --data-dir outside it"
+            );
         }
     }
 }

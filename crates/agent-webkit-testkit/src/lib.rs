@@ -121,9 +121,11 @@ impl ServerProcess {
         env: &[(&str, &str)],
     ) -> Result<Self> {
         let mut command = Command::new(binary.as_ref());
-        let chooses_storage = args
-            .iter()
-            .any(|a| STORAGE_FLAGS.iter().any(|f| a.split('=').next() == Some(*f)));
+        let chooses_storage = args.iter().any(|a| {
+            STORAGE_FLAGS
+                .iter()
+                .any(|f| a.split('=').next() == Some(*f))
+        });
         let data_dir = if chooses_storage {
             None
         } else {
