@@ -39,6 +39,18 @@ enum AgentKind {
     Replay,
 }
 
+/// Where sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// An SQLite file in --data-dir: sessions survive a restart of this server.
+    Sqlite,
+    /// Process memory: sessions live and die with this process.
+    Memory,
+    /// PostgreSQL at --database-url: sessions survive, and any server sharing the database can
+    /// take over a session whose server died.
+    Postgres,
+}
+
 /// Which web framework serves HTTP (both behave identically: all behaviour lives in core).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Framework {
@@ -117,12 +129,23 @@ pub struct Cli {
     /// Extra replay scenario scripts (`*.jsonl`, name = file stem).
     #[arg(long, env = "AGENT_WEBKIT_REPLAY_DIR")]
     replay_dir: Option<PathBuf>,
+    /// Where sessions, transcripts and event logs are kept (default: `postgres` with
+    /// --database-url, else `sqlite`).
+    #[arg(long, env = "AGENT_WEBKIT_STORE", value_enum)]
+    store: Option<StoreKind>,
+    /// Directory of the SQLite store: sessions.db, a lock file (one server per directory) and
+    /// this server's host id (created 0700, files 0600). Default: $XDG_DATA_HOME/agent-webkit,
+    /// else ~/.local/share/agent-webkit.
+    #[arg(long, env = "AGENT_WEBKIT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// PostgreSQL URL: transcripts go to Postgres, and sessions are persisted so any server
-    /// sharing this database can take over a session whose host died (failover). Default: in
-    /// memory, sessions live and die with this process.
+    /// sharing this database can take over a session whose host died (failover). Default: an
+    /// SQLite file in --data-dir (sessions survive a restart of this server).
     #[arg(long, env = "AGENT_WEBKIT_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// This server's identity in session leases (default: a fresh UUID per process).
+    /// This server's identity in session leases (default: with SQLite the id kept in
+    /// --data-dir, so a restarted server takes its sessions back at once; with PostgreSQL a
+    /// fresh UUID per process).
     #[arg(long, env = "AGENT_WEBKIT_HOST_ID")]
     host_id: Option<String>,
     /// Seconds a server owns a session without renewing; a crashed server's sessions move to
@@ -574,6 +597,104 @@ pub fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
     println!("agent-webkit-server listening on http://{local}");
 }
 
+/// The storage the flags select: SQLite in the data directory (the default), memory, or
+/// PostgreSQL. The returned [`DataDir`](agent_webkit_sqlite::DataDir) holds the directory's
+/// lock: keep it until the server stops.
+async fn with_storage(
+    cli: &Cli,
+    config: AppConfig,
+) -> Result<(AppConfig, Option<agent_webkit_sqlite::DataDir>), String> {
+    let kind = match (cli.store, &cli.database_url) {
+        (None | Some(StoreKind::Postgres), Some(_)) => StoreKind::Postgres,
+        (Some(StoreKind::Postgres), None) => {
+            return Err("--store postgres needs --database-url".into())
+        }
+        (Some(kind), Some(_)) => {
+            return Err(format!(
+                "--database-url selects PostgreSQL; it cannot be combined with --store {}",
+                if kind == StoreKind::Memory {
+                    "memory"
+                } else {
+                    "sqlite"
+                }
+            ))
+        }
+        (None, None) => StoreKind::Sqlite,
+        (Some(kind), None) => kind,
+    };
+    match kind {
+        StoreKind::Memory => {
+            tracing::info!("sessions are kept in memory (lost when the server stops)");
+            Ok((config, None))
+        }
+        StoreKind::Postgres => Ok((with_database(cli, config).await?, None)),
+        StoreKind::Sqlite => {
+            let dir = match &cli.data_dir {
+                Some(dir) => dir.clone(),
+                None => default_data_dir()?,
+            };
+            let data = agent_webkit_sqlite::DataDir::open(&dir, Default::default())
+                .map_err(|e| e.to_string())?;
+            warn_if_agents_can_reach(data.path(), &config.allowed_roots);
+            let persistence = data.store().persistence().with_max_events(
+                cli.ring_size
+                    .max(1)
+                    .max(agent_webkit_sqlite::DEFAULT_MAX_EVENTS),
+            );
+            let host = cli
+                .host_id
+                .clone()
+                .unwrap_or_else(|| data.host_id().to_owned());
+            let db = data.store().path().display().to_string();
+            tracing::info!(database = %db, host_id = %host, "sessions are kept in SQLite");
+            println!("agent-webkit-server keeps sessions in {db}");
+            let config = config
+                .with_store(Arc::new(data.store().clone()))
+                .with_failover(Arc::new(persistence), host);
+            Ok((config, Some(data)))
+        }
+    }
+}
+
+/// Agents work inside the allowed roots (default: the current directory); a data directory in
+/// one of them is readable by every session's agent.
+fn warn_if_agents_can_reach(data_dir: &std::path::Path, roots: &[PathBuf]) {
+    let data = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_owned());
+    let cwd = std::env::current_dir().ok();
+    let roots = if roots.is_empty() {
+        cwd.as_slice()
+    } else {
+        roots
+    };
+    for root in roots {
+        let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+        if data.starts_with(&root) {
+            tracing::warn!(
+                data_dir = %data.display(),
+                allowed_root = %root.display(),
+                "the data directory is inside an allowed root: agents can read every session's transcript; choose a --data-dir outside it"
+            );
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/agent-webkit`, else `$HOME/.local/share/agent-webkit`.
+fn default_data_dir() -> Result<PathBuf, String> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = absolute("XDG_DATA_HOME") {
+        return Ok(xdg.join("agent-webkit"));
+    }
+    absolute("HOME")
+        .map(|home| home.join(".local/share/agent-webkit"))
+        .ok_or_else(|| "no data directory: set --data-dir (or HOME), or use --store memory".into())
+}
+
 /// With `--database-url`: Postgres transcripts and failover persistence.
 pub async fn with_database(cli: &Cli, config: AppConfig) -> Result<AppConfig, String> {
     let Some(url) = &cli.database_url else {
@@ -625,7 +746,7 @@ pub async fn bind_listener(addr: &str) -> std::io::Result<tokio::net::TcpListene
 }
 
 async fn run_axum(cli: Cli) -> Result<(), String> {
-    let config = with_database(&cli, build_config(&cli)?).await?;
+    let (config, _data_dir) = with_storage(&cli, build_config(&cli)?).await?;
     let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);
@@ -642,7 +763,7 @@ async fn run_axum(cli: Cli) -> Result<(), String> {
 }
 
 async fn run_actix(cli: Cli) -> Result<(), String> {
-    let config = with_database(&cli, build_config(&cli)?).await?;
+    let (config, _data_dir) = with_storage(&cli, build_config(&cli)?).await?;
     let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);

@@ -96,7 +96,14 @@ pub struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// The temporary `--data-dir` given to a server started without a storage flag (removed
+    /// on drop, after the process).
+    data_dir: Option<real_cli::TempDir>,
 }
+
+/// Flags that choose the storage; a server started without any of them gets its own temporary
+/// `--data-dir` (the default SQLite store), so tests never share the per-user directory.
+const STORAGE_FLAGS: &[&str] = &["--data-dir", "--store", "--database-url"];
 
 impl ServerProcess {
     /// Starts `binary` with `args` plus `--host 127.0.0.1 --port 0`, and waits (up to 30 s) for
@@ -105,19 +112,36 @@ impl ServerProcess {
         Self::spawn_with_env(binary, args, &[]).await
     }
 
-    /// [`spawn`](Self::spawn) with extra environment variables.
+    /// [`spawn`](Self::spawn) with extra environment variables. Without a storage flag
+    /// (`--data-dir`, `--store`, `--database-url`) the server gets a fresh temporary
+    /// `--data-dir`.
     pub async fn spawn_with_env(
         binary: impl AsRef<Path>,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self> {
         let mut command = Command::new(binary.as_ref());
+        let chooses_storage = args.iter().any(|a| {
+            STORAGE_FLAGS
+                .iter()
+                .any(|f| a.split('=').next() == Some(*f))
+        });
+        let data_dir = if chooses_storage {
+            None
+        } else {
+            let dir = real_cli::TempDir::new("data")?;
+            command.arg("--data-dir").arg(dir.path());
+            Some(dir)
+        };
         command
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
             .env_remove("AGENT_WEBKIT_AUTH_TOKEN")
             .env_remove("AGENT_WEBKIT_TOKEN")
             .env_remove("AGENT_WEBKIT_NO_AUTH")
+            .env_remove("AGENT_WEBKIT_DATA_DIR")
+            .env_remove("AGENT_WEBKIT_STORE")
+            .env_remove("AGENT_WEBKIT_DATABASE_URL")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -144,7 +168,16 @@ impl ServerProcess {
             .map_err(|_| TestkitError::Timeout("server start".into()))??;
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, base_url })
+        Ok(Self {
+            child,
+            base_url,
+            data_dir,
+        })
+    }
+
+    /// The temporary data directory this server was given, if it chose no storage itself.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_ref().map(real_cli::TempDir::path)
     }
 
     /// The process id.

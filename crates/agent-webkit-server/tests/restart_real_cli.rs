@@ -1,0 +1,171 @@
+//! A restart with the **real** Claude CLI (offline, against the mock Messages API) and the
+//! default store: the server is SIGKILLed (its CLI with it, by the watchdog) and started again
+//! on the same `--data-dir` with a fresh `HOME`/`CLAUDE_CONFIG_DIR`, so the transcript the new
+//! CLI resumes from can only come from the SQLite file. The client's `Last-Event-ID` continues
+//! at once, and the model's next request carries the turns from before the restart. Skips
+//! loudly (fails in CI) when the real CLI is unavailable.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agent_webkit_testkit::mock_api::MockAnthropicApi;
+use agent_webkit_testkit::real_cli::{offline_env, TempDir};
+use agent_webkit_testkit::{
+    claude_children, process_alive, require_real_cli, ServerProcess, SseFrame, SseStream,
+};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
+/// Generous: the CLI cold-starts in ~0.5 s, but CI machines are slow and busy.
+const T: Duration = Duration::from_secs(30);
+
+async fn server(
+    cli: &Path,
+    mock: &MockAnthropicApi,
+    framework: &str,
+    data: &Path,
+    work: &Path,
+    home: &Path,
+) -> ServerProcess {
+    let env = offline_env(mock, home);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ServerProcess::spawn_with_env(
+        BIN,
+        &[
+            "--no-auth",
+            "--framework",
+            framework,
+            "--agent",
+            "claude",
+            "--claude-path",
+            cli.to_str().unwrap(),
+            "--claude-setting-sources=",
+            "--allowed-root",
+            work.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .await
+    .unwrap()
+}
+
+async fn turn(stream: &mut SseStream) -> Vec<SseFrame> {
+    let frames = stream.until("result", T).await.unwrap();
+    let result = frames.last().unwrap().json();
+    assert_eq!(result["subtype"], "success", "{result}");
+    frames
+}
+
+#[tokio::test]
+async fn a_restarted_server_resumes_the_real_cli_from_its_data_dir() {
+    let cli = require_real_cli!("restart_real_cli");
+    let mock = MockAnthropicApi::start().await.unwrap();
+    let dir = TempDir::new("restart-real").unwrap();
+    let (data, work) = (dir.path().join("data"), dir.path().join("work"));
+    for sub in [
+        &work,
+        &dir.path().join("home-1"),
+        &dir.path().join("home-2"),
+    ] {
+        std::fs::create_dir_all(sub).unwrap();
+    }
+    let a = server(
+        &cli,
+        &mock,
+        "axum",
+        &data,
+        &work,
+        &dir.path().join("home-1"),
+    )
+    .await;
+    let client = a.client(None);
+    let id = client
+        .create(&json!({"cwd": work.to_str().unwrap()}))
+        .await
+        .unwrap();
+    let mut stream = client.stream(&id, None).await.unwrap();
+    let r = client
+        .input(
+            &id,
+            &json!({"type": "user_message", "content": "Remember the word PELICAN"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let before = turn(&mut stream).await;
+    let last = before.last().unwrap().id.unwrap();
+    assert_eq!(mock.streaming_requests().len(), 1);
+
+    // SIGKILL: no hand-off, no flush; the watchdog takes the CLI down with the server.
+    let pid = a.pid().unwrap();
+    assert_eq!(claude_children(pid).len(), 1);
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + T;
+    while process_alive(u64::from(pid)) {
+        assert!(Instant::now() < deadline, "server survived SIGKILL");
+        // Bounded poll: a signalled process's death is no event we can await.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stream);
+
+    let restarted = Instant::now();
+    let b = server(
+        &cli,
+        &mock,
+        "actix",
+        &data,
+        &work,
+        &dir.path().join("home-2"),
+    )
+    .await;
+    let client = b.client(None);
+    let r = client
+        .stream_raw(&id, Some(&last.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "served at once: {}",
+        r.text().await.unwrap()
+    );
+    let mut resumed = SseStream::new(r);
+    eprintln!(
+        "RESTART (real CLI): start → stream served {:?}",
+        restarted.elapsed()
+    );
+    let r = client
+        .input(
+            &id,
+            &json!({"type": "user_message", "content": "Which word was it?"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let after = turn(&mut resumed).await;
+    assert_eq!(after[0].id, Some(last + 1), "{}", after[0].raw);
+    assert!(after.iter().all(|f| f.event != "error"), "{after:?}");
+    let live = claude_children(b.pid().unwrap());
+    assert!(
+        live.iter()
+            .any(|(_, cmd)| cmd.contains(&format!("--resume={id}"))),
+        "{live:?}"
+    );
+    let requests = mock.streaming_requests();
+    assert_eq!(requests.len(), 2, "one model request per turn");
+    let history = requests.last().unwrap()["messages"].to_string();
+    assert!(
+        history.contains("Remember the word PELICAN")
+            && history.contains("Echo: Remember the word PELICAN")
+            && history.contains("Which word was it?"),
+        "the model's request after the restart carries the earlier turn: {history}"
+    );
+}
