@@ -396,9 +396,19 @@ impl Api {
                 .with_header("allow", allowed);
         }
         if let Route::Health = route {
+            let registry = &self.inner.registry;
             return ApiResponse::json(
                 200,
-                &json!({"status": "ok", "protocol_version": PROTOCOL_VERSION}),
+                &json!({
+                    "status": "ok",
+                    "protocol_version": PROTOCOL_VERSION,
+                    "agents": {
+                        "live": registry.live_agents(),
+                        "warm_spares": registry.warm_spares(),
+                        "hibernated": registry.hibernated_agents(),
+                        "max_live": registry.config().max_live_agents,
+                    },
+                }),
             );
         }
         if let Err(err) = self.inner.auth.check(headers.get("authorization")) {
