@@ -3,7 +3,7 @@
 //!
 //! One background task keeps up to the target number of idle spares, starting one at a time. It
 //! starts once the factory is bound to a registry's live-agent slots
-//! ([`AgentSlots`](agent_webkit_core::agent::slots::AgentSlots)) or first used on its own; when
+//! ([`agent_webkit_core::agent::slots::AgentSlots`]) or first used on its own; when
 //! live agents are bounded, each spare holds a slot from before its start until its process has
 //! exited or it is handed to a session (which holds its own), and a spare starts only when a
 //! slot is free — so sessions' agents plus spares never exceed the bound, and a session waiting
@@ -14,7 +14,7 @@
 //! (killed, never handed out). Taking one pops
 //! it under the pool's lock — no spare goes to two sessions — and takes its stdout back from the
 //! watcher. A registry bounding live agents first *reserves* a spare for the session it is
-//! creating ([`SparePool::reserve`]): the spare's slot becomes the session's, so a create
+//! creating (`SparePool::reserve`): the spare's slot becomes the session's, so a create
 //! served by a spare needs no slot of its own. Each spare runs under its own fresh CLI session id (the session it will serve does
 //! not exist yet); the factory files its transcript under the session's id (`rekey`).
 

@@ -85,7 +85,7 @@ impl AgentSlots {
     }
 
     /// Waits for a free slot without queueing: a slot returned while someone waits in
-    /// [`take`](Self::take) (a session) goes to them, never to this caller.
+    /// line for one (a session making room) goes to them, never to this caller.
     pub async fn take_when_free(&self) -> AgentSlot {
         loop {
             let freed = self.freed.notified();
