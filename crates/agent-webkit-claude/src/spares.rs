@@ -113,6 +113,8 @@ pub(crate) struct SparePool {
     /// Cancelled when the pool may start spares (bound, or first used on its own).
     active: CancellationToken,
     closed: CancellationToken,
+    /// The replenishing task (awaited by `shutdown`, so no start outlives it).
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SparePool {
@@ -147,8 +149,10 @@ impl SparePool {
             slots: std::sync::OnceLock::new(),
             active: CancellationToken::new(),
             closed: CancellationToken::new(),
+            task: Mutex::new(None),
         });
-        runtime.spawn(replenish(Arc::clone(&pool), launcher));
+        let task = runtime.spawn(replenish(Arc::clone(&pool), launcher));
+        *pool.task.lock() = Some(task);
         tracing::info!(target, "keeping warm Claude CLI spares");
         Some(pool)
     }
@@ -280,7 +284,7 @@ impl SparePool {
         count
     }
 
-    /// Stops replenishing for good and kills every idle spare.
+    /// Stops replenishing for good and kills every idle spare, and one being started.
     pub(crate) async fn shutdown(&self) {
         self.closed.cancel();
         self.wake.notify_one();
@@ -293,6 +297,11 @@ impl SparePool {
         all.extend(self.reserved.lock().drain().map(|(_, spare)| spare));
         for spare in all {
             discard(spare).await;
+        }
+        // A spare being started when the pool closed is discarded by the task itself.
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
         }
     }
 }
