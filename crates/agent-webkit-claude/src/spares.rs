@@ -15,8 +15,9 @@
 //! it under the pool's lock — no spare goes to two sessions — and takes its stdout back from the
 //! watcher. A registry bounding live agents first *reserves* a spare for the session it is
 //! creating (`SparePool::reserve`): the spare's slot becomes the session's, so a create
-//! served by a spare needs no slot of its own. Each spare runs under its own fresh CLI session id (the session it will serve does
-//! not exist yet); the factory files its transcript under the session's id (`rekey`).
+//! served by a spare needs no slot of its own. Each spare runs under its own fresh CLI session
+//! id (the session it will serve does not exist yet); the factory files its transcript under
+//! the session's id (`rekey`).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -167,7 +168,7 @@ impl SparePool {
                     tracing::warn!(
                         warm_spares = self.target,
                         max_live_agents = slots.max(),
-                        "warm spares share the live-agent slots: at most max_live_agents - 1 are kept while a session is live"
+                        "warm spares share the live-agent slots: only as many are kept as the sessions' live agents leave free"
                     );
                 }
                 let unbound: Vec<Spare> = {
@@ -420,8 +421,16 @@ async fn replenish(pool: Arc<SparePool>, launcher: Launcher) {
             _ => None,
         };
         match start_spare(&pool, &launcher, slot).await {
-            Ok(spare) => {
+            Ok(mut spare) => {
                 backoff = FIRST_BACKOFF;
+                // Started before the pool was bound: it needs a slot like any other.
+                if let (Some(Some(slots)), None) = (pool.slots.get(), &spare.slot) {
+                    spare.slot = slots.try_take();
+                    if spare.slot.is_none() {
+                        discard(spare).await;
+                        continue;
+                    }
+                }
                 let refused = {
                     let mut idle = pool.idle.lock();
                     if pool.closed.is_cancelled() {
