@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use agent_webkit_core::agent::slots::{AgentSlot, AgentSlots};
 use agent_webkit_core::agent::{
     AgentClientFactory, AgentConnection, AgentContext, AgentError, AgentMessage,
 };
@@ -78,8 +79,11 @@ impl ClaudeAgentFactory {
     /// default working directory, not resumed, takes one and skips the CLI's start-up; a model
     /// or permission mode other than the defaults is applied by control requests right after
     /// (`bypassPermissions` always starts a fresh CLI). Spares count in
-    /// [`live_processes`](Self::live_processes). Call within a Tokio runtime (without one no
-    /// spares are kept); `0` keeps none. The spares are killed by
+    /// [`live_processes`](Self::live_processes) and, once a registry binds the factory
+    /// ([`AgentClientFactory::bind_live_agent_slots`]), hold live-agent slots: they start
+    /// only while a slot is free. The pool starts at that binding, or (a factory used on its
+    /// own) at the first [`warm_spares_ready`](Self::warm_spares_ready) or session that could
+    /// take a spare. Call within a Tokio runtime (without one no spares are kept); `0` keeps none. The spares are killed by
     /// [`shutdown_spares`](Self::shutdown_spares), or when the factory and its clones are dropped.
     pub fn with_warm_spares(mut self, count: usize) -> Self {
         // A previous pool closes when its last owner goes.
@@ -272,6 +276,11 @@ impl AgentClientFactory for ClaudeAgentFactory {
         }
         let store = ctx.store.clone().filter(|_| !options.disable_mirror);
         let cwd = session_cwd(options, &ctx.config);
+        if let Some(pool) = self.spares.as_ref() {
+            if let Some(spare) = pool.0.take_reserved(&ctx.session_id).await {
+                return self.adopt(&ctx, spare, store).await;
+            }
+        }
         if self.spare_for(&ctx, &cwd, store.is_some()) {
             if let Some(pool) = self.spares.as_ref() {
                 if let Some(spare) = pool.0.take().await {
@@ -393,6 +402,25 @@ impl AgentClientFactory for ClaudeAgentFactory {
 
     fn spare_count(&self) -> usize {
         self.warm_spares()
+    }
+
+    fn reserve_spare(&self, ctx: &AgentContext) -> Option<AgentSlot> {
+        let pool = self.spares.as_ref()?;
+        if let Some(mode) = &ctx.config.permission_mode {
+            check_mode(mode).ok()?;
+        }
+        let mirror = ctx.store.is_some() && !self.options.disable_mirror;
+        let cwd = session_cwd(&self.options, &ctx.config);
+        if !self.spare_for(ctx, &cwd, mirror) {
+            return None;
+        }
+        pool.0.reserve(&ctx.session_id)
+    }
+
+    fn bind_live_agent_slots(&self, slots: Option<AgentSlots>) {
+        if let Some(pool) = &self.spares {
+            pool.0.bind(slots);
+        }
     }
 
     async fn release_spare(&self) -> bool {

@@ -1,15 +1,23 @@
 //! Warm spares: CLIs started and `initialize`d ahead of demand with the factory's default launch
 //! options, so a new session whose settings they can serve skips the CLI's start-up.
 //!
-//! One background task keeps up to the target number of idle spares, starting one at a time:
-//! it backs off after failures, pauses after
+//! One background task keeps up to the target number of idle spares, starting one at a time. It
+//! starts once the factory is bound to a registry's live-agent slots
+//! ([`agent_webkit_core::agent::slots::AgentSlots`]) or first used on its own; when
+//! live agents are bounded, each spare holds a slot from before its start until its process has
+//! exited or it is handed to a session (which holds its own), and a spare starts only when a
+//! slot is free — so sessions' agents plus spares never exceed the bound, and a session waiting
+//! for a slot always gets it before the pool. It backs off after failures, pauses after
 //! [`release_spares`](crate::ClaudeAgentFactory::release_spares) and stops for good on
 //! [`shutdown_spares`](crate::ClaudeAgentFactory::shutdown_spares). While idle, a spare's
 //! stdout is watched: if the CLI exits or says anything but keep-alives, the spare is discarded
 //! (killed, never handed out). Taking one pops
 //! it under the pool's lock — no spare goes to two sessions — and takes its stdout back from the
-//! watcher. Each spare runs under its own fresh CLI session id (the session it will serve does
-//! not exist yet); the factory files its transcript under the session's id (`rekey`).
+//! watcher. A registry bounding live agents first *reserves* a spare for the session it is
+//! creating (`SparePool::reserve`): the spare's slot becomes the session's, so a create
+//! served by a spare needs no slot of its own. Each spare runs under its own fresh CLI session
+//! id (the session it will serve does not exist yet); the factory files its transcript under
+//! the session's id (`rekey`).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -17,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_webkit_core::agent::slots::{AgentSlot, AgentSlots};
 use agent_webkit_core::agent::SessionConfig;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -69,6 +78,9 @@ struct Spare {
     stop: CancellationToken,
     watcher: JoinHandle<Option<LineReader<ChildStdout>>>,
     dead: Arc<AtomicBool>,
+    /// Its live-agent slot (bounded registries); returned when the spare is dropped, which
+    /// happens only after its process was killed or handed to a session.
+    slot: Option<AgentSlot>,
 }
 
 /// What the pool needs to start CLIs (shared with the factory).
@@ -89,13 +101,21 @@ pub(crate) struct SparePool {
     /// Whether spares mirror their transcript (`--session-mirror`).
     mirror: bool,
     idle: Mutex<VecDeque<Spare>>,
+    /// Spares reserved for the create of a session (by session id), their slots handed to it.
+    reserved: Mutex<std::collections::HashMap<String, Spare>>,
     /// Wakes the replenisher (a spare was taken, died, or the pool closed).
     wake: Notify,
     /// Number of idle spares, for waiters.
     ready: watch::Sender<usize>,
     /// Replenishing pauses until then (spares released under pressure).
     hold_until: Mutex<Option<Instant>>,
+    /// The registry's live-agent slots (`None` inside: unbounded); unset until bound.
+    slots: std::sync::OnceLock<Option<AgentSlots>>,
+    /// Cancelled when the pool may start spares (bound, or first used on its own).
+    active: CancellationToken,
     closed: CancellationToken,
+    /// The replenishing task (awaited by `shutdown`, so no start outlives it).
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SparePool {
@@ -123,14 +143,54 @@ impl SparePool {
             cwd,
             mirror: !launcher.options.disable_mirror,
             idle: Mutex::new(VecDeque::new()),
+            reserved: Mutex::new(std::collections::HashMap::new()),
             wake: Notify::new(),
             ready: watch::Sender::new(0),
             hold_until: Mutex::new(None),
+            slots: std::sync::OnceLock::new(),
+            active: CancellationToken::new(),
             closed: CancellationToken::new(),
+            task: Mutex::new(None),
         });
-        runtime.spawn(replenish(Arc::clone(&pool), launcher));
+        let task = runtime.spawn(replenish(Arc::clone(&pool), launcher));
+        *pool.task.lock() = Some(task);
         tracing::info!(target, "keeping warm Claude CLI spares");
         Some(pool)
+    }
+
+    /// Binds the pool to a registry's live-agent slots (the first binding wins) and lets it
+    /// start spares. Spares started before (the factory used on its own first) each take a
+    /// slot now, or are discarded when none is free.
+    pub(crate) fn bind(&self, slots: Option<AgentSlots>) {
+        if self.slots.set(slots).is_ok() {
+            if let Some(Some(slots)) = self.slots.get() {
+                if self.target >= slots.max() {
+                    tracing::warn!(
+                        warm_spares = self.target,
+                        max_live_agents = slots.max(),
+                        "warm spares share the live-agent slots: only as many are kept as the sessions' live agents leave free"
+                    );
+                }
+                let unbound: Vec<Spare> = {
+                    let mut idle = self.idle.lock();
+                    for spare in idle.iter_mut().filter(|s| s.slot.is_none()) {
+                        spare.slot = slots.try_take();
+                    }
+                    let (kept, unbound): (VecDeque<Spare>, VecDeque<Spare>) =
+                        idle.drain(..).partition(|s| s.slot.is_some());
+                    *idle = kept;
+                    self.ready.send_replace(idle.len());
+                    unbound.into()
+                };
+                discard_in_background(unbound);
+            }
+        }
+        self.activate();
+    }
+
+    /// Lets the replenisher start spares (idempotent).
+    pub(crate) fn activate(&self) {
+        self.active.cancel();
     }
 
     /// Whether a spare can serve a session in `cwd` that mirrors (`mirror`) its transcript.
@@ -140,6 +200,7 @@ impl SparePool {
 
     /// Takes one live spare, if any; each is handed out at most once.
     pub(crate) async fn take(&self) -> Option<TakenSpare> {
+        self.activate();
         loop {
             let spare = {
                 let mut idle = self.idle.lock();
@@ -148,30 +209,36 @@ impl SparePool {
                 spare
             }?;
             self.wake.notify_one();
-            spare.stop.cancel();
-            let lines = (&mut { spare.watcher }).await.ok().flatten();
-            let exited = spare.process.wait_for(Duration::ZERO).await.is_some();
-            match lines {
-                Some(lines) if !exited && !spare.dead.load(Ordering::Acquire) => {
-                    return Some(TakenSpare {
-                        process: spare.process,
-                        lines,
-                        cli_session_id: spare.cli_session_id,
-                        config_dir: spare.config_dir,
-                        info: spare.info,
-                        hooks: spare.hooks,
-                        age: spare.started.elapsed(),
-                    });
-                }
-                _ => {
-                    tracing::info!(
-                        spare = %spare.cli_session_id,
-                        "warm spare died while waiting; discarded"
-                    );
-                    spare.process.kill().await;
-                }
+            if let Some(taken) = hand_over(spare).await {
+                return Some(taken);
             }
         }
+    }
+
+    /// Moves one idle spare aside for the create of session `session_id` and returns its
+    /// slot (which the session keeps); `None` when no idle spare holds one.
+    pub(crate) fn reserve(&self, session_id: &str) -> Option<AgentSlot> {
+        self.activate();
+        let mut spare = {
+            let mut idle = self.idle.lock();
+            let position = idle
+                .iter()
+                .position(|s| s.slot.is_some() && !s.dead.load(Ordering::Acquire))?;
+            let spare = idle.remove(position)?;
+            self.ready.send_replace(idle.len());
+            spare
+        };
+        self.wake.notify_one();
+        let slot = spare.slot.take();
+        self.reserved.lock().insert(session_id.to_owned(), spare);
+        slot
+    }
+
+    /// The spare reserved for session `session_id`, if it is still alive (a dead one is
+    /// killed; the session then starts a CLI with the slot it already holds).
+    pub(crate) async fn take_reserved(&self, session_id: &str) -> Option<TakenSpare> {
+        let spare = self.reserved.lock().remove(session_id)?;
+        hand_over(spare).await
     }
 
     /// Idle spares.
@@ -190,6 +257,7 @@ impl SparePool {
 
     /// Waits until at least `n` spares are idle.
     pub(crate) async fn ready(&self, n: usize) {
+        self.activate();
         let mut rx = self.ready.subscribe();
         let _ = rx.wait_for(|count| *count >= n).await;
     }
@@ -217,18 +285,24 @@ impl SparePool {
         count
     }
 
-    /// Stops replenishing for good and kills every idle spare.
+    /// Stops replenishing for good and kills every idle spare, and one being started.
     pub(crate) async fn shutdown(&self) {
         self.closed.cancel();
         self.wake.notify_one();
-        let all: Vec<Spare> = {
+        let mut all: Vec<Spare> = {
             let mut idle = self.idle.lock();
             let all = idle.drain(..).collect();
             self.ready.send_replace(0);
             all
         };
+        all.extend(self.reserved.lock().drain().map(|(_, spare)| spare));
         for spare in all {
             discard(spare).await;
+        }
+        // A spare being started when the pool closed is discarded by the task itself.
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
         }
     }
 }
@@ -243,19 +317,55 @@ impl Drop for PoolOwner {
         let pool = &self.0;
         pool.closed.cancel();
         pool.wake.notify_one();
-        let all: Vec<Spare> = pool.idle.lock().drain(..).collect();
+        let mut all: Vec<Spare> = pool.idle.lock().drain(..).collect();
+        all.extend(pool.reserved.lock().drain().map(|(_, spare)| spare));
         pool.ready.send_replace(0);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    for spare in all {
-                        discard(spare).await;
-                    }
-                });
-            }
-            // Dropping a spare kills its process (`kill_on_drop`).
-            Err(_) => drop(all),
+        discard_in_background(all);
+    }
+}
+
+/// Stops watching `spare` and hands it over, or kills it if it died while idle.
+async fn hand_over(spare: Spare) -> Option<TakenSpare> {
+    spare.stop.cancel();
+    let lines = (&mut { spare.watcher }).await.ok().flatten();
+    let exited = spare.process.wait_for(Duration::ZERO).await.is_some();
+    match lines {
+        Some(lines) if !exited && !spare.dead.load(Ordering::Acquire) => Some(TakenSpare {
+            process: spare.process,
+            lines,
+            cli_session_id: spare.cli_session_id,
+            config_dir: spare.config_dir,
+            info: spare.info,
+            hooks: spare.hooks,
+            age: spare.started.elapsed(),
+        }),
+        _ => {
+            tracing::info!(
+                spare = %spare.cli_session_id,
+                "warm spare died while waiting; discarded"
+            );
+            spare.process.kill().await;
+            None
         }
+    }
+}
+
+/// Discards `spares` on a task (each slot returns once its process has exited), or at once
+/// without a runtime.
+fn discard_in_background(spares: Vec<Spare>) {
+    if spares.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                for spare in spares {
+                    discard(spare).await;
+                }
+            });
+        }
+        // Dropping a spare kills its process (`kill_on_drop`).
+        Err(_) => drop(spares),
     }
 }
 
@@ -268,6 +378,10 @@ async fn discard(spare: Spare) {
 /// Keeps the pool at its target, one start at a time.
 async fn replenish(pool: Arc<SparePool>, launcher: Launcher) {
     let mut backoff = FIRST_BACKOFF;
+    tokio::select! {
+        () = pool.closed.cancelled() => return,
+        () = pool.active.cancelled() => {}
+    }
     loop {
         if pool.closed.is_cancelled() {
             return;
@@ -286,9 +400,37 @@ async fn replenish(pool: Arc<SparePool>, launcher: Launcher) {
                 () = wake => continue,
             }
         }
-        match start_spare(&pool, &launcher).await {
-            Ok(spare) => {
+        // Bounded: a slot first, so sessions' agents + spares stay within the bound; sessions
+        // waiting for a slot get it first.
+        let slot = match pool.slots.get() {
+            Some(Some(slots)) => {
+                let slot = tokio::select! {
+                    () = pool.closed.cancelled() => return,
+                    slot = slots.take_when_free() => slot,
+                };
+                // Released under pressure meanwhile: that slot is not for a spare.
+                if pool
+                    .hold_until
+                    .lock()
+                    .is_some_and(|until| until > Instant::now())
+                {
+                    continue;
+                }
+                Some(slot)
+            }
+            _ => None,
+        };
+        match start_spare(&pool, &launcher, slot).await {
+            Ok(mut spare) => {
                 backoff = FIRST_BACKOFF;
+                // Started before the pool was bound: it needs a slot like any other.
+                if let (Some(Some(slots)), None) = (pool.slots.get(), &spare.slot) {
+                    spare.slot = slots.try_take();
+                    if spare.slot.is_none() {
+                        discard(spare).await;
+                        continue;
+                    }
+                }
                 let refused = {
                     let mut idle = pool.idle.lock();
                     if pool.closed.is_cancelled() {
@@ -327,7 +469,12 @@ enum SpareError {
     Handshake(String),
 }
 
-async fn start_spare(pool: &Arc<SparePool>, launcher: &Launcher) -> Result<Spare, SpareError> {
+/// Starts one spare holding `slot` (dropped, after the process is gone, if it fails).
+async fn start_spare(
+    pool: &Arc<SparePool>,
+    launcher: &Launcher,
+    slot: Option<AgentSlot>,
+) -> Result<Spare, SpareError> {
     let options = &launcher.options;
     let program = find_cli(options.cli_path.as_deref())?;
     let cli_session_id = uuid::Uuid::new_v4().to_string();
@@ -395,6 +542,7 @@ async fn start_spare(pool: &Arc<SparePool>, launcher: &Launcher) -> Result<Spare
         stop,
         watcher,
         dead,
+        slot,
     })
 }
 

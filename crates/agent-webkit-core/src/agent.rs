@@ -7,6 +7,8 @@
 //! events. The agent asks for tool permissions through the [`PermissionHandle`] in its
 //! [`AgentContext`].
 
+pub mod slots;
+
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use serde_json::{Map, Value};
 use crate::models::UserContent;
 use crate::permission::PermissionHandle;
 use crate::store::SessionStore;
+use slots::AgentSlots;
 
 /// Per-session settings, from `POST /sessions`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +92,27 @@ pub trait AgentClientFactory: Send + Sync + 'static {
         0
     }
 
-    /// Stops one idle spare to free its slot under pressure; `false` when none was idle.
+    /// Called once by the registry that uses this factory, with its live-agent slots (`None`:
+    /// live agents are unbounded). A factory keeping warm spares holds one slot per spare,
+    /// taken before the spare starts and dropped once it has exited or been handed to a
+    /// session (see [`slots`]), and starts spares only after this call (or when used without a
+    /// registry). Default: ignored.
+    fn bind_live_agent_slots(&self, slots: Option<AgentSlots>) {
+        let _ = slots;
+    }
+
+    /// With bounded live agents, reserves an idle spare that can serve `ctx` for the
+    /// [`create`](Self::create) with this `ctx` that the registry calls next, and hands over
+    /// the spare's slot, which becomes the session's: a create served by a spare needs no
+    /// second slot, so concurrent creates never release a spare another one is about to take.
+    /// A reservation not used by that create is discarded with its spare. Default: `None`.
+    fn reserve_spare(&self, ctx: &AgentContext) -> Option<slots::AgentSlot> {
+        let _ = ctx;
+        None
+    }
+
+    /// Stops one idle spare, and returns its slot once its process has exited, to free the slot
+    /// under pressure; `false` when none was idle.
     async fn release_spare(&self) -> bool {
         false
     }

@@ -396,10 +396,18 @@ impl Api {
                 .with_header("allow", allowed);
         }
         if let Route::Health = route {
-            return ApiResponse::json(
-                200,
-                &json!({"status": "ok", "protocol_version": PROTOCOL_VERSION}),
-            );
+            let mut health = json!({"status": "ok", "protocol_version": PROTOCOL_VERSION});
+            // Agent counts for operators: only to a caller who may use the API.
+            if self.inner.auth.check(headers.get("authorization")).is_ok() {
+                let registry = &self.inner.registry;
+                health["agents"] = json!({
+                    "live": registry.live_agents(),
+                    "warm_spares": registry.warm_spares(),
+                    "hibernated": registry.hibernated_agents(),
+                    "max_live": registry.config().max_live_agents,
+                });
+            }
+            return ApiResponse::json(200, &health);
         }
         if let Err(err) = self.inner.auth.check(headers.get("authorization")) {
             return ApiResponse::error(401, err, None).with_header("www-authenticate", "Bearer");

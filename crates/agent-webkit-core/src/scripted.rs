@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
+use crate::agent::slots::{AgentSlot, AgentSlots};
 use crate::agent::{
     AgentClient, AgentClientFactory, AgentConnection, AgentContext, AgentError, AgentMessage,
     AssistantMessage, SessionConfig, TurnResult,
@@ -124,8 +125,11 @@ impl AgentClient for Client {
 pub(crate) struct ScriptedFactory {
     started: mpsc::UnboundedSender<Scripted>,
     refuse: Mutex<Option<AgentError>>,
-    /// Idle warm spares this factory pretends to hold.
-    spares: std::sync::atomic::AtomicUsize,
+    /// Idle warm spares this factory pretends to hold, each with its live-agent slot (when
+    /// the registry bounds live agents).
+    spares: Mutex<Vec<Option<AgentSlot>>>,
+    /// The registry's live-agent slots.
+    slots: std::sync::OnceLock<Option<AgentSlots>>,
 }
 
 impl ScriptedFactory {
@@ -135,19 +139,29 @@ impl ScriptedFactory {
         let factory = Arc::new(Self {
             started,
             refuse: Mutex::new(None),
-            spares: std::sync::atomic::AtomicUsize::new(0),
+            spares: Mutex::new(Vec::new()),
+            slots: std::sync::OnceLock::new(),
         });
         (factory, rx)
     }
 
-    /// Pretends to hold `n` idle warm spares.
-    pub(crate) fn set_spares(&self, n: usize) {
-        self.spares.store(n, std::sync::atomic::Ordering::SeqCst);
+    /// Starts one pretend warm spare if a live-agent slot is free (as a real pool must);
+    /// whether it started.
+    pub(crate) fn start_spare(&self) -> bool {
+        let slot = match self.slots.get() {
+            Some(Some(slots)) => match slots.try_take() {
+                Some(slot) => Some(slot),
+                None => return false,
+            },
+            _ => None,
+        };
+        self.spares.lock().push(slot);
+        true
     }
 
     /// Idle warm spares left.
     pub(crate) fn spares(&self) -> usize {
-        self.spares.load(std::sync::atomic::Ordering::SeqCst)
+        self.spares.lock().len()
     }
 
     /// Makes the next create fail with `err`.
@@ -195,11 +209,13 @@ impl AgentClientFactory for ScriptedFactory {
         self.spares()
     }
 
+    fn bind_live_agent_slots(&self, slots: Option<AgentSlots>) {
+        let _ = self.slots.set(slots);
+    }
+
     async fn release_spare(&self) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.spares
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        // Its slot returns with it.
+        self.spares.lock().pop().is_some()
     }
 }
 

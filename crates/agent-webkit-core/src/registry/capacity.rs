@@ -1,15 +1,18 @@
-//! The bound on live agents: slots (a semaphore of `max_live_agents` permits, one held by each
-//! live agent), eviction of the least recently active hibernatable session when a slot is
-//! needed, idle hibernation, and the [`Revive`] that wakes a hibernated session.
+//! The bound on live agents: slots ([`AgentSlots`](crate::agent::slots::AgentSlots) of
+//! `max_live_agents`, one held by each live agent and by each of the factory's idle warm
+//! spares), making room when a slot is needed (an idle spare first, then the least recently
+//! active hibernatable session), idle hibernation, and the [`Revive`] that wakes a hibernated
+//! session.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use tokio::sync::OwnedSemaphorePermit;
+use futures_util::FutureExt;
 
 use super::{Inner, SessionRegistry};
+use crate::agent::slots::AgentSlot;
 use crate::agent::{AgentContext, AgentError, SessionConfig};
 use crate::permission::{PermissionHandle, PermissionRouter};
 use crate::session::{AgentState, Revive, RuntimeSettings, Session, WakeError, Woken};
@@ -23,21 +26,36 @@ const EVICT_RETRY: Duration = Duration::from_millis(100);
 pub(super) struct NoSlot;
 
 impl SessionRegistry {
-    /// A live-agent slot, hibernating the least recently active hibernatable session (other
-    /// than `exclude`) when none is free, waiting at most `wait`. `Ok(None)`: unbounded.
+    /// A live-agent slot, when none is free releasing an idle warm spare first, then
+    /// hibernating the least recently active hibernatable session (other than `exclude`),
+    /// waiting at most `wait`. `Ok(None)`: unbounded.
+    ///
+    /// Idle spares hold slots of their own ([`crate::agent::slots`]), so sessions' agents plus
+    /// spares never exceed the bound; the factory starts a spare only when a slot is free.
     pub(super) async fn agent_slot(
         &self,
         wait: Duration,
         exclude: Option<&str>,
-    ) -> Result<Option<OwnedSemaphorePermit>, NoSlot> {
+    ) -> Result<Option<AgentSlot>, NoSlot> {
         let Some(slots) = self.inner.live_agents.clone() else {
             return Ok(None);
         };
+        if let Some(slot) = slots.try_take() {
+            return Ok(Some(slot));
+        }
         let deadline = Instant::now() + wait;
+        // In line for the next slot before making room, so the slot a released spare or a
+        // hibernated session returns comes to this caller, not to a spare being started.
+        let take = slots.take();
+        tokio::pin!(take);
         loop {
-            if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
-                self.make_room_for_sessions().await;
-                return Ok(Some(permit));
+            if let Some(slot) = take.as_mut().now_or_never() {
+                return Ok(Some(slot));
+            }
+            // Spares are the first to go: releasing one returns its slot once it has exited.
+            if self.inner.factory.release_spare().await {
+                tracing::info!("released a warm spare to free an agent slot");
+                continue;
             }
             if self.evict_one(exclude).await {
                 continue;
@@ -47,32 +65,9 @@ impl SessionRegistry {
                 return Err(NoSlot);
             }
             tokio::select! {
-                permit = Arc::clone(&slots).acquire_owned() => {
-                    if let Ok(permit) = permit {
-                        return Ok(Some(permit));
-                    }
-                    return Err(NoSlot);
-                }
+                slot = take.as_mut() => return Ok(Some(slot)),
                 () = tokio::time::sleep(left.min(EVICT_RETRY)) => {}
             }
-        }
-    }
-
-    /// Warm spares count against `max_live_agents` too, and are the first to go: while the
-    /// sessions' live agents and the factory's idle spares together exceed the bound, one
-    /// spare is released. (The factory decides when to start new ones; the Claude bridge pauses
-    /// its pool after a release.)
-    async fn make_room_for_sessions(&self) {
-        let Some(max) = self.inner.config.max_live_agents else {
-            return;
-        };
-        let factory = &self.inner.factory;
-        // `+ 1`: the slot just taken is for an agent about to start.
-        while self.live_agents() + 1 + factory.spare_count() > max.max(1) {
-            if !factory.release_spare().await {
-                break;
-            }
-            tracing::info!("released a warm spare to free an agent slot");
         }
     }
 
@@ -136,6 +131,21 @@ impl SessionRegistry {
             .values()
             .filter(|s| !s.has_ended() && s.agent_state() != AgentState::Hibernated)
             .count()
+    }
+
+    /// Sessions whose agent is hibernated right now.
+    pub fn hibernated_agents(&self) -> usize {
+        self.inner
+            .sessions
+            .read()
+            .values()
+            .filter(|s| !s.has_ended() && s.agent_state() == AgentState::Hibernated)
+            .count()
+    }
+
+    /// Idle warm spares the factory holds right now (they count against `max_live_agents`).
+    pub fn warm_spares(&self) -> usize {
+        self.inner.factory.spare_count()
     }
 
     /// How a session started with `config` (and `resume`) gets its agent back after

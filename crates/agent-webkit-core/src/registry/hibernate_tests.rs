@@ -254,11 +254,11 @@ async fn warm_spares_count_against_the_bound_and_go_before_any_session() {
         ..manual()
     };
     let (reg, factory, mut agents) = registry(config);
-    factory.set_spares(2);
-    // 0 live + this one + 2 spares = 3: nothing to release.
+    assert!(factory.start_spare() && factory.start_spare());
+    // 2 spares hold 2 of the 3 slots: the third is free, nothing to release.
     let (_a, agent_a) = start(&reg, &mut agents).await;
     assert_eq!(factory.spares(), 2);
-    // 1 live + this one + 2 spares = 4 > 3: one spare goes, no session hibernates.
+    // No slot free: one spare goes, no session hibernates.
     let (_b, agent_b) = start(&reg, &mut agents).await;
     assert_eq!(factory.spares(), 1);
     let (_c, _agent_c) = start(&reg, &mut agents).await;
@@ -272,6 +272,31 @@ async fn warm_spares_count_against_the_bound_and_go_before_any_session() {
         "the least recently active goes next"
     );
     assert_eq!(reg.live_agents(), 3);
+}
+
+/// A spare may start only while sessions' agents + spares leave a slot free — also when a
+/// session has just taken a slot and its agent is not counted as live yet.
+#[tokio::test]
+async fn a_spare_starts_only_while_sessions_and_spares_leave_a_slot_free() {
+    let config = RegistryConfig {
+        max_live_agents: Some(2),
+        ..manual()
+    };
+    let (reg, factory, mut agents) = registry(config);
+    let (_a, _agent_a) = start(&reg, &mut agents).await;
+    assert!(factory.start_spare(), "1 agent + 0 spares < 2");
+    assert!(!factory.start_spare(), "1 agent + 1 spare fill the bound");
+    // A create in flight holds its slot before its agent is live: no spare may take it.
+    let create = tokio::spawn({
+        let reg = reg.clone();
+        async move { reg.create(SessionConfig::default()).await }
+    });
+    let _agent_b = agents.recv().await.unwrap();
+    assert_eq!(factory.spares(), 0, "the spare made room for b");
+    assert!(!factory.start_spare(), "b's slot is taken before b is live");
+    create.await.unwrap().unwrap();
+    assert_eq!(reg.live_agents(), 2);
+    assert!(!factory.start_spare());
 }
 
 #[tokio::test]

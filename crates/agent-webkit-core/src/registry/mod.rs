@@ -151,8 +151,8 @@ struct Inner {
     writers: Mutex<HashMap<String, JoinHandle<()>>>,
     /// Single flight for take-overs.
     resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Free live-agent slots (`None`: unbounded).
-    live_agents: Option<Arc<tokio::sync::Semaphore>>,
+    /// Live-agent slots, shared with the factory's warm spares (`None`: unbounded).
+    live_agents: Option<crate::agent::slots::AgentSlots>,
     /// Whether the factory's agents can be resumed, so sessions may hibernate.
     hibernation: bool,
 }
@@ -257,7 +257,8 @@ impl SessionRegistry {
         }
         let live_agents = config
             .max_live_agents
-            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+            .map(crate::agent::slots::AgentSlots::new);
+        factory.bind_live_agent_slots(live_agents.clone());
         Self {
             inner: Arc::new(Inner {
                 live_agents,
@@ -362,15 +363,6 @@ impl SessionRegistry {
     ) -> Result<Arc<Session>, CreateError> {
         let inner = &self.inner;
         let id = id.to_owned();
-        let permit = match self.agent_slot(Duration::ZERO, None).await {
-            Ok(permit) => permit,
-            Err(_) => {
-                log.close();
-                return Err(CreateError::AgentsAtCapacity(
-                    inner.config.max_live_agents.unwrap_or(0),
-                ));
-            }
-        };
         let router = Arc::new(PermissionRouter::new());
         let (permissions, prompts) = PermissionHandle::for_session(Arc::clone(&router));
         let settings = RuntimeSettings {
@@ -384,6 +376,23 @@ impl SessionRegistry {
             permissions,
             store: inner.store.clone(),
             resume,
+        };
+        // A warm spare brings its own slot; otherwise take one (making room if needed).
+        let reserved = inner
+            .live_agents
+            .as_ref()
+            .and_then(|_| inner.factory.reserve_spare(&ctx));
+        let permit = match reserved {
+            Some(slot) => Some(slot),
+            None => match self.agent_slot(Duration::ZERO, None).await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    log.close();
+                    return Err(CreateError::AgentsAtCapacity(
+                        inner.config.max_live_agents.unwrap_or(0),
+                    ));
+                }
+            },
         };
         let connection =
             match tokio::time::timeout(inner.config.start_timeout, inner.factory.create(ctx)).await

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 
 use crate::agent::{AgentClient, AgentConnection, AgentError, AgentMessageStream};
 use crate::models::{ErrorData, EventKind, UserContent};
@@ -53,7 +53,7 @@ pub(crate) struct Woken {
     /// What its permission handle asks of the loop.
     pub(crate) prompts: mpsc::UnboundedReceiver<ToSession>,
     /// Its slot among the live agents (`None`: unbounded).
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    pub(crate) permit: Option<crate::agent::slots::AgentSlot>,
 }
 
 /// Why a hibernated session could not be woken.
@@ -92,7 +92,7 @@ pub(crate) trait Revive: Send + Sync + 'static {
 pub(crate) struct AgentSlot {
     pub(crate) state: AgentState,
     pub(crate) client: Option<Arc<dyn AgentClient>>,
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    pub(crate) permit: Option<crate::agent::slots::AgentSlot>,
 }
 
 /// A hibernation request to the loop; answered with whether it hibernated.

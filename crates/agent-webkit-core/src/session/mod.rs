@@ -115,7 +115,7 @@ pub(crate) struct SessionParts {
     /// loop.
     pub(crate) prompts: mpsc::UnboundedReceiver<ToSession>,
     /// Its agent's slot among the live agents (`None`: unbounded).
-    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) permit: Option<crate::agent::slots::AgentSlot>,
     /// Model and permission mode it was started with.
     pub(crate) settings: RuntimeSettings,
     /// How to start its agent again after hibernation (`None`: it is never hibernated).

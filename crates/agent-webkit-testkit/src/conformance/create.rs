@@ -282,6 +282,9 @@ pub async fn check_unknown_sessions_and_routes(target: &Target) -> Result<()> {
     ensure_eq!(health.status, 200);
     ensure_eq!(health.header("content-type"), Some("application/json"));
     let parsed: Value = health.json();
-    ensure_eq!(parsed, json!({"status": "ok", "protocol_version": "1.0"}));
+    ensure_eq!(parsed["status"], "ok");
+    ensure_eq!(parsed["protocol_version"], "1.0");
+    // An authorized caller also gets the agent counts (docs/protocol-extensions.md).
+    ensure!(parsed["agents"]["live"].is_u64(), "{parsed}");
     Ok(())
 }
