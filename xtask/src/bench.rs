@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const TOKEN: &str = "bench";
+/// The servers' bearer token. Our server never passes the CLI an environment variable whose
+/// value contains it (a secret), so it must not occur in any path: with the old token `bench`
+/// the CLI lost `HOME`, `CLAUDE_CONFIG_DIR` and `TMPDIR` (all under `target/bench/`), wrote its
+/// transcripts under the real `~/.claude`, and the transcript mirror dropped them.
+const TOKEN: &str = "agent-webkit-bench-token-0c5f";
 const TARGETS: [&str; 3] = ["ours-axum", "ours-actix", "python-original"];
 const PYTHON: &str = "python-original";
 
@@ -78,10 +82,14 @@ pub(crate) struct Case {
     pub(crate) ring_size: Option<u64>,
     pub(crate) timeout_s: u64,
     pub(crate) metrics: Vec<Metric>,
-    /// The agent behind our server (the Python original runs replay cases only).
+    /// The agent behind our server (and the Python original's: the fake agent for replay
+    /// cases, the real CLI where `python_args` says so).
     pub(crate) agent: Agent,
     /// Extra flags for our server.
     pub(crate) server_args: Vec<String>,
+    /// Loadgen arguments for the Python original in a CLI case (it runs the real CLI through
+    /// its SDK; `None`: it sits the case out). The replay cases run it with `args`.
+    pub(crate) python_args: Option<Vec<String>>,
     /// Other names `--only` accepts for this case.
     pub(crate) aliases: &'static [&'static str],
 }
@@ -121,6 +129,7 @@ fn cases(quick: bool) -> Vec<Case> {
             ring_size: Some(events + 16),
             agent: Agent::Replay,
             server_args: Vec::new(),
+            python_args: None,
             aliases: &[],
             timeout_s: if quick { 120 } else { 900 },
             metrics: vec![metric(
@@ -152,6 +161,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: None,
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 60 } else { 300 },
         // The headline: emission → receipt, both on this machine's wall clock (the agent
@@ -195,6 +205,7 @@ fn cases(quick: bool) -> Vec<Case> {
             ring_size: None,
             agent: Agent::Replay,
             server_args: Vec::new(),
+            python_args: None,
             aliases: &[],
             timeout_s: 120,
             metrics: [
@@ -217,6 +228,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: Some(1000),
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![
@@ -252,6 +264,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: None,
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![metric("SSE connections held", &["max_held"], true, true)],
@@ -266,6 +279,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: Some(1000),
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 120 } else { 600 },
         metrics: vec![
@@ -286,6 +300,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: None,
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 60 } else { 120 },
         metrics: vec![
@@ -434,6 +449,15 @@ impl Drop for Server {
     }
 }
 
+/// A fresh scratch dir per server: the CLI's HOME (transcripts) under `home`, and `work`, the
+/// sessions' cwd (returned).
+fn fresh_scratch(scratch: &Path) -> Result<PathBuf, String> {
+    let _ = std::fs::remove_dir_all(scratch);
+    let work = scratch.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    Ok(work)
+}
+
 fn start_server(
     launch: &Launch,
     case: &Case,
@@ -463,13 +487,7 @@ fn start_server(
                             None => return Err("the real CLI was not provisioned".into()),
                         }
                     };
-                    // A fresh scratch dir per server: the CLI's HOME (transcripts) and the
-                    // sessions' cwd.
-                    let _ = std::fs::remove_dir_all(&cli.scratch);
-                    let work = cli.scratch.join("work");
-                    std::fs::create_dir_all(&work)
-                        .map_err(|e| format!("{}: {e}", work.display()))?;
-                    cwd = work;
+                    cwd = fresh_scratch(&cli.scratch)?;
                     cmd.args(["--agent", "claude", "--claude-path"])
                         .arg(claude)
                         .arg("--claude-setting-sources=")
@@ -489,6 +507,26 @@ fn start_server(
         Launch::Python { python, script } => {
             let mut cmd = Command::new(python);
             cmd.arg(script);
+            if case.agent != Agent::Replay {
+                // The real CLI through the original's SDK factory, against the same mock API,
+                // in the same kind of scratch directory; sessions are never reaped during a
+                // case (its idle reaper would otherwise end sessions idle for 300 s).
+                let real = match &cli.real {
+                    Some(Ok(path)) => path.clone(),
+                    Some(Err(e)) => return Err(format!("the real CLI: {e}")),
+                    None => return Err("the real CLI was not provisioned".into()),
+                };
+                cwd = fresh_scratch(&cli.scratch)?;
+                cmd.arg("--cli-path")
+                    .arg(real)
+                    .args(["--idle-timeout", "86400"]);
+                let m = crate::bench_lifecycle::start_mock_api(
+                    &cli.loadgen,
+                    &cli.scratch.join("home"),
+                )?;
+                cmd.envs(m.env.iter().map(|(k, v)| (k, v)));
+                mock = Some(m);
+            }
             cmd
         }
     };
@@ -533,10 +571,15 @@ fn start_server(
 }
 
 /// Runs the loadgen once; returns its JSON result (which may say `ok: false`).
-fn run_loadgen(loadgen: &Path, case: &Case, server: &Server) -> Result<Value, String> {
+fn run_loadgen(
+    loadgen: &Path,
+    case: &Case,
+    args: &[String],
+    server: &Server,
+) -> Result<Value, String> {
     let mut child = Command::new(loadgen)
         .arg(case.scenario)
-        .args(&case.args)
+        .args(args)
         .args(["--url", &server.url, "--token", TOKEN, "--json"])
         .args(["--pid", &server.child.id().to_string()])
         .args(["--timeout", &case.timeout_s.to_string()])
@@ -723,13 +766,17 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
     for case in &selected {
         for target in &opts.targets {
             let key = (case.id.clone(), target.clone());
-            let launch = match launches.get(target) {
-                // The Python original runs the replay cases only.
-                Some(Ok(Launch::Python { .. })) if case.agent != Agent::Replay => {
-                    cells.insert(key, Cell::Skipped);
-                    continue;
-                }
-                Some(Ok(launch)) => launch,
+            let (launch, loadgen_args) = match launches.get(target) {
+                // The Python original runs the replay cases, and the CLI cases that say how.
+                Some(Ok(launch @ Launch::Python { .. })) => match (case.agent, &case.python_args) {
+                    (Agent::Replay, _) => (launch, &case.args),
+                    (_, Some(args)) => (launch, args),
+                    (_, None) => {
+                        cells.insert(key, Cell::Skipped);
+                        continue;
+                    }
+                },
+                Some(Ok(launch)) => (launch, &case.args),
                 Some(Err(_)) => {
                     cells.insert(key, Cell::Skipped);
                     continue;
@@ -743,11 +790,14 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
                 let log = log_dir.join(format!("{target}-{}-{run}.log", case.id));
                 let t = Instant::now();
                 let outcome = start_server(launch, case, &log, &cli)
-                    .and_then(|server| run_loadgen(&loadgen, case, &server));
+                    .and_then(|server| run_loadgen(&loadgen, case, loadgen_args, &server));
                 match outcome {
                     Ok(mut result) => {
                         if case.scenario == "capacity" {
-                            crate::bench_lifecycle::derive(&mut result);
+                            crate::bench_lifecycle::derive(
+                                &mut result,
+                                crate::bench_lifecycle::full_count(case),
+                            );
                         }
                         let ok = result.get("ok") == Some(&Value::Bool(true));
                         let summary = case
@@ -932,6 +982,9 @@ fn markdown(
                 notes.push(format!("{case} / {target} FAILED: {f}"));
             }
         }
+    }
+    if cases.iter().any(|c| c.agent != Agent::Replay) {
+        notes.extend(crate::bench_lifecycle::notes(cases));
     }
     notes.push("connections: our server runs with `--keepalive 1`; the Python original's keepalive is fixed at 15 s, so its connections are verified by the events of one echo turn per step (as ours are too) — the keepalive does not matter for the verdict.".into());
     notes.push("latency: emission lag = receipt time − emission time, per (subscriber, event), both read from this machine's wall clock: both fake agents write their clock into each message's text right before handing it to the session (scenario `stream:N:ms:bytes:ts`), the load generator reads its own as soon as it has parsed the frame. Fan-out spread and cadence lag are the older receipt-only measures, kept for comparison.".into());
