@@ -323,6 +323,9 @@ struct Options {
     runs: usize,
     /// Runs per cell for the Python original (default: `runs`; it is slow).
     python_runs: Option<usize>,
+    /// `results.json` files of earlier runs whose (case, target) results are taken instead of
+    /// running those cells again (`--merge a.json,b.json`).
+    merge: Vec<PathBuf>,
     /// `--sessions N` / `--samples N` for the lifecycle cases.
     sizes: crate::bench_lifecycle::Sizes,
 }
@@ -344,6 +347,7 @@ fn parse(argv: &[String]) -> Result<Options, String> {
         targets: TARGETS.iter().map(|t| (*t).to_owned()).collect(),
         runs: 5,
         python_runs: None,
+        merge: Vec::new(),
         sizes: crate::bench_lifecycle::Sizes {
             sessions: None,
             samples: None,
@@ -388,6 +392,9 @@ fn parse(argv: &[String]) -> Result<Options, String> {
                 let n = value("--samples")?;
                 opts.sizes.samples = Some(n.parse().map_err(|e| format!("--samples: {e}"))?);
             }
+            "--merge" => {
+                opts.merge = value("--merge")?.split(',').map(PathBuf::from).collect();
+            }
             "--python-runs" => {
                 let n: usize = value("--python-runs")?
                     .parse()
@@ -399,7 +406,7 @@ fn parse(argv: &[String]) -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown bench flag {other:?}; flags: --quick --only <scenario>[,…] --targets {} --runs N --python-runs N --sessions N --samples N",
+                    "unknown bench flag {other:?}; flags: --quick --only <scenario>[,…] --targets {} --runs N --python-runs N --sessions N --samples N --merge results.json[,…]",
                     TARGETS.join(",")
                 ))
             }
@@ -684,6 +691,58 @@ fn num(v: f64) -> String {
     }
 }
 
+/// The load average (`/proc/loadavg`: 1, 5 and 15 minutes), if readable.
+fn loadavg() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The raw entries of earlier `results.json` files, by (case, target).
+fn merged_results(files: &[PathBuf]) -> Result<BTreeMap<(String, String), Vec<Value>>, String> {
+    let mut out: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let entries: Vec<Value> = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a results.json ({e})", file.display()))?;
+        for entry in entries {
+            if let (Some(case), Some(target)) = (entry["case"].as_str(), entry["target"].as_str()) {
+                out.entry((case.to_owned(), target.to_owned()))
+                    .or_default()
+                    .push(entry);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The cell of `case` made of earlier runs' raw entries.
+fn cell_of(case: &Case, entries: &[Value]) -> Cell {
+    let mut values = vec![Vec::new(); case.metrics.len()];
+    let mut failures = Vec::new();
+    for entry in entries {
+        let result = &entry["result"];
+        if result.get("ok") == Some(&Value::Bool(true)) {
+            for (i, m) in case.metrics.iter().enumerate() {
+                if let Some(v) = lookup(&result["metrics"], m.path) {
+                    values[i].push(v);
+                }
+            }
+        } else {
+            let why = entry["error"]
+                .as_str()
+                .or_else(|| result["errors"].get(0).and_then(Value::as_str))
+                .unwrap_or("not ok");
+            failures.push(why.to_owned());
+        }
+    }
+    Cell::Runs { values, failures }
+}
+
 /// Runs the benchmarks.
 pub fn bench(argv: &[String]) -> Result<(), String> {
     let opts = parse(argv)?;
@@ -762,10 +821,22 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
 
     let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
     let mut raw = Vec::new();
+    let mut merged = merged_results(&opts.merge)?;
     let started = Instant::now();
     for case in &selected {
         for target in &opts.targets {
             let key = (case.id.clone(), target.clone());
+            if let Some(entries) = merged.remove(&key) {
+                eprintln!(
+                    "xtask: {:<12} {:<16} {} run(s) taken from --merge",
+                    case.id,
+                    target,
+                    entries.len()
+                );
+                cells.insert(key, cell_of(case, &entries));
+                raw.extend(entries);
+                continue;
+            }
             let (launch, loadgen_args) = match launches.get(target) {
                 // The Python original runs the replay cases, and the CLI cases that say how.
                 Some(Ok(launch @ Launch::Python { .. })) => match (case.agent, &case.python_args) {
@@ -789,8 +860,14 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
             for run in 1..=runs {
                 let log = log_dir.join(format!("{target}-{}-{run}.log", case.id));
                 let t = Instant::now();
+                let load_before = loadavg();
                 let outcome = start_server(launch, case, &log, &cli)
                     .and_then(|server| run_loadgen(&loadgen, case, loadgen_args, &server));
+                let load = json!({"before": load_before, "after": loadavg()});
+                eprintln!(
+                    "xtask: {:<12} {:<16} run {run}/{}: load average before {} → after {}",
+                    case.id, target, runs, load["before"], load["after"]
+                );
                 match outcome {
                     Ok(mut result) => {
                         if case.scenario == "capacity" {
@@ -834,7 +911,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
                             );
                             failures.push(first);
                         }
-                        raw.push(json!({"case": case.id, "target": target, "run": run, "result": result}));
+                        raw.push(json!({"case": case.id, "target": target, "run": run, "load": load, "result": result}));
                     }
                     Err(e) => {
                         eprintln!(
@@ -842,7 +919,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
                             case.id, target, runs
                         );
                         raw.push(
-                            json!({"case": case.id, "target": target, "run": run, "error": e}),
+                            json!({"case": case.id, "target": target, "run": run, "load": load, "error": e}),
                         );
                         failures.push(e);
                     }
@@ -852,7 +929,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
         }
     }
 
-    let report = markdown(&opts, &selected, &cells, &launches, started.elapsed());
+    let report = markdown(&opts, &selected, &cells, &launches, &raw, started.elapsed());
     println!("{report}");
     let md = out_dir.join("report.md");
     std::fs::write(&md, &report).map_err(|e| format!("{}: {e}", md.display()))?;
@@ -884,11 +961,22 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `ours / python`, with two significant digits below 0.1 (a warm create is ~0.003× a cold one).
+fn ratio(r: f64) -> String {
+    if r.abs() >= 0.1 || r == 0.0 {
+        format!("{r:.2}×")
+    } else {
+        let digits = (1.0 - r.abs().log10().floor()).clamp(2.0, 12.0) as usize;
+        format!("{r:.digits$}×")
+    }
+}
+
 fn markdown(
     opts: &Options,
     cases: &[&Case],
     cells: &BTreeMap<(String, String), Cell>,
     launches: &BTreeMap<String, Result<Launch, String>>,
+    raw: &[Value],
     took: Duration,
 ) -> String {
     let mut s = String::new();
@@ -955,9 +1043,7 @@ fn markdown(
                         .get(&(case.id.clone(), (*t).clone()))
                         .and_then(|c| c.stats(i));
                     let text = match (ours, &py) {
-                        (Some(o), Some(p)) if p.median != 0.0 => {
-                            format!("{:.2}×", o.median / p.median)
-                        }
+                        (Some(o), Some(p)) if p.median != 0.0 => ratio(o.median / p.median),
                         _ => "–".to_owned(),
                     };
                     let _ = write!(s, " {text} |");
@@ -985,6 +1071,26 @@ fn markdown(
     }
     if cases.iter().any(|c| c.agent != Agent::Replay) {
         notes.extend(crate::bench_lifecycle::notes(cases));
+    }
+    let loads: Vec<String> = raw
+        .iter()
+        .filter_map(|r| {
+            let load = r.get("load")?;
+            Some(format!(
+                "{} / {} run {}: {} → {}",
+                r["case"].as_str()?,
+                r["target"].as_str()?,
+                r["run"],
+                load["before"].as_str().unwrap_or("?"),
+                load["after"].as_str().unwrap_or("?")
+            ))
+        })
+        .collect();
+    if !loads.is_empty() {
+        notes.push(format!(
+            "load average (1, 5, 15 min; `/proc/loadavg`) before → after each run — the machine may be shared, and timings are taken under that load: {}.",
+            loads.join("; ")
+        ));
     }
     notes.push("connections: our server runs with `--keepalive 1`; the Python original's keepalive is fixed at 15 s, so its connections are verified by the events of one echo turn per step (as ours are too) — the keepalive does not matter for the verdict.".into());
     notes.push("latency: emission lag = receipt time − emission time, per (subscriber, event), both read from this machine's wall clock: both fake agents write their clock into each message's text right before handing it to the session (scenario `stream:N:ms:bytes:ts`), the load generator reads its own as soon as it has parsed the frame. Fan-out spread and cadence lag are the older receipt-only measures, kept for comparison.".into());
