@@ -479,7 +479,12 @@ fn start_server(
             let mut cmd = Command::new(binary);
             cmd.args(["--framework", framework])
                 .args(["--keepalive", "1"])
-                .env("RUST_LOG", "warn");
+                // `AGENT_WEBKIT_BENCH_LOG=agent_webkit_claude=info` shows, e.g., each CLI's
+                // `ready_ms` in the server logs (a wake's start vs a fresh one's).
+                .env(
+                    "RUST_LOG",
+                    std::env::var("AGENT_WEBKIT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                );
             match case.agent {
                 Agent::Replay => {
                     cmd.args(["--agent", "replay"]);
