@@ -128,11 +128,15 @@ pub(crate) fn cases(quick: bool, sizes: &Sizes) -> Vec<Case> {
         Case {
             id: "capacity-real".into(),
             scenario: "capacity",
+            // A create may wait for a live CLI to stop and a new one to start: on a loaded
+            // 2-core machine that took over 10 s (29 of 200 creates once).
             args: args(&[
                 "--sessions",
                 &real_sessions.to_string(),
                 "--concurrency",
                 "4",
+                "--request-timeout",
+                "60",
             ]),
             ring_size: None,
             agent: Agent::RealCli,
