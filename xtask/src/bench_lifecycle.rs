@@ -47,14 +47,14 @@ fn capacity_metrics() -> Vec<Metric> {
             false,
         ),
         metric(
-            "total MB at full count (extrapolated if capped)",
+            "total MB at full count",
             &["total_mb_at_full"],
             false,
             true,
         ),
         metric("server RSS MB", &["server_rss_mb"], false, false),
         metric(
-            "marginal KB/session (2nd half)",
+            "marginal KB/session",
             &["marginal_kb_per_session"],
             false,
             true,
