@@ -111,13 +111,17 @@ pub(crate) fn cases(quick: bool, sizes: &Sizes) -> Vec<Case> {
             ]),
             ring_size: None,
             agent: Agent::FakeCli,
-            // One subscriber per session: above the default bound of 8 192 subscribers.
+            // One subscriber (an open connection) per session: above the default bounds of
+            // 8 192 subscribers and 10 000 connections (past which new connections wait to be
+            // accepted: the last sessions' requests hung).
             server_args: args(&[
                 "--max-live-agents",
                 "16",
                 "--hibernate-after",
                 "600",
                 "--max-subscribers",
+                &(fake_sessions + 1024).to_string(),
+                "--max-connections",
                 &(fake_sessions + 1024).to_string(),
             ]),
             python_args: None,
