@@ -46,12 +46,7 @@ fn capacity_metrics() -> Vec<Metric> {
             false,
             false,
         ),
-        metric(
-            "total MB at full count",
-            &["total_mb_at_full"],
-            false,
-            true,
-        ),
+        metric("total MB at full count", &["total_mb_at_full"], false, true),
         metric("server RSS MB", &["server_rss_mb"], false, false),
         metric(
             "marginal KB/session",
