@@ -1,6 +1,7 @@
 """Runs the Python original (`agent-webkit-server` 0.2.0) with the fake agent, for benchmarks.
 
     python serve.py --host 127.0.0.1 --port P --token T [--ring-size N] [--idle-timeout S]
+        [--cli-path PATH]
 
 Builds the original's FastAPI app (`agent_webkit_server.adapters.fastapi.create_app`) with
 `fake_agent.fake_sdk_factory` and bearer-token auth, and serves it with uvicorn (one worker,
@@ -13,6 +14,12 @@ lost-wakeup bug is fixed by default (see `_WakeupFixedEventLog`; `--pristine-eve
 it), because without the fix a burst turn never delivers its `result`. `--ring-size` /
 `--idle-timeout` are not options of the original (it hard-codes EventLog(max_size=1000) and
 idle_timeout_s=300); they are applied by substituting the class the original instantiates.
+
+With `--cli-path PATH` the sessions run the real Claude CLI instead of the fake agent, through
+the original's own default factory (`_real_sdk_factory`: a `claude_agent_sdk.ClaudeSDKClient`
+per session, connected at create) with one change: `cli_path=PATH`, so the original runs the
+same pinned CLI as our server rather than the one bundled in the SDK wheel. The CLI inherits this
+process's environment (the bench points it at its mock Anthropic API).
 """
 from __future__ import annotations
 
@@ -91,6 +98,26 @@ def _install_event_log(ring_size: Optional[int], pristine: bool) -> None:
     _session.EventLog = BenchEventLog  # type: ignore[misc]
 
 
+def real_cli_factory(cli_path: str):
+    """The original's `_real_sdk_factory` (adapters/fastapi.py, 0.2.0) with `cli_path` added."""
+
+    async def factory(config, can_use_tool):
+        from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient  # type: ignore
+
+        options_kwargs = {"can_use_tool": can_use_tool, "cli_path": cli_path}
+        if config.model:
+            options_kwargs["model"] = config.model
+        if config.permission_mode:
+            options_kwargs["permission_mode"] = config.permission_mode
+        if config.cwd:
+            options_kwargs["cwd"] = config.cwd
+        client = ClaudeSDKClient(options=ClaudeAgentOptions(**options_kwargs))
+        await client.connect()
+        return client
+
+    return factory
+
+
 def _apply_idle_timeout(seconds: float) -> None:
     base = _session.SessionRegistry
 
@@ -130,6 +157,11 @@ def main() -> None:
         action="store_true",
         help="keep the original's EventLog lost-wakeup bug (streams stall; see _WakeupFixedEventLog)",
     )
+    p.add_argument(
+        "--cli-path",
+        default=None,
+        help="run the real Claude CLI at PATH through the original's SDK factory (default: the fake agent)",
+    )
     args = p.parse_args()
     if not args.no_auth and not args.token:
         p.error("--token is required (or --no-auth)")
@@ -141,7 +173,7 @@ def main() -> None:
 
     app = _fastapi.create_app(
         auth=AuthConfig(token=args.token, disabled=args.no_auth),
-        sdk_factory=fake_sdk_factory,
+        sdk_factory=real_cli_factory(args.cli_path) if args.cli_path else fake_sdk_factory,
     )
     have = lambda name: importlib.util.find_spec(name) is not None  # noqa: E731
     config = uvicorn.Config(

@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const TOKEN: &str = "bench";
+/// The servers' bearer token. Our server never passes the CLI an environment variable whose
+/// value contains it (a secret), so it must not occur in any path: with the old token `bench`
+/// the CLI lost `HOME`, `CLAUDE_CONFIG_DIR` and `TMPDIR` (all under `target/bench/`), wrote its
+/// transcripts under the real `~/.claude`, and the transcript mirror dropped them.
+const TOKEN: &str = "agent-webkit-bench-token-0c5f";
 const TARGETS: [&str; 3] = ["ours-axum", "ours-actix", "python-original"];
 const PYTHON: &str = "python-original";
 
@@ -78,10 +82,14 @@ pub(crate) struct Case {
     pub(crate) ring_size: Option<u64>,
     pub(crate) timeout_s: u64,
     pub(crate) metrics: Vec<Metric>,
-    /// The agent behind our server (the Python original runs replay cases only).
+    /// The agent behind our server (and the Python original's: the fake agent for replay
+    /// cases, the real CLI where `python_args` says so).
     pub(crate) agent: Agent,
     /// Extra flags for our server.
     pub(crate) server_args: Vec<String>,
+    /// Loadgen arguments for the Python original in a CLI case (it runs the real CLI through
+    /// its SDK; `None`: it sits the case out). The replay cases run it with `args`.
+    pub(crate) python_args: Option<Vec<String>>,
     /// Other names `--only` accepts for this case.
     pub(crate) aliases: &'static [&'static str],
 }
@@ -121,6 +129,7 @@ fn cases(quick: bool) -> Vec<Case> {
             ring_size: Some(events + 16),
             agent: Agent::Replay,
             server_args: Vec::new(),
+            python_args: None,
             aliases: &[],
             timeout_s: if quick { 120 } else { 900 },
             metrics: vec![metric(
@@ -152,6 +161,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: None,
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 60 } else { 300 },
         // The headline: emission → receipt, both on this machine's wall clock (the agent
@@ -195,6 +205,7 @@ fn cases(quick: bool) -> Vec<Case> {
             ring_size: None,
             agent: Agent::Replay,
             server_args: Vec::new(),
+            python_args: None,
             aliases: &[],
             timeout_s: 120,
             metrics: [
@@ -217,6 +228,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: Some(1000),
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![
@@ -252,6 +264,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: None,
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![metric("SSE connections held", &["max_held"], true, true)],
@@ -266,6 +279,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: Some(1000),
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 120 } else { 600 },
         metrics: vec![
@@ -286,6 +300,7 @@ fn cases(quick: bool) -> Vec<Case> {
         ring_size: None,
         agent: Agent::Replay,
         server_args: Vec::new(),
+        python_args: None,
         aliases: &[],
         timeout_s: if quick { 60 } else { 120 },
         metrics: vec![
@@ -308,6 +323,9 @@ struct Options {
     runs: usize,
     /// Runs per cell for the Python original (default: `runs`; it is slow).
     python_runs: Option<usize>,
+    /// `results.json` files of earlier runs whose (case, target) results are taken instead of
+    /// running those cells again (`--merge a.json,b.json`).
+    merge: Vec<PathBuf>,
     /// `--sessions N` / `--samples N` for the lifecycle cases.
     sizes: crate::bench_lifecycle::Sizes,
 }
@@ -329,6 +347,7 @@ fn parse(argv: &[String]) -> Result<Options, String> {
         targets: TARGETS.iter().map(|t| (*t).to_owned()).collect(),
         runs: 5,
         python_runs: None,
+        merge: Vec::new(),
         sizes: crate::bench_lifecycle::Sizes {
             sessions: None,
             samples: None,
@@ -373,6 +392,9 @@ fn parse(argv: &[String]) -> Result<Options, String> {
                 let n = value("--samples")?;
                 opts.sizes.samples = Some(n.parse().map_err(|e| format!("--samples: {e}"))?);
             }
+            "--merge" => {
+                opts.merge = value("--merge")?.split(',').map(PathBuf::from).collect();
+            }
             "--python-runs" => {
                 let n: usize = value("--python-runs")?
                     .parse()
@@ -384,7 +406,7 @@ fn parse(argv: &[String]) -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown bench flag {other:?}; flags: --quick --only <scenario>[,…] --targets {} --runs N --python-runs N --sessions N --samples N",
+                    "unknown bench flag {other:?}; flags: --quick --only <scenario>[,…] --targets {} --runs N --python-runs N --sessions N --samples N --merge results.json[,…]",
                     TARGETS.join(",")
                 ))
             }
@@ -434,6 +456,15 @@ impl Drop for Server {
     }
 }
 
+/// A fresh scratch dir per server: the CLI's HOME (transcripts) under `home`, and `work`, the
+/// sessions' cwd (returned).
+fn fresh_scratch(scratch: &Path) -> Result<PathBuf, String> {
+    let _ = std::fs::remove_dir_all(scratch);
+    let work = scratch.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    Ok(work)
+}
+
 fn start_server(
     launch: &Launch,
     case: &Case,
@@ -448,7 +479,12 @@ fn start_server(
             let mut cmd = Command::new(binary);
             cmd.args(["--framework", framework])
                 .args(["--keepalive", "1"])
-                .env("RUST_LOG", "warn");
+                // `AGENT_WEBKIT_BENCH_LOG=agent_webkit_claude=info` shows, e.g., each CLI's
+                // `ready_ms` in the server logs (a wake's start vs a fresh one's).
+                .env(
+                    "RUST_LOG",
+                    std::env::var("AGENT_WEBKIT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                );
             match case.agent {
                 Agent::Replay => {
                     cmd.args(["--agent", "replay"]);
@@ -463,13 +499,7 @@ fn start_server(
                             None => return Err("the real CLI was not provisioned".into()),
                         }
                     };
-                    // A fresh scratch dir per server: the CLI's HOME (transcripts) and the
-                    // sessions' cwd.
-                    let _ = std::fs::remove_dir_all(&cli.scratch);
-                    let work = cli.scratch.join("work");
-                    std::fs::create_dir_all(&work)
-                        .map_err(|e| format!("{}: {e}", work.display()))?;
-                    cwd = work;
+                    cwd = fresh_scratch(&cli.scratch)?;
                     cmd.args(["--agent", "claude", "--claude-path"])
                         .arg(claude)
                         .arg("--claude-setting-sources=")
@@ -489,6 +519,26 @@ fn start_server(
         Launch::Python { python, script } => {
             let mut cmd = Command::new(python);
             cmd.arg(script);
+            if case.agent != Agent::Replay {
+                // The real CLI through the original's SDK factory, against the same mock API,
+                // in the same kind of scratch directory; sessions are never reaped during a
+                // case (its idle reaper would otherwise end sessions idle for 300 s).
+                let real = match &cli.real {
+                    Some(Ok(path)) => path.clone(),
+                    Some(Err(e)) => return Err(format!("the real CLI: {e}")),
+                    None => return Err("the real CLI was not provisioned".into()),
+                };
+                cwd = fresh_scratch(&cli.scratch)?;
+                cmd.arg("--cli-path")
+                    .arg(real)
+                    .args(["--idle-timeout", "86400"]);
+                let m = crate::bench_lifecycle::start_mock_api(
+                    &cli.loadgen,
+                    &cli.scratch.join("home"),
+                )?;
+                cmd.envs(m.env.iter().map(|(k, v)| (k, v)));
+                mock = Some(m);
+            }
             cmd
         }
     };
@@ -533,10 +583,15 @@ fn start_server(
 }
 
 /// Runs the loadgen once; returns its JSON result (which may say `ok: false`).
-fn run_loadgen(loadgen: &Path, case: &Case, server: &Server) -> Result<Value, String> {
+fn run_loadgen(
+    loadgen: &Path,
+    case: &Case,
+    args: &[String],
+    server: &Server,
+) -> Result<Value, String> {
     let mut child = Command::new(loadgen)
         .arg(case.scenario)
-        .args(&case.args)
+        .args(args)
         .args(["--url", &server.url, "--token", TOKEN, "--json"])
         .args(["--pid", &server.child.id().to_string()])
         .args(["--timeout", &case.timeout_s.to_string()])
@@ -641,6 +696,58 @@ fn num(v: f64) -> String {
     }
 }
 
+/// The load average (`/proc/loadavg`: 1, 5 and 15 minutes), if readable.
+fn loadavg() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The raw entries of earlier `results.json` files, by (case, target).
+fn merged_results(files: &[PathBuf]) -> Result<BTreeMap<(String, String), Vec<Value>>, String> {
+    let mut out: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let entries: Vec<Value> = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a results.json ({e})", file.display()))?;
+        for entry in entries {
+            if let (Some(case), Some(target)) = (entry["case"].as_str(), entry["target"].as_str()) {
+                out.entry((case.to_owned(), target.to_owned()))
+                    .or_default()
+                    .push(entry);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The cell of `case` made of earlier runs' raw entries.
+fn cell_of(case: &Case, entries: &[Value]) -> Cell {
+    let mut values = vec![Vec::new(); case.metrics.len()];
+    let mut failures = Vec::new();
+    for entry in entries {
+        let result = &entry["result"];
+        if result.get("ok") == Some(&Value::Bool(true)) {
+            for (i, m) in case.metrics.iter().enumerate() {
+                if let Some(v) = lookup(&result["metrics"], m.path) {
+                    values[i].push(v);
+                }
+            }
+        } else {
+            let why = entry["error"]
+                .as_str()
+                .or_else(|| result["errors"].get(0).and_then(Value::as_str))
+                .unwrap_or("not ok");
+            failures.push(why.to_owned());
+        }
+    }
+    Cell::Runs { values, failures }
+}
+
 /// Runs the benchmarks.
 pub fn bench(argv: &[String]) -> Result<(), String> {
     let opts = parse(argv)?;
@@ -719,17 +826,33 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
 
     let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
     let mut raw = Vec::new();
+    let mut merged = merged_results(&opts.merge)?;
     let started = Instant::now();
     for case in &selected {
         for target in &opts.targets {
             let key = (case.id.clone(), target.clone());
-            let launch = match launches.get(target) {
-                // The Python original runs the replay cases only.
-                Some(Ok(Launch::Python { .. })) if case.agent != Agent::Replay => {
-                    cells.insert(key, Cell::Skipped);
-                    continue;
-                }
-                Some(Ok(launch)) => launch,
+            if let Some(entries) = merged.remove(&key) {
+                eprintln!(
+                    "xtask: {:<12} {:<16} {} run(s) taken from --merge",
+                    case.id,
+                    target,
+                    entries.len()
+                );
+                cells.insert(key, cell_of(case, &entries));
+                raw.extend(entries);
+                continue;
+            }
+            let (launch, loadgen_args) = match launches.get(target) {
+                // The Python original runs the replay cases, and the CLI cases that say how.
+                Some(Ok(launch @ Launch::Python { .. })) => match (case.agent, &case.python_args) {
+                    (Agent::Replay, _) => (launch, &case.args),
+                    (_, Some(args)) => (launch, args),
+                    (_, None) => {
+                        cells.insert(key, Cell::Skipped);
+                        continue;
+                    }
+                },
+                Some(Ok(launch)) => (launch, &case.args),
                 Some(Err(_)) => {
                     cells.insert(key, Cell::Skipped);
                     continue;
@@ -742,12 +865,21 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
             for run in 1..=runs {
                 let log = log_dir.join(format!("{target}-{}-{run}.log", case.id));
                 let t = Instant::now();
+                let load_before = loadavg();
                 let outcome = start_server(launch, case, &log, &cli)
-                    .and_then(|server| run_loadgen(&loadgen, case, &server));
+                    .and_then(|server| run_loadgen(&loadgen, case, loadgen_args, &server));
+                let load = json!({"before": load_before, "after": loadavg()});
+                eprintln!(
+                    "xtask: {:<12} {:<16} run {run}/{}: load average before {} → after {}",
+                    case.id, target, runs, load["before"], load["after"]
+                );
                 match outcome {
                     Ok(mut result) => {
                         if case.scenario == "capacity" {
-                            crate::bench_lifecycle::derive(&mut result);
+                            crate::bench_lifecycle::derive(
+                                &mut result,
+                                crate::bench_lifecycle::full_count(case),
+                            );
                         }
                         let ok = result.get("ok") == Some(&Value::Bool(true));
                         let summary = case
@@ -784,7 +916,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
                             );
                             failures.push(first);
                         }
-                        raw.push(json!({"case": case.id, "target": target, "run": run, "result": result}));
+                        raw.push(json!({"case": case.id, "target": target, "run": run, "load": load, "result": result}));
                     }
                     Err(e) => {
                         eprintln!(
@@ -792,7 +924,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
                             case.id, target, runs
                         );
                         raw.push(
-                            json!({"case": case.id, "target": target, "run": run, "error": e}),
+                            json!({"case": case.id, "target": target, "run": run, "load": load, "error": e}),
                         );
                         failures.push(e);
                     }
@@ -802,7 +934,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
         }
     }
 
-    let report = markdown(&opts, &selected, &cells, &launches, started.elapsed());
+    let report = markdown(&opts, &selected, &cells, &launches, &raw, started.elapsed());
     println!("{report}");
     let md = out_dir.join("report.md");
     std::fs::write(&md, &report).map_err(|e| format!("{}: {e}", md.display()))?;
@@ -834,11 +966,22 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `ours / python`, with two significant digits below 0.1 (a warm create is ~0.003× a cold one).
+fn ratio(r: f64) -> String {
+    if r.abs() >= 0.1 || r == 0.0 {
+        format!("{r:.2}×")
+    } else {
+        let digits = (1.0 - r.abs().log10().floor()).clamp(2.0, 12.0) as usize;
+        format!("{r:.digits$}×")
+    }
+}
+
 fn markdown(
     opts: &Options,
     cases: &[&Case],
     cells: &BTreeMap<(String, String), Cell>,
     launches: &BTreeMap<String, Result<Launch, String>>,
+    raw: &[Value],
     took: Duration,
 ) -> String {
     let mut s = String::new();
@@ -905,9 +1048,7 @@ fn markdown(
                         .get(&(case.id.clone(), (*t).clone()))
                         .and_then(|c| c.stats(i));
                     let text = match (ours, &py) {
-                        (Some(o), Some(p)) if p.median != 0.0 => {
-                            format!("{:.2}×", o.median / p.median)
-                        }
+                        (Some(o), Some(p)) if p.median != 0.0 => ratio(o.median / p.median),
                         _ => "–".to_owned(),
                     };
                     let _ = write!(s, " {text} |");
@@ -932,6 +1073,29 @@ fn markdown(
                 notes.push(format!("{case} / {target} FAILED: {f}"));
             }
         }
+    }
+    if cases.iter().any(|c| c.agent != Agent::Replay) {
+        notes.extend(crate::bench_lifecycle::notes(cases));
+    }
+    let loads: Vec<String> = raw
+        .iter()
+        .filter_map(|r| {
+            let load = r.get("load")?;
+            Some(format!(
+                "{} / {} run {}: {} → {}",
+                r["case"].as_str()?,
+                r["target"].as_str()?,
+                r["run"],
+                load["before"].as_str().unwrap_or("?"),
+                load["after"].as_str().unwrap_or("?")
+            ))
+        })
+        .collect();
+    if !loads.is_empty() {
+        notes.push(format!(
+            "load average (1, 5, 15 min; `/proc/loadavg`) before → after each run — the machine may be shared, and timings are taken under that load: {}.",
+            loads.join("; ")
+        ));
     }
     notes.push("connections: our server runs with `--keepalive 1`; the Python original's keepalive is fixed at 15 s, so its connections are verified by the events of one echo turn per step (as ours are too) — the keepalive does not matter for the verdict.".into());
     notes.push("latency: emission lag = receipt time − emission time, per (subscriber, event), both read from this machine's wall clock: both fake agents write their clock into each message's text right before handing it to the session (scenario `stream:N:ms:bytes:ts`), the load generator reads its own as soon as it has parsed the frame. Fan-out spread and cadence lag are the older receipt-only measures, kept for comparison.".into());
