@@ -88,6 +88,27 @@ pub struct Inheritance<'a> {
     pub secrets: &'a Secrets,
 }
 
+/// Variables that tell the CLI where its files live: withholding one (because its value contains
+/// a secret, e.g. a short token that happens to occur in a path) sends the CLI's transcripts
+/// elsewhere, so the mirror finds none and hibernation / failover cannot resume.
+const LOCATION_VARIABLES: &[&str] = &["HOME", "CLAUDE_CONFIG_DIR", "TMPDIR", "PATH"];
+
+/// Warns once per process that a location variable was withheld (the next ones go to debug).
+fn warn_location_withheld(variable: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(variable, "server variable holding a secret not passed to the Claude CLI");
+    } else {
+        tracing::warn!(
+            variable,
+            "the value of this variable contains a configured secret (a token or database URL), so \
+             it is not passed to the Claude CLI; the CLI then keeps its files elsewhere and \
+             sessions may not resume after hibernation or failover: choose a secret that occurs \
+             in no path"
+        );
+    }
+}
+
 /// The part of the server's environment `server_env` the CLI inherits.
 ///
 /// Never inherited: `AGENT_WEBKIT_*` (even when named in `pass`), [`NEVER_INHERITED`], and any
@@ -105,7 +126,11 @@ where
                 return false;
             }
             if how.secrets.found_in(value) {
-                tracing::debug!(variable = %text, "server variable holding a secret not passed to the Claude CLI");
+                if LOCATION_VARIABLES.contains(&text.as_ref()) {
+                    warn_location_withheld(&text);
+                } else {
+                    tracing::debug!(variable = %text, "server variable holding a secret not passed to the Claude CLI");
+                }
                 return false;
             }
             !how.clean
