@@ -38,6 +38,7 @@ fn record(id: &str) -> SessionRecord {
             model: Some("claude-x".into()),
             permission_mode: None,
             cwd: Some("/work/ü ☃".into()),
+            tool_input_deltas: None,
         },
     )
 }

@@ -183,7 +183,7 @@ impl ClaudeAgentFactory {
             spare.lines,
             tx,
             batcher,
-            Translator::new(options.thinking_deltas),
+            Translator::for_session(options, &ctx.config),
         ));
         if let Some(model) = ctx
             .config
@@ -359,7 +359,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             LineReader::new(stdout, options.line_limit()),
             tx,
             batcher,
-            Translator::for_options(options),
+            Translator::for_session(options, &ctx.config),
         ));
         let info = match shared.request(init, options.timeouts.initialize).await {
             Ok(info) => info,

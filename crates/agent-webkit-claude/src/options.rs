@@ -460,6 +460,7 @@ mod tests {
             model: Some("-evil".into()),
             permission_mode: Some("plan".into()),
             cwd: Some(PathBuf::from("/tmp")),
+            tool_input_deltas: None,
         };
         let spec = launch_spec(
             &options,

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use agent_webkit_core::agent::{AgentMessage, AssistantMessage, TurnResult};
+use agent_webkit_core::agent::{AgentMessage, AssistantMessage, SessionConfig, TurnResult};
 use agent_webkit_core::models::ApiRetryData;
 use serde_json::{json, Map, Value};
 
@@ -72,11 +72,14 @@ impl Translator {
         }
     }
 
-    /// A translator configured from the bridge's options.
-    pub fn for_options(options: &ClaudeOptions) -> Self {
+    /// A translator configured from the bridge's options and the session's create options
+    /// (`tool_input_deltas` overrides the server default).
+    pub fn for_session(options: &ClaudeOptions, session: &SessionConfig) -> Self {
         Self {
             thinking_deltas: options.thinking_deltas,
-            tool_input_deltas: options.tool_input_deltas,
+            tool_input_deltas: session
+                .tool_input_deltas
+                .unwrap_or(options.tool_input_deltas),
             ..Self::default()
         }
     }

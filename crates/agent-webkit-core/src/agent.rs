@@ -31,6 +31,9 @@ pub struct SessionConfig {
     pub permission_mode: Option<String>,
     /// Working directory, already validated against the allowed roots and canonicalised.
     pub cwd: Option<PathBuf>,
+    /// Stream tool-input deltas (`message_delta` with `input_json_delta`) for this session;
+    /// `None`: the agent's default (for the Claude bridge, `--claude-tool-input-deltas`).
+    pub tool_input_deltas: Option<bool>,
 }
 
 /// Everything a factory gets to build the agent of one session.

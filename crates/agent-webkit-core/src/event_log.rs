@@ -7,8 +7,14 @@
 //!
 //! Subscribers each keep their own cursor and pull from the ring; `append` only takes a short
 //! lock and bumps a version counter, so a slow subscriber never blocks `append` or anyone else.
-//! A subscriber that falls so far behind that its next event has left the ring gets
-//! [`SubscribeError::Lagged`] instead of a silent gap.
+//!
+//! **Retention follows live readers.** The ring keeps the newest `max_size` events for clients
+//! that went away (`Last-Event-ID` resume). Beyond it, an event some live [`Subscription`] has
+//! not read yet is kept as well — up to the log's *lag budget* of bytes for such extra events
+//! (see [`EventLog::with_lag_budget`]) — and released as soon as the last reader that needed it
+//! has read it (or left). So a reader that keeps up with its socket is never cut, whatever the
+//! burst; only one more than the budget behind loses events, and it gets
+//! [`SubscribeError::Lagged`] instead of a silent gap. An idle log holds no extra events.
 //!
 //! The ring has a hot part (the newest events, as shared frames) and, once the log has been
 //! quiet and [`EventLog::compact`] ran, a cold part: older events packed into compressed blocks
@@ -17,7 +23,7 @@
 
 mod cold;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +39,10 @@ use crate::models::EventKind;
 
 /// Default ring capacity (events kept for replay).
 pub const DEFAULT_MAX_SIZE: usize = 1000;
+
+/// Default lag budget: bytes of events kept beyond the ring for live subscribers that have not
+/// read them yet (16 MiB: a burst of ~50 000 typical events). Held only while a reader lags.
+pub const DEFAULT_LAG_BUDGET: usize = 16 * 1024 * 1024;
 
 /// One persisted event, exactly as it was sent on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +170,11 @@ struct LogState {
     /// `next_seq` as last seen by [`EventLog::quiet_for`], and when it first saw it (kept out
     /// of `append`, which would otherwise read the clock for every event).
     quiet_since: (u64, Instant),
+    /// The cursors of the live subscriptions (a multiset: cursor → how many).
+    readers: BTreeMap<u64, usize>,
+    /// Bytes of the events held beyond the newest `max_size` ones (kept for live readers),
+    /// each counted as [`LogState::frame_len`] saw it when it went beyond the ring.
+    lag_bytes: usize,
 }
 
 impl LogState {
@@ -198,6 +213,69 @@ impl LogState {
         let i = self.cold.partition_point(|b| b.end_seq() <= seq);
         self.cold.get(i).filter(|b| b.first_seq() <= seq)
     }
+
+    /// The size counted for held event `seq` in `lag_bytes`: its frame's length when hot, its
+    /// block's average when cold (a cold event is not decompressed to be counted; events beyond
+    /// the ring are never compacted, so an event is counted the same way in and out).
+    fn frame_len(&self, seq: u64) -> usize {
+        let hot_first = self.hot_first_seq();
+        if seq >= hot_first {
+            let i = usize::try_from(seq - hot_first).unwrap_or(usize::MAX);
+            self.ring.get(i).map_or(0, |ev| ev.frame.len())
+        } else {
+            self.cold_block(seq)
+                .map_or(0, |b| b.raw_bytes() / b.count().max(1))
+        }
+    }
+
+    /// The oldest held seq a live subscriber still has to read (`u64::MAX` with none). A
+    /// subscriber whose next event is already gone (it lagged out) needs nothing.
+    fn oldest_needed(&self) -> u64 {
+        let oldest = self.oldest_seq();
+        self.readers
+            .range(oldest.saturating_sub(1)..)
+            .next()
+            .map_or(u64::MAX, |(cursor, _)| cursor.saturating_add(1))
+    }
+
+    fn add_reader(&mut self, cursor: u64) {
+        *self.readers.entry(cursor).or_insert(0) += 1;
+    }
+
+    /// Moves a reader's `cursor` to `seq` and releases what no reader needs any more.
+    fn advance_reader(&mut self, cursor: &mut u64, seq: u64, max_size: usize, lag_budget: usize) {
+        self.remove_reader(*cursor);
+        self.add_reader(seq);
+        *cursor = seq;
+        self.trim(max_size, lag_budget);
+    }
+
+    fn remove_reader(&mut self, cursor: u64) {
+        if let Some(n) = self.readers.get_mut(&cursor) {
+            *n -= 1;
+            if *n == 0 {
+                self.readers.remove(&cursor);
+            }
+        }
+    }
+
+    /// Evicts the events held beyond the newest `max_size` that no live subscriber needs, and
+    /// beyond `lag_budget` bytes of such events the oldest ones even if a subscriber does (it
+    /// then gets [`SubscribeError::Lagged`]).
+    fn trim(&mut self, max_size: usize, lag_budget: usize) {
+        while self.len() > max_size {
+            let oldest = self.oldest_seq();
+            if self.oldest_needed() <= oldest && self.lag_bytes <= lag_budget {
+                break;
+            }
+            let size = self.frame_len(oldest);
+            self.evict_oldest();
+            self.lag_bytes = self.lag_bytes.saturating_sub(size);
+        }
+        if self.len() <= max_size {
+            self.lag_bytes = 0;
+        }
+    }
 }
 
 /// How much memory an [`EventLog`] holds (see [`EventLog::memory`]).
@@ -215,11 +293,17 @@ pub struct LogMemory {
     pub cold_bytes: usize,
     /// What the compressed events take uncompressed.
     pub cold_raw_bytes: usize,
+    /// Events held beyond the ring because a live subscriber has not read them yet.
+    pub lag_events: usize,
+    /// Bytes of those events (counted against the lag budget).
+    pub lag_bytes: usize,
 }
 
 /// A bounded, append-only, multi-subscriber event log (see the module docs).
 pub struct EventLog {
     max_size: usize,
+    /// Bytes of events kept beyond the ring for live subscribers (see the module docs).
+    lag_budget: usize,
     state: Mutex<LogState>,
     version: watch::Sender<u64>,
     /// The last frame's length: the next frame's buffer is sized from it.
@@ -233,6 +317,7 @@ impl std::fmt::Debug for EventLog {
         let state = self.state.lock();
         f.debug_struct("EventLog")
             .field("max_size", &self.max_size)
+            .field("lag_budget", &self.lag_budget)
             .field("len", &state.len())
             .field("last_seq", &(state.next_seq - 1))
             .field("closed", &state.closed)
@@ -247,11 +332,13 @@ impl Default for EventLog {
 }
 
 impl EventLog {
-    /// A log holding at most `max_size` events (at least 1).
+    /// A log whose ring holds `max_size` events (at least 1), with the default lag budget
+    /// ([`DEFAULT_LAG_BUDGET`]).
     pub fn new(max_size: usize) -> Self {
         let (version, _) = watch::channel(0);
         Self {
             max_size: max_size.max(1),
+            lag_budget: DEFAULT_LAG_BUDGET,
             state: Mutex::new(LogState {
                 cold: VecDeque::new(),
                 cold_skip: 0,
@@ -262,11 +349,22 @@ impl EventLog {
                 sink: None,
                 durable: None,
                 quiet_since: (1, Instant::now()),
+                readers: BTreeMap::new(),
+                lag_bytes: 0,
             }),
             version,
             size_hint: AtomicUsize::new(256),
             compacting: AtomicBool::new(false),
         }
+    }
+
+    /// The same log with a lag budget of `bytes`: events a live subscriber has not read yet
+    /// are kept beyond the ring until they take more than `bytes` (0: the ring alone bounds
+    /// every reader, as for a client that went away).
+    #[must_use]
+    pub fn with_lag_budget(mut self, bytes: usize) -> Self {
+        self.lag_budget = bytes;
+        self
     }
 
     /// A log continuing from persisted events (another host's log of the same session): the
@@ -325,6 +423,11 @@ impl EventLog {
     /// Ring capacity.
     pub fn max_size(&self) -> usize {
         self.max_size
+    }
+
+    /// Bytes of events kept beyond the ring for live subscribers, at most.
+    pub fn lag_budget(&self) -> usize {
+        self.lag_budget
     }
 
     /// The last assigned seq (0 before the first append).
@@ -402,6 +505,8 @@ impl EventLog {
             cold_blocks: state.cold.len(),
             cold_bytes: state.cold.iter().map(|b| b.heap_bytes()).sum(),
             cold_raw_bytes: state.cold.iter().map(|b| b.raw_bytes()).sum(),
+            lag_events: state.len().saturating_sub(self.max_size),
+            lag_bytes: state.lag_bytes,
         }
     }
 
@@ -423,6 +528,11 @@ impl EventLog {
     fn compact_inner(&self, keep_hot: usize, min_events: usize) -> usize {
         let events: Vec<LoggedEvent> = {
             let state = self.state.lock();
+            if state.len() > self.max_size {
+                // Events beyond the ring exist only while a live reader lags; they leave as it
+                // reads, and are never compressed (they are counted as they were held).
+                return 0;
+            }
             let n = state.ring.len().saturating_sub(keep_hot);
             if n < min_events {
                 return 0;
@@ -436,6 +546,9 @@ impl EventLog {
         drop(events);
         let mut packed = 0;
         let mut state = self.state.lock();
+        if state.len() > self.max_size {
+            return 0; // a reader started lagging meanwhile
+        }
         for block in blocks {
             let hot_first = state.hot_first_seq();
             if let Some(last) = state.cold.back() {
@@ -491,10 +604,14 @@ impl EventLog {
         let seq = state.next_seq;
         let event = finish_frame(buf, headroom, seq, kind);
         state.next_seq += 1;
-        if state.len() >= self.max_size {
-            state.evict_oldest();
+        let len = state.len();
+        if len >= self.max_size {
+            // The oldest event of the ring goes beyond it: kept while a live reader needs it.
+            let leaving = state.oldest_seq() + (len - self.max_size) as u64;
+            state.lag_bytes += state.frame_len(leaving);
         }
         state.ring.push_back(event.clone());
+        state.trim(self.max_size, self.lag_budget);
         if let Some(sink) = &state.sink {
             // Under the lock, so the sink sees events in seq order.
             let _ = sink.send(event.clone());
@@ -520,8 +637,9 @@ impl EventLog {
 
     /// Subscribes from the oldest event still held (no `Last-Event-ID`).
     pub fn subscribe_from_start(self: &Arc<Self>) -> Subscription {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         let cursor = state.oldest_seq() - 1;
+        state.add_reader(cursor);
         drop(state);
         Subscription {
             log: Arc::clone(self),
@@ -535,7 +653,7 @@ impl EventLog {
     /// Fails when `after_seq` is older than the ring ([`SubscribeError::Evicted`]) or beyond
     /// the last assigned seq ([`SubscribeError::Future`]).
     pub fn subscribe(self: &Arc<Self>, after_seq: u64) -> Result<Subscription, SubscribeError> {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         let oldest = state.oldest_seq();
         let last = state.next_seq - 1;
         if after_seq > last {
@@ -550,6 +668,7 @@ impl EventLog {
                 oldest,
             });
         }
+        state.add_reader(after_seq);
         drop(state);
         Ok(Subscription {
             log: Arc::clone(self),
@@ -630,7 +749,9 @@ fn itoa_buf(mut n: u64) -> SeqBuf {
     SeqBuf { buf, start: i }
 }
 
-/// One subscriber's cursor into an [`EventLog`].
+/// One subscriber's cursor into an [`EventLog`]. While it exists, the log keeps the events
+/// it has not read yet (within the lag budget; see the module docs): drop it when its reader
+/// goes away.
 pub struct Subscription {
     log: Arc<EventLog>,
     cursor: u64,
@@ -642,6 +763,14 @@ impl std::fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("cursor", &self.cursor)
             .finish()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = self.log.state.lock();
+        state.remove_reader(self.cursor);
+        state.trim(self.log.max_size, self.log.lag_budget);
     }
 }
 
@@ -665,7 +794,7 @@ impl Subscription {
             // lands after the read is guaranteed to wake `changed()` below.
             self.version.borrow_and_update();
             {
-                let state = self.log.state.lock();
+                let mut state = self.log.state.lock();
                 let oldest = state.oldest_seq();
                 let next = self.cursor + 1;
                 if next < oldest {
@@ -679,23 +808,34 @@ impl Subscription {
                         .unwrap_or(usize::MAX)
                         .min(max);
                     let hot_first = state.hot_first_seq();
-                    let batch = if next < hot_first {
+                    if next < hot_first {
                         // Compressed: decompress outside the log's lock.
                         let block = state.cold_block(next).cloned();
                         drop(state);
                         let Some(block) = block else {
                             return Err(SubscribeError::Lagged { missed: next });
                         };
-                        block.events(next, take).map_err(|err| {
+                        let batch = block.events(next, take).map_err(|err| {
                             tracing::error!(error = %err, seq = next, "cannot replay compressed events");
                             SubscribeError::Lagged { missed: next }
-                        })?
-                    } else {
-                        let start = usize::try_from(next - hot_first).unwrap_or(usize::MAX);
-                        state.ring.iter().skip(start).take(take).cloned().collect()
-                    };
+                        })?;
+                        if let Some(last) = batch.last() {
+                            let log = &self.log;
+                            log.state.lock().advance_reader(
+                                &mut self.cursor,
+                                last.seq,
+                                log.max_size,
+                                log.lag_budget,
+                            );
+                        }
+                        return Ok(Some(batch));
+                    }
+                    let start = usize::try_from(next - hot_first).unwrap_or(usize::MAX);
+                    let batch: Vec<LoggedEvent> =
+                        state.ring.iter().skip(start).take(take).cloned().collect();
                     if let Some(last) = batch.last() {
-                        self.cursor = last.seq;
+                        let (max_size, lag_budget) = (self.log.max_size, self.log.lag_budget);
+                        state.advance_reader(&mut self.cursor, last.seq, max_size, lag_budget);
                     }
                     return Ok(Some(batch));
                 }
@@ -820,7 +960,7 @@ mod tests {
 
     #[tokio::test]
     async fn lagging_subscriber_is_told_not_skipped() {
-        let log = Arc::new(EventLog::new(4));
+        let log = Arc::new(EventLog::new(4).with_lag_budget(0));
         let mut sub = log.subscribe_from_start();
         for i in 0..10 {
             log.append(EventKind::MessageDelta, &json!({"i": i}))
@@ -830,5 +970,142 @@ mod tests {
             sub.next().await.unwrap_err(),
             SubscribeError::Lagged { missed: 1 }
         );
+    }
+
+    fn frame_len_of(i: u64) -> usize {
+        let seq = i + 1;
+        format!("id: {seq}\nevent: message_delta\ndata: {{\"i\":{i}}}\n\n").len()
+    }
+
+    #[tokio::test]
+    async fn a_live_reader_keeps_what_it_has_not_read_and_releases_it_as_it_reads() {
+        let log = Arc::new(EventLog::new(4));
+        let mut sub = log.subscribe_from_start();
+        for i in 0..10 {
+            log.append(EventKind::MessageDelta, &json!({"i": i}))
+                .unwrap();
+        }
+        let mem = log.memory();
+        assert_eq!(
+            (log.oldest_seq(), log.len()),
+            (1, 10),
+            "nothing unread is dropped"
+        );
+        assert_eq!(mem.lag_events, 6);
+        assert_eq!(mem.lag_bytes, (0..6).map(frame_len_of).sum::<usize>());
+        let batch = sub.next_batch(3).await.unwrap().unwrap();
+        assert_eq!(
+            batch.iter().map(LoggedEvent::seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            (log.oldest_seq(), log.len()),
+            (4, 7),
+            "read events are released at once"
+        );
+        assert_eq!(
+            log.memory().lag_bytes,
+            (3..6).map(frame_len_of).sum::<usize>()
+        );
+        let mut seen = 3;
+        while seen < 10 {
+            seen += sub.next_batch(100).await.unwrap().unwrap().len();
+        }
+        assert_eq!((log.oldest_seq(), log.len()), (7, 4), "back to the ring");
+        assert_eq!((log.memory().lag_events, log.memory().lag_bytes), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_reader_beyond_the_budget_is_cut_and_a_dropped_one_releases_at_once() {
+        // A budget of three frames of the size the last ones have.
+        let budget = 3 * frame_len_of(19);
+        let log = Arc::new(EventLog::new(4).with_lag_budget(budget));
+        let mut stalled = log.subscribe_from_start();
+        let mut live = log.subscribe_from_start();
+        for i in 0..6 {
+            log.append(EventKind::MessageDelta, &json!({"i": i}))
+                .unwrap();
+            assert_eq!(live.next().await.unwrap().unwrap().seq(), i + 1);
+        }
+        assert_eq!(log.len(), 6, "the stalled reader still has everything");
+        log.append(EventKind::MessageDelta, &json!({"i": 6}))
+            .unwrap();
+        assert_eq!(live.next().await.unwrap().unwrap().seq(), 7);
+        assert_eq!(
+            (log.oldest_seq(), log.len()),
+            (1, 7),
+            "three extra events fit in the budget"
+        );
+        log.append(EventKind::MessageDelta, &json!({"i": 7}))
+            .unwrap();
+        assert_eq!(
+            log.oldest_seq(),
+            5,
+            "the fourth does not: the stalled reader is cut"
+        );
+        assert_eq!(live.next().await.unwrap().unwrap().seq(), 8);
+        for i in 8..20 {
+            log.append(EventKind::MessageDelta, &json!({"i": i}))
+                .unwrap();
+            assert!(log.memory().lag_bytes <= budget);
+            assert_eq!(
+                live.next().await.unwrap().unwrap().seq(),
+                i + 1,
+                "the live reader is never cut"
+            );
+        }
+        assert_eq!(
+            log.len(),
+            4,
+            "once cut, the stalled reader holds nothing beyond the ring"
+        );
+        assert_eq!(
+            stalled.next().await.unwrap_err(),
+            SubscribeError::Lagged { missed: 1 }
+        );
+        drop(stalled);
+        // No reader: the ring alone, as for clients that went away.
+        drop(live);
+        for i in 20..30 {
+            log.append(EventKind::MessageDelta, &json!({"i": i}))
+                .unwrap();
+        }
+        assert_eq!((log.oldest_seq(), log.len()), (27, 4));
+        assert_eq!(log.memory().lag_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn extra_events_are_not_compacted_and_a_reader_reads_on_from_cold_ones() {
+        let log = Arc::new(EventLog::new(4));
+        for i in 0..4 {
+            log.append(EventKind::MessageDelta, &json!({"i": i}))
+                .unwrap();
+        }
+        assert_eq!(log.compact(0, 1), 4);
+        let mut sub = log.subscribe(0).unwrap();
+        for i in 4..8 {
+            log.append(EventKind::MessageDelta, &json!({"i": i}))
+                .unwrap();
+        }
+        assert_eq!(
+            log.len(),
+            8,
+            "cold events unread by a live reader are kept too"
+        );
+        assert_eq!(log.compact(0, 1), 0, "no compaction while a reader lags");
+        let mut seen = Vec::new();
+        while seen.len() < 8 {
+            seen.extend(
+                sub.next_batch(3)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .iter()
+                    .map(LoggedEvent::seq),
+            );
+        }
+        assert_eq!(seen, (1..=8).collect::<Vec<_>>());
+        assert_eq!((log.len(), log.memory().lag_bytes), (4, 0));
+        assert_eq!(log.compact(0, 1), 4);
     }
 }

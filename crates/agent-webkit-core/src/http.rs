@@ -490,6 +490,7 @@ impl Api {
             model: request.model,
             permission_mode: request.permission_mode,
             cwd,
+            tool_input_deltas: request.tool_input_deltas,
         };
         match self.inner.registry.create(config).await {
             Ok(session) => ApiResponse::json(

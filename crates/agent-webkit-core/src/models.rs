@@ -25,6 +25,10 @@ pub struct CreateSessionRequest {
     /// Working directory of the agent; must resolve inside the server's allowed roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Extension: stream tool-input deltas for this session (`true`/`false`; absent or `null`:
+    /// the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_input_deltas: Option<bool>,
 }
 
 impl CreateSessionRequest {
@@ -44,6 +48,7 @@ impl CreateSessionRequest {
             model: opt_string(&obj, "model")?,
             permission_mode: opt_string(&obj, "permission_mode")?,
             cwd: opt_string(&obj, "cwd")?,
+            tool_input_deltas: opt_bool(&obj, "tool_input_deltas")?,
         })
     }
 }
@@ -376,6 +381,17 @@ fn opt_string(
         Some(_) => Err(InboundError::InvalidField {
             field,
             expected: "a string",
+        }),
+    }
+}
+
+fn opt_bool(obj: &Map<String, Value>, field: &'static str) -> Result<Option<bool>, InboundError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(InboundError::InvalidField {
+            field,
+            expected: "a boolean",
         }),
     }
 }

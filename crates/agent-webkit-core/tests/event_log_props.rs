@@ -1,7 +1,8 @@
 //! Property tests of the event log: under concurrent appends, compactions, closes and
 //! resumes, every subscriber sees a gap-free, duplicate-free, ordered sequence of intact
 //! frames — or is told it lagged. Compaction (the compressed cold ring) is invisible to
-//! readers.
+//! readers. Retention follows live readers: a subscriber is cut only when what it has not read
+//! beyond the ring exceeds the lag budget, and nothing beyond the ring outlives its need.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -96,13 +97,14 @@ proptest! {
         producers in 1usize..4,
         readers in proptest::collection::vec(reader(), 1..6),
         compaction in proptest::option::of((0usize..8, 1usize..20)),
+        budget in prop_oneof![Just(0usize), 0usize..4_000, Just(usize::MAX)],
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
             .unwrap();
         rt.block_on(async move {
-            let log = Arc::new(EventLog::new(ring));
+            let log = Arc::new(EventLog::new(ring).with_lag_budget(budget));
             log.append(EventKind::SessionReady, &json!({})).unwrap();
             let reader_tasks: Vec<_> = readers
                 .iter()
@@ -130,6 +132,7 @@ proptest! {
                         let mut mine = Vec::new();
                         for i in 0..per {
                             let ev = log.append(EventKind::MessageDelta, &json!({"p": p, "i": i})).unwrap();
+                            assert!(log.memory().lag_bytes <= budget, "within the lag budget");
                             mine.push(ev.seq());
                             if i % 7 == 0 {
                                 tokio::task::yield_now().await;
@@ -176,6 +179,7 @@ proptest! {
                         let last = seen.last().copied().unwrap_or(first - 1);
                         prop_assert_eq!(missed, last + 1, "lag names the first missing seq");
                         prop_assert!(missed + (ring as u64) <= total, "lag only when the ring overflowed");
+                        prop_assert!(budget < usize::MAX, "a live reader within the budget is never cut");
                     }
                     End::ResumeRefused(SubscribeError::Evicted { requested, oldest }) => {
                         prop_assert!(requested + 1 < oldest);
@@ -190,6 +194,10 @@ proptest! {
                     End::ResumeRefused(other) => prop_assert!(false, "unexpected {other:?}"),
                 }
             }
+            // Every reader is gone: only the ring is left.
+            let mem = log.memory();
+            prop_assert_eq!((mem.lag_events, mem.lag_bytes), (0, 0));
+            prop_assert!(log.len() <= ring);
             Ok(())
         })?;
     }
@@ -340,4 +348,128 @@ async fn a_compacted_ring_is_smaller_and_shares_decompressed_blocks() {
         2,
         "appending to a full compacted ring evicts from the cold part"
     );
+}
+
+/// One step of [`retention_follows_live_readers`].
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append an event whose text is this long.
+    Append(usize),
+    /// Reader `i` (modulo the live ones) reads up to `n` events, if any are there.
+    Read(usize, usize),
+    /// Reader `i` leaves.
+    Leave(usize),
+    /// A reader joins from the oldest event held (`None`) or resumes after a cursor.
+    Join(Option<u64>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0usize..120).prop_map(Op::Append),
+        4 => (0usize..8, 1usize..20).prop_map(|(i, n)| Op::Read(i, n)),
+        1 => (0usize..8).prop_map(Op::Leave),
+        1 => proptest::option::of(0u64..40).prop_map(Op::Join),
+    ]
+}
+
+/// A reader of the model: its subscription, what it saw, and whether what it had not read
+/// beyond the ring ever took more than the budget.
+struct ModelReader {
+    sub: agent_webkit_core::event_log::Subscription,
+    seen: Vec<u64>,
+    first: u64,
+    over_budget: bool,
+    cut: Option<u64>,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// Step by step: events beyond the ring are held exactly while a live, uncut reader still
+    /// needs them, within the budget; a reader is cut only if the events it had not read
+    /// beyond the ring ever took more than the budget; whoever is not cut reads every event in
+    /// order.
+    #[test]
+    fn retention_follows_live_readers(
+        ring in 1usize..12,
+        budget in 0usize..3_000,
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        use futures_util::FutureExt;
+        let log = Arc::new(EventLog::new(ring).with_lag_budget(budget));
+        let mut frames: Vec<usize> = vec![0]; // frame length by seq (index 0 unused)
+        let mut readers: Vec<ModelReader> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Append(len) => {
+                    let ev = log.append(EventKind::MessageDelta, &json!({"t": "x".repeat(len)})).unwrap();
+                    frames.push(ev.frame().len());
+                }
+                Op::Read(i, n) if !readers.is_empty() => {
+                    let n_readers = readers.len();
+                    let r = &mut readers[i % n_readers];
+                    if r.cut.is_none() && r.sub.cursor() < log.last_seq() {
+                        match r.sub.next_batch(n).now_or_never().expect("events are ready") {
+                            Ok(Some(batch)) => r.seen.extend(batch.iter().map(|ev| ev.seq())),
+                            Ok(None) => unreachable!("the log is open"),
+                            Err(SubscribeError::Lagged { missed }) => r.cut = Some(missed),
+                            Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                        }
+                    }
+                }
+                Op::Leave(i) if !readers.is_empty() => {
+                    let i = i % readers.len();
+                    drop(readers.swap_remove(i));
+                }
+                Op::Join(after) => {
+                    let sub = match after {
+                        None => Some(log.subscribe_from_start()),
+                        Some(after) => log.subscribe(after).ok(),
+                    };
+                    if let Some(sub) = sub {
+                        let first = sub.cursor() + 1;
+                        readers.push(ModelReader { sub, seen: Vec::new(), first, over_budget: false, cut: None });
+                    }
+                }
+                _ => {}
+            }
+            // The model: what the log holds and why.
+            let last = log.last_seq();
+            let oldest = log.oldest_seq();
+            let ring_start = last.saturating_sub(ring as u64) + 1;
+            prop_assert!(oldest <= ring_start, "the ring is always held");
+            let extra: usize = (oldest..ring_start).map(|s| frames[s as usize]).sum();
+            let mem = log.memory();
+            prop_assert_eq!(mem.lag_events as u64, ring_start - oldest);
+            prop_assert_eq!(mem.lag_bytes, extra, "lag bytes are the frames beyond the ring");
+            prop_assert!(extra <= budget, "within the budget");
+            if oldest < ring_start {
+                prop_assert!(
+                    readers.iter().any(|r| r.sub.cursor() + 1 == oldest),
+                    "the oldest extra event is one a live reader reads next"
+                );
+            }
+            for r in &mut readers {
+                // What the reader still needs beyond the ring, as of this step.
+                let next = r.sub.cursor() + 1;
+                if r.cut.is_none() {
+                    let behind: usize = (next..ring_start.max(next)).map(|s| frames[s as usize]).sum();
+                    r.over_budget |= behind > budget;
+                }
+            }
+        }
+        for r in &readers {
+            prop_assert!(
+                r.seen.iter().copied().eq(r.first..r.first + r.seen.len() as u64),
+                "in order, nothing missing: {:?}", r.seen
+            );
+            if let Some(missed) = r.cut {
+                prop_assert!(r.over_budget, "cut at {} although never more than the budget behind", missed);
+                prop_assert_eq!(missed, r.first + r.seen.len() as u64);
+            }
+        }
+        drop(readers);
+        let mem = log.memory();
+        prop_assert_eq!((mem.lag_events, mem.lag_bytes), (0, 0), "released once every reader left");
+    }
 }

@@ -103,6 +103,11 @@ pub struct Cli {
     /// Events kept per session for Last-Event-ID resume.
     #[arg(long, env = "AGENT_WEBKIT_RING_SIZE", default_value_t = 1000)]
     ring_size: usize,
+    /// Bytes of events kept per session beyond the ring for connected subscribers that have
+    /// not read them yet (default 16 MiB), so a reader that keeps up is never cut by a burst;
+    /// one further behind gets `error {code: "evicted"}`. Held only while a reader lags.
+    #[arg(long, env = "AGENT_WEBKIT_LAG_BUDGET_BYTES", default_value_t = agent_webkit_core::event_log::DEFAULT_LAG_BUDGET)]
+    lag_budget_bytes: usize,
     /// Seconds a session's event log must be quiet before its ring is compressed (0: never).
     #[arg(long, env = "AGENT_WEBKIT_COMPACT_AFTER", default_value_t = 1.0)]
     compact_after: f64,
@@ -499,6 +504,7 @@ pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
         max_sessions: cli.max_sessions,
         ring_size: cli.ring_size.max(1),
+        lag_budget: cli.lag_budget_bytes,
         lease: seconds(cli.lease, "lease")?.max(Duration::from_millis(100)),
         compact_after: Some(seconds(cli.compact_after, "compact-after")?).filter(|d| !d.is_zero()),
         hibernate_after: Some(seconds(cli.hibernate_after, "hibernate-after")?)

@@ -57,6 +57,7 @@ pub async fn run_persistence_conformance(
         model: Some("m".into()),
         permission_mode: Some("plan".into()),
         cwd: Some("/w".into()),
+        tool_input_deltas: None,
     };
 
     let c = "create_then_load";

@@ -66,6 +66,8 @@ impl SessionRecord {
             model: self.model.clone(),
             permission_mode: self.permission_mode.clone(),
             cwd: self.cwd.as_ref().map(Into::into),
+            // Not persisted: a session taken over by another host streams that host's default.
+            tool_input_deltas: None,
         }
     }
 }

@@ -181,7 +181,10 @@ impl SessionRegistry {
             let _ = persistence.release(id, &failover.host_id).await;
             return Err(CreateError::AtCapacity(inner.config.max_sessions.unwrap_or(0)).into());
         }
-        let log = Arc::new(EventLog::restore(inner.config.ring_size, &events));
+        let log = Arc::new(
+            EventLog::restore(inner.config.ring_size, &events)
+                .with_lag_budget(inner.config.lag_budget),
+        );
         self.attach_writer(id, &log, failover);
         tracing::info!(session_id = %id, host = %failover.host_id, last_seq = log.last_seq(), "taking over session");
         // The turn that was running on the old host is gone with its agent process: withdraw

@@ -25,7 +25,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::agent::{AgentClientFactory, AgentContext, AgentError, SessionConfig};
-use crate::event_log::{EventLog, DEFAULT_MAX_SIZE};
+use crate::event_log::{EventLog, DEFAULT_LAG_BUDGET, DEFAULT_MAX_SIZE};
 use crate::models::{EventKind, SessionReadyData};
 use crate::permission::{PermissionHandle, PermissionRouter};
 use crate::persist::SessionRecord;
@@ -47,6 +47,10 @@ pub struct RegistryConfig {
     pub max_sessions: Option<usize>,
     /// Events kept per session for replay (default 1000).
     pub ring_size: usize,
+    /// Bytes of events kept per session beyond the ring for live subscribers that have not
+    /// read them yet (default [`DEFAULT_LAG_BUDGET`]; see
+    /// [`EventLog::with_lag_budget`](crate::event_log::EventLog::with_lag_budget)).
+    pub lag_budget: usize,
     /// Pending user messages per session (default 128).
     pub inbound_capacity: usize,
     /// Most bytes of pending user messages per session (default 32 MiB).
@@ -84,6 +88,7 @@ impl Default for RegistryConfig {
             reap_interval: None,
             max_sessions: None,
             ring_size: DEFAULT_MAX_SIZE,
+            lag_budget: DEFAULT_LAG_BUDGET,
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             inbound_max_bytes: crate::limits::DEFAULT_INBOUND_MAX_BYTES,
             start_timeout: Duration::from_secs(60),
@@ -329,7 +334,9 @@ impl SessionRegistry {
     async fn start_session(&self, config: SessionConfig) -> Result<Arc<Session>, CreateError> {
         let inner = &self.inner;
         let id = uuid::Uuid::new_v4().to_string();
-        let log = Arc::new(EventLog::new(inner.config.ring_size));
+        let log = Arc::new(
+            EventLog::new(inner.config.ring_size).with_lag_budget(inner.config.lag_budget),
+        );
         if let Some(failover) = &inner.failover {
             let record = SessionRecord::new(&id, &id, &config);
             failover

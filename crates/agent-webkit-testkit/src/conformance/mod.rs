@@ -50,6 +50,7 @@ macro_rules! ensure_eq {
     };
 }
 
+mod burst;
 mod create;
 mod hardening;
 mod input;
@@ -57,6 +58,7 @@ mod lifecycle;
 mod stream;
 mod transcript;
 
+pub use burst::*;
 pub use create::*;
 pub use hardening::*;
 pub use input::*;
