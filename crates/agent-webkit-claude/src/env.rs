@@ -97,7 +97,10 @@ const LOCATION_VARIABLES: &[&str] = &["HOME", "CLAUDE_CONFIG_DIR", "TMPDIR", "PA
 fn warn_location_withheld(variable: &str) {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::debug!(variable, "server variable holding a secret not passed to the Claude CLI");
+        tracing::debug!(
+            variable,
+            "server variable holding a secret not passed to the Claude CLI"
+        );
     } else {
         tracing::warn!(
             variable,
