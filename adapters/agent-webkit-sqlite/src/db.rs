@@ -95,7 +95,12 @@ pub(crate) struct Db {
     path: PathBuf,
     writer: Queue,
     readers: Queue,
+    /// Dropped with the handle: tells the checkpointer to stop.
+    _checkpoints: mpsc::Sender<()>,
 }
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 impl Db {
     /// Opens (creating it if needed, `0600`, in a directory created `0700`) and migrates the
@@ -114,6 +119,16 @@ impl Db {
         crate::private_file(path).map_err(at)?;
         let writer_conn = connect(path, options.durability)?;
         schema::migrate(&writer_conn).map_err(|e| e.at(path))?;
+        // Checkpoints (which sync the disk) run on their own thread, never in a commit.
+        writer_conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(|e| SqliteError::from(e).at(path))?;
+        let (checkpoints, stop) = mpsc::channel::<()>();
+        let checkpoint_conn = connect(path, options.durability)?;
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoint_conn, &stop))
+            .map_err(at)?;
         let (writer, writer_rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -133,6 +148,7 @@ impl Db {
             path: path.to_owned(),
             writer,
             readers,
+            _checkpoints: checkpoints,
         }))
     }
 
@@ -275,6 +291,23 @@ fn run_in_savepoint(conn: &Connection, job: &mut dyn Job) -> Result<(), SqliteEr
         Err(err) => {
             conn.execute_batch("ROLLBACK TO call; RELEASE call")?;
             Err(err)
+        }
+    }
+}
+
+/// Every [`CHECKPOINT_EVERY`], a passive checkpoint (it never blocks the writer or readers);
+/// a last one when the store is dropped.
+fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>) {
+    loop {
+        let last = matches!(
+            stop.recv_timeout(CHECKPOINT_EVERY),
+            Err(mpsc::RecvTimeoutError::Disconnected) | Ok(())
+        );
+        if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::warn!(error = %err, "sqlite: checkpoint failed");
+        }
+        if last {
+            return;
         }
     }
 }

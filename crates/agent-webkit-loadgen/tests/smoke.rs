@@ -43,6 +43,8 @@ fn server_binary() -> PathBuf {
 struct Server {
     child: Child,
     url: String,
+    /// Its own `--data-dir` (the default SQLite store), never the per-user one.
+    _data: agent_webkit_testkit::real_cli::TempDir,
 }
 
 impl Drop for Server {
@@ -57,8 +59,11 @@ fn start(framework: &str) -> Server {
 }
 
 fn start_with(agent: &[&str], framework: &str) -> Server {
+    let data = agent_webkit_testkit::real_cli::TempDir::new("loadgen-data").unwrap();
     let mut child = Command::new(server_binary())
         .args(agent)
+        .arg("--data-dir")
+        .arg(data.path())
         .args([
             "--framework",
             framework,
@@ -96,7 +101,11 @@ fn start_with(agent: &[&str], framework: &str) -> Server {
     let url = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("server printed no listening line within 30 s");
-    Server { child, url }
+    Server {
+        child,
+        url,
+        _data: data,
+    }
 }
 
 fn loadgen(server: &Server, args: &[&str]) -> Value {

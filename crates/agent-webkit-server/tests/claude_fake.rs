@@ -178,7 +178,9 @@ async fn idle_eviction_ends_the_process() {
 
 #[tokio::test]
 async fn server_shutdown_ends_every_stream_and_every_process() {
-    let mut f = start(&[]).await;
+    // In memory, a shutdown ends sessions (`done`); with the default store it hands them off
+    // to the next start instead (tests/restart.rs). Either way no CLI outlives the server.
+    let mut f = start(&["--store", "memory"]).await;
     let (a, mut sa) = f.session().await;
     let (_b, mut sb) = f.session().await;
     f.say(&a, "[[slow: 1000]]").await;

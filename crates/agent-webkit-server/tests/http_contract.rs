@@ -73,7 +73,17 @@ async fn sigterm_ends_streams_with_done_and_exits_cleanly() {
     for framework in ["axum", "actix"] {
         let mut server = ServerProcess::spawn(
             BIN,
-            &["--agent", "replay", "--no-auth", "--framework", framework],
+            // In memory, SIGTERM ends sessions; the default store hands them off to the next
+            // start instead (tests/restart.rs).
+            &[
+                "--agent",
+                "replay",
+                "--no-auth",
+                "--framework",
+                framework,
+                "--store",
+                "memory",
+            ],
         )
         .await
         .unwrap();

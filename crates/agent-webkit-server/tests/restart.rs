@@ -409,3 +409,41 @@ async fn a_full_disk_is_a_clear_startup_error() {
     assert!(stderr.contains(&data.display().to_string()), "{stderr}");
     assert!(stderr.contains("full"), "{stderr}");
 }
+
+/// A session this server is deleting is not taken back by a request that arrives meanwhile:
+/// its lease is still this host's, so only the registry's gate keeps the request from
+/// resurrecting it.
+#[tokio::test]
+async fn a_session_being_deleted_is_never_taken_back() {
+    let dirs = Dirs::new("restart-delete-race");
+    let (data, work) = (dirs.get("data"), dirs.get("work"));
+    let server = fake_claude_server("axum", &data, &work, &dirs.get("config-1")).await;
+    let client = server.client(None);
+    for _ in 0..3 {
+        let id = client
+            .create(&json!({"cwd": work.to_str().unwrap()}))
+            .await
+            .unwrap();
+        let mut stream = client.stream(&id, None).await.unwrap();
+        say(&client, &id, "hello").await;
+        stream.until("result", T).await.unwrap();
+        let deleting = {
+            let (client, id) = (client.clone(), id.clone());
+            tokio::spawn(async move { client.delete(&id).await.unwrap() })
+        };
+        // Requests racing the delete (the CLI takes a while to stop).
+        let started = Instant::now();
+        while !deleting.is_finished() && started.elapsed() < T {
+            let r = client.stream_raw(&id, Some("1")).await.unwrap();
+            drop(r);
+        }
+        // A session taken back mid-delete would also leave the DELETE waiting on its writer.
+        let status = tokio::time::timeout(T, deleting)
+            .await
+            .expect("the DELETE never finished")
+            .unwrap();
+        assert_eq!(status, 204);
+        let r = client.stream_raw(&id, None).await.unwrap();
+        assert_eq!(r.status(), 404, "the deleted session came back");
+    }
+}

@@ -112,19 +112,25 @@ impl SessionRegistry {
         if self.inner.shutting_down.load(Ordering::Acquire) || uuid::Uuid::parse_str(id).is_err() {
             return Ok(None);
         }
-        let gate = Arc::clone(self.inner.resuming.lock().entry(id.to_owned()).or_default());
-        let outcome = {
-            let _turn = gate.lock().await;
+        self.gated(id, async {
             match self.get(id) {
                 Some(session) => Ok(Some(session)),
                 None => self.take_over(id, &failover).await,
             }
+        })
+        .await
+    }
+
+    /// Runs `work` holding `id`'s gate: take-overs of `id` wait until it is done. Removals and
+    /// hand-offs hold it too, so this host never takes back a session it is still closing
+    /// (its lease is still this host's; a restarted host with the same id relies on that).
+    pub(super) async fn gated<T>(&self, id: &str, work: impl std::future::Future<Output = T>) -> T {
+        let gate = Arc::clone(self.inner.resuming.lock().entry(id.to_owned()).or_default());
+        let outcome = {
+            let _turn = gate.lock().await;
+            work.await
         };
-        let mut resuming = self.inner.resuming.lock();
-        if resuming.get(id).is_some_and(|g| Arc::ptr_eq(g, &gate)) && Arc::strong_count(&gate) <= 2
-        {
-            resuming.remove(id);
-        }
+        self.inner.drop_gate(id, &gate);
         outcome
     }
 
@@ -224,16 +230,19 @@ impl SessionRegistry {
     /// Stops a session here without ending it: streams end without `done`, its events are
     /// flushed and its lease released, so another host can take it over at once.
     pub(super) async fn hand_off(&self, id: &str) {
-        let Some(session) = self.inner.forget(id) else {
-            return;
-        };
-        session.close_for_handoff().await;
-        if let Some(failover) = &self.inner.failover {
-            self.finish_writer(id).await;
-            if let Err(err) = failover.persistence.release(id, &failover.host_id).await {
-                tracing::warn!(session_id = %id, error = %err, "could not release the lease");
+        self.gated(id, async {
+            let Some(session) = self.inner.forget(id) else {
+                return;
+            };
+            session.close_for_handoff().await;
+            if let Some(failover) = &self.inner.failover {
+                self.finish_writer(id).await;
+                if let Err(err) = failover.persistence.release(id, &failover.host_id).await {
+                    tracing::warn!(session_id = %id, error = %err, "could not release the lease");
+                }
             }
-        }
+        })
+        .await;
     }
 
     /// Renews this host's leases; sessions it lost (deleted elsewhere, or taken over after a

@@ -154,7 +154,7 @@ struct Inner {
     failover: Option<Failover>,
     /// Event writers of the sessions held here (failover only).
     writers: Mutex<HashMap<String, JoinHandle<()>>>,
-    /// Single flight for take-overs.
+    /// Single flight for take-overs; removals and hand-offs hold the same gate.
     resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Live-agent slots, shared with the factory's warm spares (`None`: unbounded).
     live_agents: Option<crate::agent::slots::AgentSlots>,
@@ -163,6 +163,14 @@ struct Inner {
 }
 
 impl Inner {
+    /// Forgets `id`'s take-over gate once nobody else holds or waits for it.
+    fn drop_gate(&self, id: &str, gate: &Arc<tokio::sync::Mutex<()>>) {
+        let mut resuming = self.resuming.lock();
+        if resuming.get(id).is_some_and(|g| Arc::ptr_eq(g, gate)) && Arc::strong_count(gate) <= 2 {
+            resuming.remove(id);
+        }
+    }
+
     fn forget(&self, id: &str) -> Option<Arc<Session>> {
         let removed = self.sessions.write().remove(id);
         if let Some(session) = &removed {
@@ -183,9 +191,25 @@ impl Inner {
     /// `ended_retention`.
     fn ended(self: &Arc<Self>, id: &str) {
         // The writer finishes on its own once the log closes (`done` marks the record gone).
-        self.writers.lock().remove(id);
+        let writer = self.writers.lock().remove(id);
         let retention = self.config.ended_retention;
         if retention.is_zero() {
+            if let Some(writer) = writer {
+                // Until `done` is stored, this host must not take the session back.
+                let gate = Arc::clone(self.resuming.lock().entry(id.to_owned()).or_default());
+                let inner = Arc::clone(self);
+                let id = id.to_owned();
+                let held = Arc::clone(&gate).try_lock_owned();
+                tokio::spawn(async move {
+                    let turn = match held {
+                        Ok(turn) => turn,
+                        Err(_) => Arc::clone(&gate).lock_owned().await,
+                    };
+                    let _ = writer.await;
+                    drop(turn);
+                    inner.drop_gate(&id, &gate);
+                });
+            }
             self.forget(id);
             return;
         }
@@ -468,20 +492,23 @@ impl SessionRegistry {
     /// Removes and closes a session (its streams end with `done`); with failover it is deleted
     /// on every host. Returns whether it was live here.
     pub async fn remove(&self, id: &str) -> bool {
-        let live = match self.inner.forget(id) {
-            Some(session) => {
-                session.close().await;
-                true
+        self.gated(id, async {
+            let live = match self.inner.forget(id) {
+                Some(session) => {
+                    session.close().await;
+                    true
+                }
+                None => false,
+            };
+            if let Some(failover) = &self.inner.failover {
+                self.finish_writer(id).await;
+                if let Err(err) = failover.persistence.delete(id).await {
+                    tracing::warn!(session_id = %id, error = %err, "could not delete the persisted session");
+                }
             }
-            None => false,
-        };
-        if let Some(failover) = &self.inner.failover {
-            self.finish_writer(id).await;
-            if let Err(err) = failover.persistence.delete(id).await {
-                tracing::warn!(session_id = %id, error = %err, "could not delete the persisted session");
-            }
-        }
-        live
+            live
+        })
+        .await
     }
 
     /// Stops the reaper and closes every session; new creates are refused.
