@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_webkit_core::http::{Api, BodyError, RequestBody, RequestHeaders, ResponseBody};
-use agent_webkit_server::{announce, auth_mode, bind_listener, build_config, with_database, Cli};
+use agent_webkit_server::{announce, auth_mode, bind_listener, build_config, with_storage, Cli};
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::StreamExt;
@@ -214,7 +214,8 @@ fn flags() -> Result<Vec<OsString>, String> {
 
 /// What `agent-webkit-server` does before serving, then [`serve`].
 async fn run(cli: Cli) -> Result<(), String> {
-    let config = with_database(&cli, build_config(&cli)?).await?;
+    // Keep the data directory (its lock) until the server stops.
+    let (config, _data_dir) = with_storage(&cli, build_config(&cli)?).await?;
     let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);

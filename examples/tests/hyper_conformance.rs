@@ -187,9 +187,19 @@ async fn hyper_and_axum_answer_identically() {
 
 /// Contract step 6, which the suite leaves to `crates/agent-webkit-server/tests/http_contract.rs`
 /// for axum and actix: SIGTERM ends every open stream with `done`, then the server exits 0.
+/// With the in-memory store: the durable default hands sessions off instead (streams end
+/// without `done`, `crates/agent-webkit-server/tests/restart.rs`).
 #[tokio::test]
 async fn sigterm_ends_streams_with_done_and_exits_cleanly() {
-    let args = ["--agent", "replay", "--no-auth", "--framework", "hyper"];
+    let args = [
+        "--agent",
+        "replay",
+        "--no-auth",
+        "--framework",
+        "hyper",
+        "--store",
+        "memory",
+    ];
     let mut server = agent_webkit_testkit::ServerProcess::spawn(HYPER, &args)
         .await
         .unwrap();

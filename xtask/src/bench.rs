@@ -479,6 +479,10 @@ fn start_server(
             let mut cmd = Command::new(binary);
             cmd.args(["--framework", framework])
                 .args(["--keepalive", "1"])
+                // The figures in docs/benchmark-results.md are of the in-memory store; the
+                // durable default (SQLite in the per-user data dir) would also let only one
+                // server run at a time (its lock).
+                .args(["--store", "memory"])
                 // `AGENT_WEBKIT_BENCH_LOG=agent_webkit_claude=info` shows, e.g., each CLI's
                 // `ready_ms` in the server logs (a wake's start vs a fresh one's).
                 .env(

@@ -5,7 +5,7 @@
 //! `agent-webkit-server listening on http://ADDR`, which scripts can wait for.
 //!
 //! The binary is `src/bin/agent-webkit-server.rs` ([`main`]). The library exposes the flags
-//! ([`Cli`]) and what is built from them ([`build_config`], [`with_database`],
+//! ([`Cli`]) and what is built from them ([`build_config`], [`with_storage`],
 //! [`bind_listener`], [`announce`], [`shutdown_signal`]) so another HTTP stack can serve the
 //! same API with the same flags: `examples/hyper_server.rs` does, and runs the conformance
 //! suite.
@@ -606,7 +606,7 @@ pub fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
 /// The storage the flags select: SQLite in the data directory (the default), memory, or
 /// PostgreSQL. The returned [`DataDir`](agent_webkit_sqlite::DataDir) holds the directory's
 /// lock: keep it until the server stops.
-async fn with_storage(
+pub async fn with_storage(
     cli: &Cli,
     config: AppConfig,
 ) -> Result<(AppConfig, Option<agent_webkit_sqlite::DataDir>), String> {

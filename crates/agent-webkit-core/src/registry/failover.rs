@@ -199,7 +199,7 @@ impl SessionRegistry {
         for correlation_id in prompts {
             let mut data = ErrorData::new(
                 "permission_cancelled",
-                "the session moved to another host; ask again",
+                "the session's server restarted or handed it to another host; ask again",
             );
             data.correlation_id = Some(correlation_id);
             let _ = log.append(EventKind::Error, &data);
@@ -209,7 +209,7 @@ impl SessionRegistry {
                 EventKind::Error,
                 &ErrorData::new(
                     "agent_restarted",
-                    "The session moved to another host and its agent was resumed from the saved conversation; the turn in progress was interrupted.",
+                    "The session's server restarted or handed it to another host, and its agent was resumed from the saved conversation; the turn in progress was interrupted.",
                 ),
             );
         }
