@@ -47,6 +47,8 @@ macro_rules! conformance_suite {
                 check_resume_evicted_cursor,
                 check_two_subscribers_identical,
                 check_fifty_subscribers_identical,
+                check_burst_beyond_ring_reaches_live_readers,
+                check_stalled_reader_cut_past_lag_budget,
                 check_stream_over_http10,
                 check_user_message_string_and_blocks,
                 check_controls_accepted,
