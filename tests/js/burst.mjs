@@ -121,9 +121,17 @@ test("a client that stops reading is cut with evicted past the lag budget, then 
     assert.equal(value.event, "session_ready");
   }
   await within(session.send("go"), "send");
-  // The raw reader keeps reading and gets everything; the client does not pull meanwhile.
+  // The raw reader keeps reading (it paces the test); the client does not pull meanwhile. With
+  // a budget this small a heavily loaded machine can let even the reading one fall past it
+  // (the rule working; keeping-up readers getting everything is the tests above): a dense
+  // prefix, whole or cut with evicted.
   const fromRaw = await within(readTurn({ [Symbol.asyncIterator]: () => raw }, "raw"), "raw reader", BURST_MS / 2);
-  assertWhole(fromRaw, n, "raw (live) reader");
+  if (fromRaw.at(-1)?.[0] === -1) {
+    const ids = fromRaw.slice(0, -1).map(([id]) => id);
+    assert.deepEqual(ids, ids.map((_, i) => i + 2), "raw (live) reader: a dense prefix before its cut");
+  } else {
+    assertWhole(fromRaw, n, "raw (live) reader");
+  }
   await raw.return();
   // Now the client reads what its socket held, then the cut.
   const seen = [];

@@ -88,10 +88,22 @@ pub async fn check_stalled_reader_cut_past_lag_budget(target: &Target) -> Result
         ensure_eq!(next_event(stream).await?.id, Some(1), "session_ready first");
     }
     server.send(&id, &turn).await?;
+    // The live reader only paces the check (it reads until the burst is over). With a budget
+    // this small a heavily loaded machine can let even a reading client fall past it, which is
+    // the rule working; that every keeping-up reader gets everything is
+    // `check_burst_beyond_ring_reaches_live_readers`' job. So: a dense prefix, whole or cut.
     let seen = read_burst(&mut live).await?;
+    let ids: Vec<u64> = seen
+        .iter()
+        .filter(|(_, e)| e != "error")
+        .map(|(id, _)| *id)
+        .collect();
+    let whole = ids.iter().copied().eq(2..=n + 2);
+    let cut = seen.last().is_some_and(|(id, e)| *id == 0 && e == "error")
+        && ids.iter().copied().eq(2..2 + ids.len() as u64);
     ensure!(
-        seen.iter().map(|(id, _)| *id).eq(2..=n + 2),
-        "the live reader gets every event ({} seen, last {:?})",
+        whole || cut,
+        "the live reader reads a dense sequence, whole or cut with evicted ({} seen, last {:?})",
         seen.len(),
         seen.last()
     );
