@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use agent_webkit_testkit::fake_claude::fake_claude_path;
+use agent_webkit_testkit::fake_claude::fake_claude_server;
 use agent_webkit_testkit::real_cli::TempDir;
 use agent_webkit_testkit::{Client, ServerProcess};
 use serde_json::json;
@@ -16,27 +16,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
 const T: Duration = Duration::from_secs(15);
 
 async fn server(framework: &str, dir: &TempDir) -> (ServerProcess, Client, String) {
-    let work = dir.path().join("work");
-    let config = dir.path().join("config");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::create_dir_all(&config).unwrap();
-    let fake = fake_claude_path();
-    let config = format!("CLAUDE_CONFIG_DIR={}", config.display());
-    let work = work.display().to_string();
-    let args = [
-        "--no-auth",
-        "--framework",
-        framework,
-        "--agent",
-        "claude",
-        "--claude-path",
-        fake.to_str().unwrap(),
-        "--claude-env",
-        &config,
-        "--allowed-root",
-        &work,
-    ];
-    let server = ServerProcess::spawn(BIN, &args).await.unwrap();
+    let (server, work) = fake_claude_server(BIN, framework, dir.path(), &[], &[])
+        .await
+        .unwrap();
     let client = server.client(None);
     (server, client, work)
 }

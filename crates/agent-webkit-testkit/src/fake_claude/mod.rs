@@ -51,6 +51,42 @@ pub fn fake_claude_path() -> PathBuf {
     PATH.get_or_init(locate_or_build).clone()
 }
 
+/// A server (`binary`, `--framework framework`) whose sessions run the fake `claude` with its
+/// own `CLAUDE_CONFIG_DIR` under `dir`, sessions allowed in `dir/work` (returned as a string),
+/// no auth, plus `extra` flags and `env`.
+pub async fn fake_claude_server(
+    binary: impl AsRef<Path>,
+    framework: &str,
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> crate::Result<(crate::ServerProcess, String)> {
+    let work = dir.join("work");
+    let config = dir.join("config");
+    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(&config)?;
+    let fake = fake_claude_path();
+    let config = format!("CLAUDE_CONFIG_DIR={}", config.display());
+    let work = work.display().to_string();
+    let fake = fake.display().to_string();
+    let mut args = vec![
+        "--no-auth",
+        "--framework",
+        framework,
+        "--agent",
+        "claude",
+        "--claude-path",
+        &fake,
+        "--claude-env",
+        &config,
+        "--allowed-root",
+        &work,
+    ];
+    args.extend_from_slice(extra);
+    let server = crate::ServerProcess::spawn_with_env(binary, &args, env).await?;
+    Ok((server, work))
+}
+
 fn locate_or_build() -> PathBuf {
     let exe = std::env::current_exe()
         .unwrap_or_else(|e| panic!("fake_claude_path: cannot find the current executable: {e}"));
