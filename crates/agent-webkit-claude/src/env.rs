@@ -13,8 +13,14 @@ use std::ffi::{OsStr, OsString};
 pub const SERVER_PREFIX: &str = "AGENT_WEBKIT_";
 
 /// Variables never inherited: they would make the CLI believe it runs nested inside another
-/// Claude Code, or misreport which SDK host started it.
-pub const NEVER_INHERITED: &[&str] = &["CLAUDECODE", "CLAUDE_AGENT_SDK_DERIVED_CLIENT_APP"];
+/// Claude Code, or misreport which SDK host started it, or put it in the server's own trace
+/// (`TRACEPARENT` / `TRACESTATE` are set per session from the request instead).
+pub const NEVER_INHERITED: &[&str] = &[
+    "CLAUDECODE",
+    "CLAUDE_AGENT_SDK_DERIVED_CLIENT_APP",
+    "TRACEPARENT",
+    "TRACESTATE",
+];
 
 /// Variables a clean environment still inherits (the CLI needs `PATH` to find its tools and
 /// `HOME` for `~/.claude`).

@@ -305,7 +305,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             options.timeouts.store_load,
         )
         .await?;
-        let spec = launch_spec(
+        let mut spec = launch_spec(
             options,
             program,
             &LaunchInputs {
@@ -316,6 +316,10 @@ impl AgentClientFactory for ClaudeAgentFactory {
                 mirror: store.is_some(),
             },
         );
+        // The request's trace context, as the Python SDK passes it (W3C `traceparent`).
+        if let Some(traceparent) = agent_webkit_core::trace::current_traceparent() {
+            spec.env.insert("TRACEPARENT".into(), traceparent.into());
+        }
         let started = Instant::now();
         let (process, stdout) = match CliProcess::spawn(
             &spec,
@@ -402,6 +406,13 @@ impl AgentClientFactory for ClaudeAgentFactory {
 
     fn spare_count(&self) -> usize {
         self.warm_spares()
+    }
+
+    /// Not ready while the CLI cannot be found or is not executable.
+    fn check_ready(&self) -> Result<(), String> {
+        find_cli(self.options.cli_path.as_deref())
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     fn reserve_spare(&self, ctx: &AgentContext) -> Option<AgentSlot> {

@@ -127,6 +127,12 @@ pub trait AgentClientFactory: Send + Sync + 'static {
         let _ = store;
         false
     }
+
+    /// Whether agents can be started right now, cheaply (no agent is started; `/readyz` asks
+    /// at most once a second): `Err(why)` e.g. when the CLI is missing. Default: ready.
+    fn check_ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The command side of a running agent. Methods take `&self` and may be called concurrently

@@ -619,6 +619,7 @@ impl EventLog {
         drop(state);
         self.version.send_replace(seq);
         tracing::trace!(seq, event = name, "event appended");
+        crate::metrics::event_appended();
         Ok(event)
     }
 

@@ -224,6 +224,8 @@ impl ApiResponse {
 
 enum Route<'a> {
     Health,
+    Ready,
+    Metrics,
     Sessions,
     Session(&'a str),
     Stream(&'a str),
@@ -232,8 +234,11 @@ enum Route<'a> {
 }
 
 fn route(path: &str) -> Route<'_> {
-    if path == "/healthz" {
-        return Route::Health;
+    match path {
+        "/healthz" => return Route::Health,
+        "/readyz" => return Route::Ready,
+        "/metrics" => return Route::Metrics,
+        _ => {}
     }
     let Some(rest) = path.strip_prefix("/sessions") else {
         return Route::NotFound;
@@ -253,6 +258,29 @@ fn route(path: &str) -> Route<'_> {
     }
 }
 
+impl Route<'_> {
+    /// The route template: the `route` label of the HTTP metrics and request spans.
+    fn template(&self) -> &'static str {
+        match self {
+            Route::Health => "/healthz",
+            Route::Ready => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::Sessions => "/sessions",
+            Route::Session(_) => "/sessions/{id}",
+            Route::Stream(_) => "/sessions/{id}/stream",
+            Route::Input(_) => "/sessions/{id}/input",
+            Route::NotFound => "other",
+        }
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        match self {
+            Route::Session(id) | Route::Stream(id) | Route::Input(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
 /// The HTTP API over a [`SessionRegistry`] (see the module docs). Cheap to clone.
 #[derive(Clone)]
 pub struct Api {
@@ -269,6 +297,7 @@ struct ApiInner {
     limits: ServerLimits,
     cors: Cors,
     subscribers: Arc<SubscriberCaps>,
+    readiness: crate::readiness::Readiness,
 }
 
 impl std::fmt::Debug for Api {
@@ -293,9 +322,13 @@ impl Api {
             return Err(ConfigError::NoRuntime);
         }
         let roots = AllowedRoots::new(&config.allowed_roots)?;
+        let readiness = crate::readiness::Readiness::new(
+            Arc::clone(&config.agent_factory),
+            config.failover.as_ref().map(|f| Arc::clone(&f.persistence)),
+        );
         let registry = SessionRegistry::with_failover(
             config.agent_factory,
-            config.session_store,
+            config.session_store.map(crate::metrics::TimedStore::wrap),
             config.registry,
             config.failover,
         );
@@ -316,6 +349,7 @@ impl Api {
                 cors: Cors::new(&config.cors_origins),
                 limits: config.limits,
                 subscribers,
+                readiness,
             }),
         })
     }
@@ -335,6 +369,18 @@ impl Api {
         self.inner.max_body_bytes
     }
 
+    /// From now on `/readyz` answers 503 `draining` (call it when shutdown begins, before the
+    /// load balancer's grace period; everything else keeps working until [`Api::shutdown`]).
+    pub fn start_draining(&self) {
+        self.inner.readiness.start_draining();
+    }
+
+    /// The Prometheus metrics text (what `GET /metrics` returns), e.g. for a separate
+    /// metrics listener; its content type is [`crate::metrics::CONTENT_TYPE`].
+    pub async fn metrics_text(&self) -> String {
+        crate::metrics::render(&self.inner.registry).await
+    }
+
     /// Closes every session (ending their streams with `done`) and refuses new ones.
     pub async fn shutdown(&self) {
         self.inner.registry.shutdown().await;
@@ -351,6 +397,37 @@ impl Api {
             inner: body,
             read: Arc::clone(&read),
         };
+        let started = std::time::Instant::now();
+        let route_of_path = route(path);
+        let template = route_of_path.template();
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{method} {template}"),
+            http.request.method = method,
+            http.route = template,
+            http.response.status_code = tracing::field::Empty,
+            session_id = route_of_path.session_id(),
+        );
+        let handling = self.handle_in_span(method, path, headers, body, read.clone());
+        let response =
+            crate::trace::in_request_span(span.clone(), headers.get("traceparent"), handling).await;
+        span.record("http.response.status_code", response.status);
+        crate::metrics::http_response(method, template, response.status, started.elapsed());
+        response
+    }
+
+    async fn handle_in_span<H, B>(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &H,
+        body: TrackedBody<B>,
+        read: Arc<AtomicBool>,
+    ) -> ApiResponse
+    where
+        H: RequestHeaders + Sync + ?Sized,
+        B: RequestBody,
+    {
         let origin = self.inner.cors.allowed(headers.get("origin"));
         let mut response = match origin {
             Some(origin)
@@ -386,7 +463,7 @@ impl Api {
         let route = route(path);
         let allowed = match route {
             Route::NotFound => return ApiResponse::error(404, "Not Found", None),
-            Route::Health => "GET",
+            Route::Health | Route::Ready | Route::Metrics => "GET",
             Route::Sessions | Route::Input(_) => "POST",
             Route::Session(_) => "DELETE",
             Route::Stream(_) => "GET",
@@ -409,6 +486,12 @@ impl Api {
             }
             return ApiResponse::json(200, &health);
         }
+        if let Route::Ready = route {
+            return match self.inner.readiness.check().await {
+                Ok(()) => ApiResponse::json(200, &json!({"status": "ready"})),
+                Err(not_ready) => ApiResponse::json(503, &not_ready.body()),
+            };
+        }
         if let Err(err) = self.inner.auth.check(headers.get("authorization")) {
             return ApiResponse::error(401, err, None).with_header("www-authenticate", "Bearer");
         }
@@ -420,7 +503,14 @@ impl Api {
             }
             Route::Stream(id) => self.stream(id, headers).await,
             Route::Input(id) => self.input(id, headers, body).await,
-            Route::Health | Route::NotFound => ApiResponse::error(404, "Not Found", None),
+            Route::Metrics => ApiResponse {
+                status: 200,
+                headers: vec![("content-type", Cow::Borrowed(crate::metrics::CONTENT_TYPE))],
+                body: ResponseBody::Full(Bytes::from(self.metrics_text().await)),
+            },
+            Route::Health | Route::Ready | Route::NotFound => {
+                ApiResponse::error(404, "Not Found", None)
+            }
         }
     }
 
@@ -493,13 +583,16 @@ impl Api {
             tool_input_deltas: request.tool_input_deltas,
         };
         match self.inner.registry.create(config).await {
-            Ok(session) => ApiResponse::json(
-                200,
-                &json!(CreateSessionResponse {
-                    session_id: session.id().to_owned(),
-                    protocol_version: PROTOCOL_VERSION.to_owned(),
-                }),
-            ),
+            Ok(session) => {
+                tracing::Span::current().record("session_id", session.id());
+                ApiResponse::json(
+                    200,
+                    &json!(CreateSessionResponse {
+                        session_id: session.id().to_owned(),
+                        protocol_version: PROTOCOL_VERSION.to_owned(),
+                    }),
+                )
+            }
             Err(CreateError::AtCapacity(max)) => {
                 ApiResponse::error(503, CreateError::AtCapacity(max), Some("session_limit"))
                     .with_header("retry-after", "1")
@@ -790,10 +883,12 @@ fn sse_stream(
                 Some(Ok(None)) => return None,
                 Some(Err(err)) => {
                     tracing::warn!(error = %err, "subscriber lagged behind the ring; ending its stream");
+                    crate::metrics::lagged_subscriber_cut();
                     state.ended = true;
                     lagged_frame(&err)
                 }
             };
+            crate::metrics::sse_bytes(chunk.len());
             Some((chunk, state))
         },
     ))

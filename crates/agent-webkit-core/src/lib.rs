@@ -37,15 +37,18 @@ mod cors;
 pub mod event_log;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod models;
 pub mod permission;
 pub mod persist;
 pub mod policy;
+pub mod readiness;
 pub mod registry;
 #[cfg(test)]
 mod scripted;
 pub mod session;
 pub mod store;
+pub mod trace;
 
 /// The wire protocol version this crate speaks.
 pub const PROTOCOL_VERSION: &str = "1.0";

@@ -1,7 +1,8 @@
 //! `agent-webkit-server`: the HTTP + SSE server for agent sessions.
 //!
 //! Every flag also reads an environment variable (shown by `--help`). Logs go to stderr,
-//! filtered by `RUST_LOG` (default `info`). On start it prints one line to stdout,
+//! filtered by `RUST_LOG` (default `info`), as text or JSON lines (`--log-format`); traces
+//! are exported over OTLP when the `OTEL_*` variables ask for it ([`telemetry`]). On start it prints one line to stdout,
 //! `agent-webkit-server listening on http://ADDR`, which scripts can wait for.
 //!
 //! The binary is `src/bin/agent-webkit-server.rs` ([`main`]). The library exposes the flags
@@ -27,7 +28,10 @@ use agent_webkit_core::registry::RegistryConfig;
 use agent_webkit_replay::ReplayAgentFactory;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, ValueEnum};
-use tracing_subscriber::EnvFilter;
+
+mod metrics_listener;
+pub mod observability;
+pub mod telemetry;
 
 /// Which agent runs behind each session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +163,8 @@ pub struct Cli {
     lease: f64,
     #[command(flatten)]
     hardening: HardeningArgs,
+    #[command(flatten)]
+    observability: observability::ObservabilityArgs,
     #[command(flatten)]
     claude: ClaudeArgs,
 }
@@ -761,7 +767,9 @@ async fn run_axum(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
     announce(local, &cli, auth);
-    agent_webkit_axum::serve(listener, api, shutdown_signal())
+    cli.observability.start_metrics_listener(&api).await?;
+    let shutdown = cli.observability.drain_after(&api, shutdown_signal())?;
+    agent_webkit_axum::serve(listener, api, shutdown)
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
@@ -777,7 +785,9 @@ async fn run_actix(cli: Cli) -> Result<(), String> {
         std::net::TcpListener::bind(&addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
     announce(local, &cli, auth);
-    agent_webkit_actix::serve(listener, api, shutdown_signal())
+    cli.observability.start_metrics_listener(&api).await?;
+    let shutdown = cli.observability.drain_after(&api, shutdown_signal())?;
+    agent_webkit_actix::serve(listener, api, shutdown)
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
@@ -786,13 +796,9 @@ async fn run_actix(cli: Cli) -> Result<(), String> {
 
 /// The server: parses the flags and serves until SIGINT / SIGTERM.
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Before any runtime: the OTLP exporter's HTTP client runs on its own thread.
+    let telemetry = telemetry::init(cli.observability.log_format);
     let outcome = match cli.framework {
         Framework::Axum => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -803,6 +809,7 @@ pub fn main() -> ExitCode {
         },
         Framework::Actix => actix_web::rt::System::new().block_on(run_actix(cli)),
     };
+    telemetry.shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

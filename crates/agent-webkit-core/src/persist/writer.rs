@@ -41,7 +41,10 @@ pub(crate) fn spawn_event_writer(
             let mut delay = Duration::from_millis(50);
             let last_seq = batch[batch.len() - 1].seq;
             loop {
-                match persistence.append_events(&session_id, &batch).await {
+                let attempt = std::time::Instant::now();
+                let written = persistence.append_events(&session_id, &batch).await;
+                crate::metrics::persist_write(attempt.elapsed(), written.is_ok());
+                match written {
                     Ok(()) => {
                         if let Some(log) = log.upgrade() {
                             log.mark_durable(last_seq);

@@ -205,19 +205,22 @@ impl Revive for Reviver {
             store: inner.store.clone(),
             resume: Some(self.resume.clone()),
         };
-        let connection =
-            match tokio::time::timeout(inner.config.start_timeout, inner.factory.create(ctx)).await
-            {
-                Ok(Ok(connection)) => connection,
-                Ok(Err(err)) => return Err(err.into()),
-                Err(_) => {
-                    return Err(AgentError::StartFailed(format!(
-                        "the agent did not start within {:?}",
-                        inner.config.start_timeout
-                    ))
-                    .into())
-                }
-            };
+        let connection = match crate::metrics::timed_agent_start(tokio::time::timeout(
+            inner.config.start_timeout,
+            inner.factory.create(ctx),
+        ))
+        .await
+        {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(err)) => return Err(err.into()),
+            Err(_) => {
+                return Err(AgentError::StartFailed(format!(
+                    "the agent did not start within {:?}",
+                    inner.config.start_timeout
+                ))
+                .into())
+            }
+        };
         Ok(Woken {
             connection,
             prompts,

@@ -425,23 +425,26 @@ impl SessionRegistry {
                 }
             },
         };
-        let connection =
-            match tokio::time::timeout(inner.config.start_timeout, inner.factory.create(ctx)).await
-            {
-                Ok(Ok(connection)) => connection,
-                Ok(Err(err)) => {
-                    log.close();
-                    return Err(err.into());
-                }
-                Err(_) => {
-                    log.close();
-                    return Err(AgentError::StartFailed(format!(
-                        "the agent did not start within {:?}",
-                        inner.config.start_timeout
-                    ))
-                    .into());
-                }
-            };
+        let connection = match crate::metrics::timed_agent_start(tokio::time::timeout(
+            inner.config.start_timeout,
+            inner.factory.create(ctx),
+        ))
+        .await
+        {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(err)) => {
+                log.close();
+                return Err(err.into());
+            }
+            Err(_) => {
+                log.close();
+                return Err(AgentError::StartFailed(format!(
+                    "the agent did not start within {:?}",
+                    inner.config.start_timeout
+                ))
+                .into());
+            }
+        };
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let session = Session::start(
             SessionParts {

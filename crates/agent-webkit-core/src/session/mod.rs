@@ -159,6 +159,7 @@ pub struct Session {
     finished: OnceCell<()>,
     disconnect_timeout: Duration,
     on_ended: OnEnded,
+    turn: crate::metrics::TurnClock,
 }
 
 impl std::fmt::Debug for Session {
@@ -220,6 +221,7 @@ impl Session {
             finished: OnceCell::new(),
             disconnect_timeout: options.disconnect_timeout,
             on_ended,
+            turn: crate::metrics::TurnClock::default(),
         });
         let span = tracing::info_span!("session", session_id = %session.id);
         let handle = tokio::spawn(
@@ -538,6 +540,7 @@ impl Session {
                     if let Err(err) = outcome {
                         tracing::warn!(session_id = %self.id, error = %err, "query failed");
                         turn_open = false;
+                        self.turn.finished(false);
                         self.append(EventKind::Error, &ErrorData::new("query_failed", err.to_string()));
                     }
                 }
@@ -556,6 +559,7 @@ impl Session {
                     }
                     let Some(client) = self.client() else { continue };
                     turn_open = true;
+                    self.turn.started(&self.id);
                     query = Some(Box::pin(async move { client.query(content).await }));
                 }
             }
@@ -604,8 +608,10 @@ impl Session {
         match message {
             Some(Ok(message)) => {
                 *self.last_agent_message.lock() = Instant::now();
+                self.turn.agent_message(&message);
                 if translator.translate(self, message) {
                     *turn_open = false;
+                    self.turn.finished(true);
                 }
                 Ok(())
             }
