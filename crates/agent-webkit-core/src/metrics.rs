@@ -8,6 +8,7 @@
 //! id: label values come from small fixed sets (route templates, statuses, outcomes). Every
 //! metric is listed with its type and labels in `docs/operations.md`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -343,6 +344,10 @@ fn store_write(took: Duration, ok: bool) {
     m.store_write_seconds.observe(took.as_secs_f64());
 }
 
+/// More queued trace contexts than a session's inbound queue can hold are dropped, oldest
+/// first.
+const MAX_QUEUED_CONTEXTS: usize = 256;
+
 /// A session's turn clock: when its current turn started and whether a delta has been seen
 /// since, for `turn_seconds` and `first_delta_seconds`; and the turn's tracing span.
 #[derive(Debug, Default)]
@@ -350,13 +355,33 @@ pub(crate) struct TurnClock {
     started: Mutex<Option<(Instant, tracing::Span)>>,
     /// Set at the first output of the turn (so later deltas cost one atomic load).
     delta_seen: AtomicBool,
+    /// The trace context of each queued user message (when traces are exported), oldest
+    /// first: the turn it starts is a child of the request that sent it.
+    queued: Mutex<VecDeque<Option<String>>>,
 }
 
 impl TurnClock {
+    /// A user message is being queued (called in the request that sends it).
+    pub(crate) fn queued(&self) {
+        let mut queued = self.queued.lock();
+        if queued.len() >= MAX_QUEUED_CONTEXTS {
+            queued.pop_front();
+        }
+        queued.push_back(crate::trace::capture());
+    }
+
+    /// The message just queued was refused.
+    pub(crate) fn unqueue(&self) {
+        self.queued.lock().pop_back();
+    }
+
     /// A user message was handed to the agent: a turn starts (a span `turn` with the
-    /// session id, a child of the current span).
+    /// session id, in the trace of the request that sent the message).
     pub(crate) fn started(&self, session_id: &str) {
         let span = tracing::info_span!("turn", session_id = %session_id);
+        if let Some(traceparent) = self.queued.lock().pop_front().flatten() {
+            crate::trace::set_remote_parent(&span, &traceparent);
+        }
         *self.started.lock() = Some((Instant::now(), span));
         self.delta_seen.store(false, Ordering::Release);
     }

@@ -68,6 +68,28 @@ pub fn current_traceparent() -> Option<String> {
     INCOMING.try_with(Clone::clone).ok().flatten()
 }
 
+/// Puts `span` (a span with no `tracing` parent, so it does not keep the request's span open)
+/// in the trace of the current span, when a bridge is installed.
+pub(crate) fn adopt_current(span: &tracing::Span) {
+    if let Some(bridge) = BRIDGE.get() {
+        if let Some(traceparent) = current_traceparent() {
+            bridge.set_parent(span, &traceparent);
+        }
+    }
+}
+
+/// The current `traceparent` when a bridge is installed (for a later [`set_remote_parent`]).
+pub(crate) fn capture() -> Option<String> {
+    BRIDGE.get().and_then(|_| current_traceparent())
+}
+
+/// Makes `span` a child of `traceparent` in the exported trace (its `tracing` parent stays).
+pub(crate) fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    if let Some(bridge) = BRIDGE.get() {
+        bridge.set_parent(span, traceparent);
+    }
+}
+
 /// Runs one request's handling in its span (a child of the incoming `traceparent` through the
 /// bridge) with the incoming `traceparent` known to [`current_traceparent`].
 pub(crate) async fn in_request_span<F: Future>(

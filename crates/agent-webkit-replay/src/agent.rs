@@ -194,8 +194,7 @@ pub(crate) fn start(ctx: AgentContext, scenario: Scenario, live: &LiveAgents) ->
         stop: stop.clone(),
         records_controls: scenario.records_controls(),
     };
-    let span =
-        tracing::info_span!("replay_agent", session_id = %session_id, scenario = scenario.label());
+    let span = tracing::info_span!(parent: None, "replay_agent", session_id = %session_id, scenario = scenario.label());
     let watch_closed = out_tx.clone();
     let agent = Agent {
         inbox: Inbox {

@@ -223,7 +223,8 @@ impl Session {
             on_ended,
             turn: crate::metrics::TurnClock::default(),
         });
-        let span = tracing::info_span!("session", session_id = %session.id);
+        let span = tracing::info_span!(parent: None, "session", session_id = %session.id);
+        crate::trace::adopt_current(&span);
         let handle = tokio::spawn(
             Arc::clone(&session)
                 .pump(messages, rx, prompts, control_rx)
@@ -298,17 +299,20 @@ impl Session {
             tracing::warn!(session_id = %self.id, size, "inbound queue byte budget full");
             return Err(SessionError::BackpressureBytes(self.inbound_bytes.max()));
         }
+        self.turn.queued();
         match self.inbound.try_send(content) {
             Ok(()) => {
                 self.touch();
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.turn.unqueue();
                 self.inbound_bytes.release(size);
                 tracing::warn!(session_id = %self.id, "inbound queue full");
                 Err(SessionError::Backpressure(self.inbound_capacity))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.turn.unqueue();
                 self.inbound_bytes.release(size);
                 Err(SessionError::Closed)
             }
