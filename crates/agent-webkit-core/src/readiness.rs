@@ -78,8 +78,15 @@ impl Readiness {
             }
         }
         let verdict = self.check_now().await;
-        if let Err(not_ready) = &verdict {
-            tracing::warn!(reason = not_ready.reason, detail = %not_ready.detail, "not ready");
+        let before = cached.as_ref().map(|(_, v)| v.as_ref().map_err(|n| n.reason));
+        if before != Some(verdict.as_ref().map_err(|n| n.reason)) {
+            // Logged when it changes, not at every probe.
+            match &verdict {
+                Ok(()) => tracing::info!("ready"),
+                Err(not_ready) => {
+                    tracing::warn!(reason = not_ready.reason, detail = %not_ready.detail, "not ready")
+                }
+            }
         }
         *cached = Some((Instant::now(), verdict.clone()));
         verdict
@@ -104,7 +111,7 @@ impl Readiness {
                 )),
             };
             if let Some(err) = failed {
-                tracing::warn!(error = %err, "readiness: the session database does not answer");
+                tracing::debug!(error = %err, "readiness: the session database does not answer");
                 return Err(NotReady {
                     reason: "persistence_unavailable",
                     detail: "the session database does not answer".into(),
