@@ -78,7 +78,9 @@ impl Readiness {
             }
         }
         let verdict = self.check_now().await;
-        let before = cached.as_ref().map(|(_, v)| v.as_ref().map_err(|n| n.reason));
+        let before = cached
+            .as_ref()
+            .map(|(_, v)| v.as_ref().map_err(|n| n.reason));
         if before != Some(verdict.as_ref().map_err(|n| n.reason)) {
             // Logged when it changes, not at every probe.
             match &verdict {

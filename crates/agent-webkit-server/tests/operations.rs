@@ -290,6 +290,20 @@ async fn readiness_follows_the_cli() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200, "liveness is not readiness");
+    // Indeed no session starts, and the failed start is counted.
+    assert_eq!(client.create_raw(&json!({})).await.unwrap().status(), 503);
+    let m = metrics(&client).await;
+    assert_eq!(
+        value(&m, "agent_webkit_agent_starts_total{outcome=\"error\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "agent_webkit_http_responses_total{method=\"POST\",route=\"/sessions\",status=\"503\"}"
+        ),
+        1.0
+    );
 
     // Present but not executable: still not ready.
     std::fs::copy(fake_claude_path(), &cli).unwrap();
