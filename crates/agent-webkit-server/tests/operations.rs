@@ -399,6 +399,7 @@ async fn readiness_follows_the_database() {
     .unwrap();
     let client = server.client(None);
     assert_eq!(readyz(&client).await.0, 200);
+    let id = client.create(&json!({})).await.unwrap();
     let pg = common::connect(&admin).await;
     pg.batch_execute(&format!(
         "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
@@ -414,6 +415,28 @@ async fn readiness_follows_the_database() {
         503,
         "and indeed no session can be created"
     );
+    // The live session's events cannot be written meanwhile: the failed writes are counted.
+    let sent = client
+        .input(
+            &id,
+            &json!({"type": "user_message", "content": "during the outage"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 204);
+    let deadline = tokio::time::Instant::now() + T;
+    let failed = "agent_webkit_persist_writes_total{outcome=\"error\"}";
+    while !metrics(&client)
+        .await
+        .get(failed)
+        .is_some_and(|n| *n >= 1.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed write counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     pg.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .await
         .unwrap();
