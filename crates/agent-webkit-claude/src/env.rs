@@ -14,12 +14,16 @@ pub const SERVER_PREFIX: &str = "AGENT_WEBKIT_";
 
 /// Variables never inherited: they would make the CLI believe it runs nested inside another
 /// Claude Code, or misreport which SDK host started it, or put it in the server's own trace
-/// (`TRACEPARENT` / `TRACESTATE` are set per session from the request instead).
+/// (`TRACEPARENT` / `TRACESTATE` are set per session from the request instead), or hand it the
+/// credentials of the server's trace export (OTLP headers; pass them with `--claude-env` if
+/// the CLI should export its own telemetry).
 pub const NEVER_INHERITED: &[&str] = &[
     "CLAUDECODE",
     "CLAUDE_AGENT_SDK_DERIVED_CLIENT_APP",
     "TRACEPARENT",
     "TRACESTATE",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
 ];
 
 /// Variables a clean environment still inherits (the CLI needs `PATH` to find its tools and

@@ -4,7 +4,7 @@
 //! the session id; the turn gets its own span with the session id; and the CLI (the fake
 //! `claude`, which records its environment) gets `TRACEPARENT` in the same trace. Without
 //! export, the incoming `traceparent` is passed to the CLI as is, and the server's own
-//! `TRACEPARENT` never is.
+//! `TRACEPARENT` (and OTLP headers) never are.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -250,6 +250,10 @@ async fn without_export_the_incoming_traceparent_is_passed_as_is() {
         &[
             (RECORD_DIR_ENV, record_arg.as_str()),
             ("TRACEPARENT", stale),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer collector-secret",
+            ),
         ],
     )
     .await
@@ -267,6 +271,11 @@ async fn without_export_the_incoming_traceparent_is_passed_as_is() {
         cli_env(&record).get("TRACEPARENT"),
         Some(&traceparent()),
         "the caller's traceparent, not the server's own"
+    );
+    assert_eq!(
+        cli_env(&record).get("OTEL_EXPORTER_OTLP_HEADERS"),
+        None,
+        "the collector's credentials stay with the server"
     );
     let id = response.json::<Value>().await.unwrap()["session_id"]
         .as_str()
