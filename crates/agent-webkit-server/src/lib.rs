@@ -10,6 +10,10 @@
 //! same API with the same flags: `examples/hyper_server.rs` does, and runs the conformance
 //! suite.
 
+mod identity;
+
+pub use identity::{Command, MintTokenArgs};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,9 +162,14 @@ pub struct Cli {
     #[arg(long, env = "AGENT_WEBKIT_LEASE", default_value_t = 10.0)]
     lease: f64,
     #[command(flatten)]
+    identity: identity::IdentityArgs,
+    #[command(flatten)]
     hardening: HardeningArgs,
     #[command(flatten)]
     claude: ClaudeArgs,
+    /// A subcommand instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 /// What clients may choose, and limits against slow or greedy clients.
@@ -477,6 +486,7 @@ pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
                     &cli.token,
                     &std::env::var("AGENT_WEBKIT_TOKEN").ok(),
                     &cli.database_url,
+                    &cli.identity.jwt_secret,
                 ]
                 .into_iter()
                 .flatten()
@@ -499,6 +509,7 @@ pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
             _ => AuthConfig::from_env(),
         }
     };
+    let auth = cli.identity.apply(auth)?;
     let mut config = AppConfig::new(factory).with_auth(auth);
     config.registry = RegistryConfig {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
@@ -582,10 +593,12 @@ pub async fn shutdown_signal() {
 
 /// How requests are authenticated, for [`announce`].
 pub fn auth_mode(config: &AppConfig) -> &'static str {
-    if config.auth.disabled {
-        "disabled"
-    } else {
-        "bearer token"
+    let auth = &config.auth;
+    match (auth.disabled, auth.token.is_some(), auth.jwt.is_some()) {
+        (true, _, _) => "disabled",
+        (false, true, true) => "bearer token + JWT",
+        (false, false, true) => "JWT",
+        _ => "bearer token",
     }
 }
 
@@ -793,6 +806,18 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::MintToken(args)) = &cli.command {
+        return match args.mint() {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let outcome = match cli.framework {
         Framework::Axum => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
