@@ -113,6 +113,12 @@ impl Principal {
         let Some(root) = &self.cwd_root else {
             return requested.map(|cwd| roots.resolve(cwd)).transpose();
         };
+        if root.is_relative() {
+            return Err(format!(
+                "the principal's cwd_root {} is not absolute",
+                root.display()
+            ));
+        }
         let root = root.canonicalize().map_err(|e| {
             format!(
                 "the principal's cwd_root {} is not usable: {e}",

@@ -15,10 +15,9 @@ use agent_webkit_core::auth::mint::now_secs;
 /// (valid, and a body that does not parse) and DELETE, as (status, content-type, connection,
 /// body), the session id replaced so answers about two ids compare.
 async fn probe(client: &Client, id: &str) -> Result<Vec<(u16, String)>> {
-    let mut answers = Vec::new();
-    let mut record = |label: &str, reply: Reply| {
+    let answer = |label: &str, reply: Reply| {
         let header = |name: &str| reply.header(name).unwrap_or("-").to_owned();
-        answers.push((
+        (
             reply.status,
             format!(
                 "{label}: content-type={} connection={} body={}",
@@ -26,34 +25,35 @@ async fn probe(client: &Client, id: &str) -> Result<Vec<(u16, String)>> {
                 header("connection"),
                 reply.body.replace(id, "<id>")
             ),
-        ));
+        )
     };
-    record(
-        "stream",
-        Reply::read(client.stream_raw(id, None).await?).await?,
-    );
-    record(
-        "stream from 0",
-        Reply::read(client.stream_raw(id, Some("0")).await?).await?,
-    );
+    let mut answers = Vec::new();
+    for (label, last) in [("stream", None), ("stream from 0", Some("0"))] {
+        let response = client.stream_raw(id, last).await?;
+        if response.status() == 200 {
+            // An open stream: its body never ends; that it opened is the answer.
+            answers.push((200, format!("{label}: an SSE stream")));
+            continue;
+        }
+        answers.push(answer(label, Reply::read(response).await?));
+    }
     let message = json!({"type": "user_message", "content": "let me in"});
-    record(
-        "input",
-        Reply::read(client.input(id, &message).await?).await?,
-    );
-    record(
-        "interrupt",
-        Reply::read(client.input(id, &json!({"type": "interrupt"})).await?).await?,
-    );
-    record(
-        "input (bad body)",
-        Reply::read(client.input_raw(id, "{nope").await?).await?,
-    );
+    let inputs = [
+        ("input", client.input(id, &message).await?),
+        (
+            "interrupt",
+            client.input(id, &json!({"type": "interrupt"})).await?,
+        ),
+        ("input (bad body)", client.input_raw(id, "{nope").await?),
+    ];
+    for (label, response) in inputs {
+        answers.push(answer(label, Reply::read(response).await?));
+    }
     let delete = client
         .request(Method::DELETE, &format!("/sessions/{id}"))
         .send()
         .await?;
-    record("delete", Reply::read(delete).await?);
+    answers.push(answer("delete", Reply::read(delete).await?));
     Ok(answers)
 }
 
