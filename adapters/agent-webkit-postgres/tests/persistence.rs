@@ -39,6 +39,7 @@ fn record(id: &str) -> SessionRecord {
             permission_mode: None,
             cwd: Some("/work/ü ☃".into()),
             tool_input_deltas: None,
+            owner: None,
         },
     )
 }

@@ -1,6 +1,16 @@
-//! Bearer-token authentication.
+//! Bearer-token authentication: the shared token (single-tenant) and JWTs naming a user
+//! ([`jwt`]); [`AuthConfig::authenticate`] turns a request into its [`Principal`].
+
+pub mod jwt;
+pub mod mint;
+pub(crate) mod ownership;
+pub mod principal;
+pub(crate) mod quota;
 
 use subtle::ConstantTimeEq;
+
+use jwt::JwtVerifier;
+use principal::Principal;
 
 /// Env var holding the bearer token.
 pub const TOKEN_ENV: &str = "AGENT_WEBKIT_AUTH_TOKEN";
@@ -9,13 +19,18 @@ pub const LEGACY_TOKEN_ENV: &str = "AGENT_WEBKIT_TOKEN";
 /// Set to `1` to disable auth (development only).
 pub const NO_AUTH_ENV: &str = "AGENT_WEBKIT_NO_AUTH";
 
-/// Auth settings: a token every request must present, or auth disabled.
+/// Auth settings: the shared token and / or JWT verification, or auth disabled.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// The expected bearer token.
+    /// The shared bearer token (its holder is [`Principal::shared`]).
     pub token: Option<String>,
     /// Accept every request without a token.
     pub disabled: bool,
+    /// Verifies JWTs minted by the app's backend, one principal per `sub`.
+    pub jwt: Option<JwtVerifier>,
+    /// Most concurrent sessions per JWT principal on this host (a token's `max_sessions`
+    /// claim can lower it); `None`: only the claim limits.
+    pub max_sessions_per_principal: Option<usize>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -23,6 +38,11 @@ impl std::fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("disabled", &self.disabled)
+            .field("jwt", &self.jwt)
+            .field(
+                "max_sessions_per_principal",
+                &self.max_sessions_per_principal,
+            )
             .finish()
     }
 }
@@ -30,7 +50,7 @@ impl std::fmt::Debug for AuthConfig {
 /// Auth is enabled but no token is configured: a startup error, not a server that rejects all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "auth is enabled but no token is configured: set {TOKEN_ENV} (or pass --token), or disable auth with {NO_AUTH_ENV}=1 / --no-auth"
+    "auth is enabled but no token is configured: set {TOKEN_ENV} (or pass --token) and / or JWT keys (--jwt-secret, --jwt-public-key, --jwt-jwks), or disable auth with {NO_AUTH_ENV}=1 / --no-auth"
 )]
 pub struct MissingTokenError;
 
@@ -50,15 +70,21 @@ impl AuthConfig {
     pub fn with_token(token: impl Into<String>) -> Self {
         Self {
             token: Some(token.into()),
-            disabled: false,
+            ..Self::default()
         }
+    }
+
+    /// Accepts JWTs verified by `verifier` (besides the shared token, if one is set).
+    pub fn with_jwt(mut self, verifier: JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
+        self
     }
 
     /// Accepts every request.
     pub fn disabled() -> Self {
         Self {
-            token: None,
             disabled: true,
+            ..Self::default()
         }
     }
 
@@ -77,31 +103,46 @@ impl AuthConfig {
             .or_else(|| lookup(LEGACY_TOKEN_ENV).filter(|t| !t.is_empty()));
         Self {
             token,
-            disabled: false,
+            ..Self::default()
         }
     }
 
-    /// Checks the configuration is usable (enabled auth needs a non-empty token).
+    /// Checks the configuration is usable (enabled auth needs a non-empty token or JWT keys).
     pub fn validate(&self) -> Result<(), MissingTokenError> {
         match (&self.token, self.disabled) {
             (_, true) => Ok(()),
             (Some(token), false) if !token.is_empty() => Ok(()),
+            _ if self.jwt.is_some() => Ok(()),
             _ => Err(MissingTokenError),
         }
     }
 
-    /// Checks an `Authorization` header value (constant-time token comparison).
+    /// Checks an `Authorization` header value (see [`authenticate`](Self::authenticate)).
     pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), AuthError> {
+        self.authenticate(authorization).map(|_| ())
+    }
+
+    /// The principal an `Authorization` header value names: [`Principal::shared`] with auth
+    /// disabled or for the shared token (constant-time comparison), the token's user for a
+    /// valid JWT. Why a JWT was refused goes to the log, never to the client.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthError> {
         if self.disabled {
-            return Ok(());
+            return Ok(Principal::shared());
         }
         let header = authorization.ok_or(AuthError::Missing)?;
         let presented = strip_bearer(header).ok_or(AuthError::Missing)?;
         let expected = self.token.as_deref().unwrap_or_default().as_bytes();
-        if expected.is_empty() || !bool::from(presented.ct_eq(expected)) {
-            return Err(AuthError::Invalid);
+        if !expected.is_empty() && bool::from(presented.ct_eq(expected)) {
+            return Ok(Principal::shared());
         }
-        Ok(())
+        let Some(verifier) = &self.jwt else {
+            return Err(AuthError::Invalid);
+        };
+        let token = std::str::from_utf8(presented).map_err(|_| AuthError::Invalid)?;
+        verifier.verify(token).map_err(|err| {
+            tracing::info!(reason = %err, "bearer JWT refused");
+            AuthError::Invalid
+        })
     }
 }
 

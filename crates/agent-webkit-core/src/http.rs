@@ -40,6 +40,8 @@ use futures_util::Stream;
 use serde_json::json;
 
 use crate::agent::{AgentError, SessionConfig};
+use crate::auth::principal::{ModeForbidden, Principal};
+use crate::auth::quota::Quotas;
 use crate::auth::AuthConfig;
 use crate::config::{AllowedRoots, AppConfig, ConfigError};
 use crate::cors::Cors;
@@ -298,6 +300,7 @@ struct ApiInner {
     cors: Cors,
     subscribers: Arc<SubscriberCaps>,
     readiness: crate::readiness::Readiness,
+    quotas: Quotas,
 }
 
 impl std::fmt::Debug for Api {
@@ -350,6 +353,7 @@ impl Api {
                 limits: config.limits,
                 subscribers,
                 readiness,
+                quotas: Quotas::default(),
             }),
         })
     }
@@ -492,17 +496,17 @@ impl Api {
                 Err(not_ready) => ApiResponse::json(503, &not_ready.body()),
             };
         }
-        if let Err(err) = self.inner.auth.check(headers.get("authorization")) {
-            return ApiResponse::error(401, err, None).with_header("www-authenticate", "Bearer");
-        }
-        match route {
-            Route::Sessions => self.create(headers, body).await,
-            Route::Session(id) => {
-                self.inner.registry.remove(id).await;
-                ApiResponse::no_content()
+        let principal = match self.inner.auth.authenticate(headers.get("authorization")) {
+            Ok(principal) => principal,
+            Err(err) => {
+                return ApiResponse::error(401, err, None).with_header("www-authenticate", "Bearer")
             }
-            Route::Stream(id) => self.stream(id, headers).await,
-            Route::Input(id) => self.input(id, headers, body).await,
+        };
+        match route {
+            Route::Sessions => self.create(headers, body, &principal).await,
+            Route::Session(id) => self.delete(id, &principal).await,
+            Route::Stream(id) => self.stream(id, headers, &principal).await,
+            Route::Input(id) => self.input(id, headers, body, &principal).await,
             Route::Metrics => ApiResponse {
                 status: 200,
                 headers: vec![("content-type", Cow::Borrowed(crate::metrics::CONTENT_TYPE))],
@@ -545,7 +549,24 @@ impl Api {
         }
     }
 
-    async fn create<H, B>(&self, headers: &H, body: B) -> ApiResponse
+    /// DELETE: another principal's session is left alone and answered like an unknown id (204).
+    async fn delete(&self, id: &str, principal: &Principal) -> ApiResponse {
+        match crate::auth::ownership::may_see(&self.inner.registry, principal, id).await {
+            Ok(true) => {
+                self.inner.registry.remove(id).await;
+            }
+            Ok(false) => {
+                tracing::info!(session_id = id, principal = ?principal.sub, "DELETE of another principal's session ignored");
+            }
+            Err(err) => {
+                return ApiResponse::error(503, err, Some("persistence_unavailable"))
+                    .with_header("retry-after", "1")
+            }
+        }
+        ApiResponse::no_content()
+    }
+
+    async fn create<H, B>(&self, headers: &H, body: B, principal: &Principal) -> ApiResponse
     where
         H: RequestHeaders + Sync + ?Sized,
         B: RequestBody,
@@ -566,21 +587,34 @@ impl Api {
             tracing::info!(error = %err, "session create refused by policy");
             return ApiResponse::error(400, &err, Some(err.code()));
         }
-        let cwd = match request.cwd.as_deref() {
-            None => None,
-            Some(cwd) => match self.inner.roots.resolve(cwd) {
-                Ok(path) => Some(path),
-                Err(detail) => {
-                    tracing::info!(reason = %detail, "session create refused: cwd");
-                    return ApiResponse::error(400, INVALID_CWD, Some("invalid_cwd"));
-                }
-            },
+        if let Err(err) = principal.check_mode(request.permission_mode.as_deref()) {
+            tracing::info!(principal = ?principal.sub, error = %err, "session create refused: permission mode");
+            return ApiResponse::error(403, &err, Some(ModeForbidden::CODE));
+        }
+        let cwd = match principal.resolve_cwd(&self.inner.roots, request.cwd.as_deref()) {
+            Ok(cwd) => cwd,
+            Err(detail) => {
+                tracing::info!(reason = %detail, "session create refused: cwd");
+                return ApiResponse::error(400, INVALID_CWD, Some("invalid_cwd"));
+            }
+        };
+        let _quota = match self.inner.quotas.reserve(
+            principal,
+            self.inner.auth.max_sessions_per_principal,
+            &self.inner.registry,
+        ) {
+            Ok(permit) => permit,
+            Err(err) => {
+                tracing::info!(principal = ?principal.sub, error = %err, "session create refused: quota");
+                return ApiResponse::error(429, err, Some("quota_exceeded"));
+            }
         };
         let config = SessionConfig {
             model: request.model,
             permission_mode: request.permission_mode,
             cwd,
             tool_input_deltas: request.tool_input_deltas,
+            owner: principal.sub.clone(),
         };
         match self.inner.registry.create(config).await {
             Ok(session) => {
@@ -621,10 +655,22 @@ impl Api {
         }
     }
 
-    /// The session for a stream or input request: held here, or taken over from another host.
-    async fn session(&self, id: &str) -> Result<Arc<Session>, ApiResponse> {
+    /// The session for a stream or input request: held here, or taken over from another host;
+    /// another principal's is answered like an unknown one (see [`crate::auth::ownership`]).
+    async fn session(&self, id: &str, principal: &Principal) -> Result<Arc<Session>, ApiResponse> {
+        match crate::auth::ownership::may_see(&self.inner.registry, principal, id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ApiResponse::error(404, "Session not found", None)),
+            Err(err) => {
+                return Err(
+                    ApiResponse::error(503, err, Some("persistence_unavailable"))
+                        .with_header("retry-after", "1"),
+                )
+            }
+        }
         match self.inner.registry.get_or_resume(id).await {
-            Ok(Some(session)) => Ok(session),
+            Ok(Some(session)) if principal.may_access(session.owner()) => Ok(session),
+            Ok(Some(_)) => Err(ApiResponse::error(404, "Session not found", None)),
             Ok(None) => Err(ApiResponse::error(404, "Session not found", None)),
             Err(ResumeError::HeldElsewhere {
                 owner,
@@ -667,11 +713,11 @@ impl Api {
         }
     }
 
-    async fn stream<H>(&self, id: &str, headers: &H) -> ApiResponse
+    async fn stream<H>(&self, id: &str, headers: &H, principal: &Principal) -> ApiResponse
     where
         H: RequestHeaders + Sync + ?Sized,
     {
-        let session = match self.session(id).await {
+        let session = match self.session(id, principal).await {
             Ok(session) => session,
             Err(response) => return response,
         };
@@ -712,12 +758,18 @@ impl Api {
         }
     }
 
-    async fn input<H, B>(&self, id: &str, headers: &H, body: B) -> ApiResponse
+    async fn input<H, B>(
+        &self,
+        id: &str,
+        headers: &H,
+        body: B,
+        principal: &Principal,
+    ) -> ApiResponse
     where
         H: RequestHeaders + Sync + ?Sized,
         B: RequestBody,
     {
-        let session = match self.session(id).await {
+        let session = match self.session(id, principal).await {
             Ok(session) => session,
             Err(response) => return response,
         };
@@ -732,6 +784,10 @@ impl Api {
         if let Err(err) = self.check_message(&message) {
             tracing::info!(session_id = id, error = %err, "inbound message refused by policy");
             return ApiResponse::error(400, &err, Some(err.code()));
+        }
+        if let Err(err) = principal_check(principal, &message) {
+            tracing::info!(session_id = id, error = %err, "inbound message refused: permission mode");
+            return ApiResponse::error(403, &err, Some(ModeForbidden::CODE));
         }
         if session.has_ended() {
             // Kept readable after its agent ended; nothing can act on an input any more.
@@ -782,6 +838,18 @@ impl Api {
             },
             _ => Ok(()),
         }
+    }
+}
+
+/// The principal's verdict on an inbound message: the permission modes it may choose.
+fn principal_check(principal: &Principal, message: &InboundMessage) -> Result<(), ModeForbidden> {
+    match message {
+        InboundMessage::SetPermissionMode { mode } => principal.check_mode(Some(mode)),
+        InboundMessage::PermissionResponse(resp) => match &resp.updated_permissions {
+            Some(updates) => principal.check_updates(updates),
+            None => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 

@@ -11,6 +11,10 @@
 //! same API with the same flags: `examples/hyper_server.rs` does, and runs the conformance
 //! suite.
 
+mod identity;
+
+pub use identity::{Command, MintTokenArgs};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -162,11 +166,16 @@ pub struct Cli {
     #[arg(long, env = "AGENT_WEBKIT_LEASE", default_value_t = 10.0)]
     lease: f64,
     #[command(flatten)]
+    identity: identity::IdentityArgs,
+    #[command(flatten)]
     hardening: HardeningArgs,
     #[command(flatten)]
     observability: observability::ObservabilityArgs,
     #[command(flatten)]
     claude: ClaudeArgs,
+    /// A subcommand instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 /// What clients may choose, and limits against slow or greedy clients.
@@ -483,6 +492,7 @@ pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
                     &cli.token,
                     &std::env::var("AGENT_WEBKIT_TOKEN").ok(),
                     &cli.database_url,
+                    &cli.identity.jwt_secret,
                 ]
                 .into_iter()
                 .flatten()
@@ -505,6 +515,7 @@ pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
             _ => AuthConfig::from_env(),
         }
     };
+    let auth = cli.identity.apply(auth)?;
     let mut config = AppConfig::new(factory).with_auth(auth);
     config.registry = RegistryConfig {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
@@ -588,10 +599,12 @@ pub async fn shutdown_signal() {
 
 /// How requests are authenticated, for [`announce`].
 pub fn auth_mode(config: &AppConfig) -> &'static str {
-    if config.auth.disabled {
-        "disabled"
-    } else {
-        "bearer token"
+    let auth = &config.auth;
+    match (auth.disabled, auth.token.is_some(), auth.jwt.is_some()) {
+        (true, _, _) => "disabled",
+        (false, true, true) => "bearer token + JWT",
+        (false, false, true) => "JWT",
+        _ => "bearer token",
     }
 }
 
@@ -797,6 +810,18 @@ async fn run_actix(cli: Cli) -> Result<(), String> {
 /// The server: parses the flags and serves until SIGINT / SIGTERM.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::MintToken(args)) = &cli.command {
+        return match args.mint() {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Before any runtime: the OTLP exporter's HTTP client runs on its own thread.
     let telemetry = telemetry::init(cli.observability.log_format);
     let outcome = match cli.framework {

@@ -79,6 +79,11 @@ macro_rules! conformance_suite {
                 check_slow_headers_closed,
                 check_connection_cap,
                 check_shutdown_drain,
+                check_jwt_sessions_are_private,
+                check_jwt_refusals,
+                check_jwks_rotation,
+                check_session_quota,
+                check_claim_restrictions,
             );
         }
     };

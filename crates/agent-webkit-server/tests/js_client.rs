@@ -1,7 +1,8 @@
 //! The published JavaScript client `@agent-webkit/core` 0.2.0 against the server binary, once per
 //! web framework (`node --test tests/js/<script>.mjs`):
 //! - `smoke.mjs` against `--agent replay`: create, stream, permission round trip, forced
-//!   disconnect and `Last-Event-ID` resume, second turn, DELETE → `done`;
+//!   disconnect and `Last-Event-ID` resume, second turn, DELETE → `done`; and the same with a
+//!   JWT as the client's token, against a server that accepts only JWTs (`--jwt-secret`);
 //! - `burst.mjs` against `--agent replay --ring-size 1000` (and a second server with ring 100 and
 //!   a 1 MiB lag budget): bursts of 2 000 and 20 000 events reach a raw SSE reader and the
 //!   client whole; a client that stops reading is cut with `evicted`, its reconnect is 412;
@@ -364,6 +365,50 @@ fn epoch_ms() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis()
+}
+
+/// `smoke.mjs` with a JWT minted for one user as the client's token (docs/auth.md), against a
+/// server with no shared token.
+async fn smoke_with_jwt(framework: &str) {
+    use agent_webkit_testkit::jwt_keys;
+    let test = format!("js_client::jwt_{framework}");
+    let Some((deps, node)) = deps_or_skip(&test).await else {
+        return;
+    };
+    let args = [
+        "--agent",
+        "replay",
+        "--jwt-secret",
+        jwt_keys::SECRET,
+        "--framework",
+        framework,
+    ];
+    let server = ServerProcess::spawn(BIN, &args)
+        .await
+        .unwrap_or_else(|e| panic!("{test}: server did not start: {e}"));
+    let token = jwt_keys::hs256(&jwt_keys::claims("js-user")).unwrap();
+    node_test(
+        &test,
+        &deps,
+        &node,
+        "smoke.mjs",
+        &[
+            ("AGENT_WEBKIT_URL", &server.base_url),
+            ("AGENT_WEBKIT_TOKEN", &token),
+            ("AGENT_WEBKIT_FRAMEWORK", framework),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn jwt_axum() {
+    smoke_with_jwt("axum").await;
+}
+
+#[tokio::test]
+async fn jwt_actix() {
+    smoke_with_jwt("actix").await;
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ pub mod cache_dir;
 pub mod conformance;
 pub mod fake_claude;
 pub mod http_fuzz;
+pub mod jwt_keys;
 pub use fake_claude::fake_claude_path;
 
 pub mod mock_api;

@@ -58,6 +58,7 @@ pub async fn run_persistence_conformance(
         permission_mode: Some("plan".into()),
         cwd: Some("/w".into()),
         tool_input_deltas: None,
+        owner: None,
     };
 
     let c = "create_then_load";

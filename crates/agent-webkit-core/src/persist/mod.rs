@@ -68,6 +68,8 @@ impl SessionRecord {
             cwd: self.cwd.as_ref().map(Into::into),
             // Not persisted: a session taken over by another host streams that host's default.
             tool_input_deltas: None,
+            // Persisted by the session-records work (list16); None until then.
+            owner: None,
         }
     }
 }

@@ -401,6 +401,7 @@ impl SessionRegistry {
             permission_mode: config.permission_mode.clone(),
         };
         let revive = self.reviver(&id, &config, resume.as_deref());
+        let owner = config.owner.clone();
         let ctx = AgentContext {
             session_id: id.clone(),
             config,
@@ -454,6 +455,7 @@ impl SessionRegistry {
                 connection,
                 prompts,
                 permit,
+                owner,
                 settings,
                 revive,
             },

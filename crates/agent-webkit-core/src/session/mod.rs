@@ -116,6 +116,8 @@ pub(crate) struct SessionParts {
     pub(crate) prompts: mpsc::UnboundedReceiver<ToSession>,
     /// Its agent's slot among the live agents (`None`: unbounded).
     pub(crate) permit: Option<crate::agent::slots::AgentSlot>,
+    /// The principal that owns it (see [`Session::owner`]).
+    pub(crate) owner: Option<String>,
     /// Model and permission mode it was started with.
     pub(crate) settings: RuntimeSettings,
     /// How to start its agent again after hibernation (`None`: it is never hibernated).
@@ -127,6 +129,8 @@ type QueryFuture = Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>;
 /// A live session (see the module docs).
 pub struct Session {
     id: String,
+    /// The principal that owns it (see [`Session::owner`]).
+    owner: Option<String>,
     log: Arc<EventLog>,
     router: Arc<PermissionRouter>,
     /// The agent while live (see `lifecycle`).
@@ -187,6 +191,7 @@ impl Session {
             connection,
             prompts,
             permit,
+            owner,
             settings,
             revive,
         } = parts;
@@ -196,6 +201,7 @@ impl Session {
         let (control, control_rx) = mpsc::channel(4);
         let session = Arc::new(Self {
             id,
+            owner,
             log,
             router,
             agent: Mutex::new(AgentSlot {
@@ -239,6 +245,13 @@ impl Session {
     /// The session id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The principal (JWT `sub`) that owns the session; `None` for a session created under the
+    /// shared token or with auth disabled. Only that principal (or an admin) may use it: see
+    /// [`Principal::may_access`](crate::auth::principal::Principal::may_access).
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
     }
 
     /// The session's event log.

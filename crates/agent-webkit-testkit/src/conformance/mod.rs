@@ -53,6 +53,7 @@ macro_rules! ensure_eq {
 mod burst;
 mod create;
 mod hardening;
+mod identity;
 mod input;
 mod lifecycle;
 mod stream;
@@ -61,6 +62,7 @@ mod transcript;
 pub use burst::*;
 pub use create::*;
 pub use hardening::*;
+pub use identity::*;
 pub use input::*;
 pub use lifecycle::*;
 pub use stream::*;
