@@ -461,6 +461,7 @@ mod tests {
             permission_mode: Some("plan".into()),
             cwd: Some(PathBuf::from("/tmp")),
             tool_input_deltas: None,
+            owner: None,
         };
         let spec = launch_spec(
             &options,

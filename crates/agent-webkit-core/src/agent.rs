@@ -34,6 +34,8 @@ pub struct SessionConfig {
     /// Stream tool-input deltas (`message_delta` with `input_json_delta`) for this session;
     /// `None`: the agent's default (for the Claude bridge, `--claude-tool-input-deltas`).
     pub tool_input_deltas: Option<bool>,
+    /// The principal (JWT `sub`) that owns the session; None under a shared token or no auth.
+    pub owner: Option<String>,
 }
 
 /// Everything a factory gets to build the agent of one session.

@@ -13,7 +13,8 @@
 //!    runtime; it starts the idle reaper) and share it with every request.
 //! 2. Route **every** request under the mount point to [`Api::handle`] (a catch-all route), so
 //!    404 / 405 answers come from here too. Pass the method as an upper-case string and the
-//!    path relative to the mount point (e.g. `/sessions/abc/stream`), without the query.
+//!    path relative to the mount point with its query string, if any (e.g.
+//!    `/sessions/abc/stream`, `/sessions?limit=20`).
 //! 3. Pass the headers through a [`RequestHeaders`] view (lookup by lower-case name, first value
 //!    wins) and the body through a [`RequestBody`] that reads at most `limit` bytes and reports
 //!    [`BodyError::TooLarge`] beyond it. Do not read the body before `handle` asks for it.
@@ -40,6 +41,7 @@ use futures_util::Stream;
 use serde_json::json;
 
 use crate::agent::{AgentError, SessionConfig};
+use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::auth::AuthConfig;
 use crate::config::{AllowedRoots, AppConfig, ConfigError};
 use crate::cors::Cors;
@@ -269,6 +271,7 @@ struct ApiInner {
     limits: ServerLimits,
     cors: Cors,
     subscribers: Arc<SubscriberCaps>,
+    audit: Vec<Arc<dyn AuditSink>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -316,6 +319,7 @@ impl Api {
                 cors: Cors::new(&config.cors_origins),
                 limits: config.limits,
                 subscribers,
+                audit: config.audit_sinks,
             }),
         })
     }
@@ -346,6 +350,7 @@ impl Api {
         H: RequestHeaders + Sync + ?Sized,
         B: RequestBody,
     {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let read = Arc::new(AtomicBool::new(false));
         let body = TrackedBody {
             inner: body,
@@ -362,7 +367,7 @@ impl Api {
                 preflight.headers = Cors::preflight_headers(origin);
                 preflight
             }
-            _ => self.dispatch(method, path, headers, body).await,
+            _ => self.dispatch(method, path, query, headers, body).await,
         };
         if let Some(origin) = origin {
             if response.header("access-control-allow-origin").is_none() {
@@ -378,7 +383,14 @@ impl Api {
         response
     }
 
-    async fn dispatch<H, B>(&self, method: &str, path: &str, headers: &H, body: B) -> ApiResponse
+    async fn dispatch<H, B>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &H,
+        body: B,
+    ) -> ApiResponse
     where
         H: RequestHeaders + Sync + ?Sized,
         B: RequestBody,
@@ -387,11 +399,12 @@ impl Api {
         let allowed = match route {
             Route::NotFound => return ApiResponse::error(404, "Not Found", None),
             Route::Health => "GET",
-            Route::Sessions | Route::Input(_) => "POST",
-            Route::Session(_) => "DELETE",
+            Route::Sessions => "GET, POST",
+            Route::Input(_) => "POST",
+            Route::Session(_) => "GET, DELETE",
             Route::Stream(_) => "GET",
         };
-        if method != allowed {
+        if !allowed.split(", ").any(|m| m == method) {
             return ApiResponse::error(405, "Method Not Allowed", None)
                 .with_header("allow", allowed);
         }
@@ -412,15 +425,55 @@ impl Api {
         if let Err(err) = self.inner.auth.check(headers.get("authorization")) {
             return ApiResponse::error(401, err, None).with_header("www-authenticate", "Bearer");
         }
+        // Who is asking, for listings: the lead wires the JWT principal here.
+        let caller = crate::listing::Caller::EVERYONE;
         match route {
+            Route::Sessions if method == "GET" => self.list(&caller, query).await,
             Route::Sessions => self.create(headers, body).await,
+            Route::Session(id) if method == "GET" => self.detail(&caller, id).await,
             Route::Session(id) => {
                 self.inner.registry.remove(id).await;
+                self.audit(AuditEvent::new(self.actor(), id, AuditAction::Delete));
                 ApiResponse::no_content()
             }
             Route::Stream(id) => self.stream(id, headers).await,
             Route::Input(id) => self.input(id, headers, body).await,
             Route::Health | Route::NotFound => ApiResponse::error(404, "Not Found", None),
+        }
+    }
+
+    /// `GET /sessions` (see [`crate::listing`]).
+    async fn list(&self, caller: &crate::listing::Caller<'_>, query: &str) -> ApiResponse {
+        let request = match crate::listing::ListRequest::parse(query) {
+            Ok(request) => request,
+            Err(err) => return ApiResponse::error(400, err, Some("invalid_query")),
+        };
+        match crate::listing::list_sessions(&self.inner.registry, caller, &request).await {
+            Ok(page) => ApiResponse::json(200, &json!(page)),
+            Err(err) => ApiResponse::error(503, err, Some("persistence_unavailable"))
+                .with_header("retry-after", "1"),
+        }
+    }
+
+    /// `GET /sessions/{id}` (see [`crate::listing`]).
+    async fn detail(&self, caller: &crate::listing::Caller<'_>, id: &str) -> ApiResponse {
+        match crate::listing::session_detail(&self.inner.registry, caller, id).await {
+            Ok(Some(detail)) => ApiResponse::json(200, &json!(detail)),
+            Ok(None) => ApiResponse::error(404, "Session not found", None),
+            Err(err) => ApiResponse::error(503, err, Some("persistence_unavailable"))
+                .with_header("retry-after", "1"),
+        }
+    }
+
+    /// Who acts, for the audit: `"token"` under the shared token, `None` with auth disabled
+    /// (the lead wires the JWT principal here).
+    fn actor(&self) -> Option<&'static str> {
+        (!self.inner.auth.disabled).then_some("token")
+    }
+
+    fn audit(&self, event: AuditEvent) {
+        for sink in &self.inner.audit {
+            sink.record(&event);
         }
     }
 
@@ -491,15 +544,26 @@ impl Api {
             permission_mode: request.permission_mode,
             cwd,
             tool_input_deltas: request.tool_input_deltas,
+            owner: None,
         };
+        let settings = json!({
+            "model": config.model,
+            "permission_mode": config.permission_mode,
+            "cwd": config.cwd.as_ref().map(|p| p.to_string_lossy()),
+        });
         match self.inner.registry.create(config).await {
-            Ok(session) => ApiResponse::json(
+            Ok(session) => {
+                let mut event = AuditEvent::new(self.actor(), session.id(), AuditAction::Create);
+                event.detail = Some(settings);
+                self.audit(event);
+                ApiResponse::json(
                 200,
                 &json!(CreateSessionResponse {
                     session_id: session.id().to_owned(),
                     protocol_version: PROTOCOL_VERSION.to_owned(),
                 }),
-            ),
+            )
+            }
             Err(CreateError::AtCapacity(max)) => {
                 ApiResponse::error(503, CreateError::AtCapacity(max), Some("session_limit"))
                     .with_header("retry-after", "1")
@@ -648,8 +712,14 @@ impl Api {
                 Some("session_ended"),
             );
         }
+        let audit = AuditEvent::for_input(self.actor(), id, &message);
         match apply(&session, message).await {
-            Ok(()) => ApiResponse::no_content(),
+            Ok(()) => {
+                if let Some(event) = audit {
+                    self.audit(event);
+                }
+                ApiResponse::no_content()
+            }
             Err(SessionError::Backpressure(n)) => {
                 ApiResponse::error(503, SessionError::Backpressure(n), Some("backpressure"))
                     .with_header("retry-after", "1")

@@ -4,11 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{CreateError, SessionRegistry};
+use super::{CreateError, SessionRegistry, Started};
 use crate::event_log::{EventLog, StoredEvent};
 use crate::models::{ErrorData, EventKind};
-use crate::persist::{spawn_event_writer, Lease, SessionPersistence};
-use crate::session::Session;
+use crate::persist::{spawn_event_writer, ActivityCell, Lease, SessionActivity, SessionPersistence};
+use crate::session::{Session, SessionMeta};
 
 /// Failover settings: where sessions are persisted and who this host is.
 #[derive(Clone)]
@@ -87,7 +87,13 @@ impl SessionRegistry {
         }
     }
 
-    pub(super) fn attach_writer(&self, id: &str, log: &Arc<EventLog>, failover: &Failover) {
+    pub(super) fn attach_writer(
+        &self,
+        id: &str,
+        log: &Arc<EventLog>,
+        failover: &Failover,
+        activity: Arc<ActivityCell>,
+    ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         log.set_sink(tx);
         let writer = spawn_event_writer(
@@ -95,6 +101,7 @@ impl SessionRegistry {
             id.to_owned(),
             rx,
             Arc::downgrade(log),
+            activity,
         );
         self.inner.writers.lock().insert(id.to_owned(), writer);
     }
@@ -187,11 +194,22 @@ impl SessionRegistry {
             let _ = persistence.release(id, &failover.host_id).await;
             return Err(CreateError::AtCapacity(inner.config.max_sessions.unwrap_or(0)).into());
         }
+        // The listing's totals continue from what the previous host wrote.
+        let activity = match persistence.get(id).await {
+            Ok(Some(listed)) => listed.activity,
+            Ok(None) => SessionActivity::created(record.created_at_ms),
+            Err(err) => {
+                inner.reserved.fetch_sub(1, Ordering::AcqRel);
+                let _ = persistence.release(id, &failover.host_id).await;
+                return Err(backend(err));
+            }
+        };
+        let activity = Arc::new(ActivityCell::new(activity));
         let log = Arc::new(
             EventLog::restore(inner.config.ring_size, &events)
                 .with_lag_budget(inner.config.lag_budget),
         );
-        self.attach_writer(id, &log, failover);
+        self.attach_writer(id, &log, failover, Arc::clone(&activity));
         tracing::info!(session_id = %id, host = %failover.host_id, last_seq = log.last_seq(), "taking over session");
         // The turn that was running on the old host is gone with its agent process: withdraw
         // its prompts and say so, so clients do not wait for what will not come.
@@ -213,8 +231,18 @@ impl SessionRegistry {
                 ),
             );
         }
+        let started = Started {
+            activity,
+            meta: SessionMeta::of(&record),
+        };
         match self
-            .launch(id, log, record.config(), Some(record.agent_session_id))
+            .launch(
+                id,
+                log,
+                record.config(),
+                Some(record.agent_session_id),
+                started,
+            )
             .await
         {
             Ok(session) => Ok(Some(session)),
