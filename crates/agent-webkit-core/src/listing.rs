@@ -1,11 +1,13 @@
 //! Session listing and detail (`GET /sessions`, `GET /sessions/{id}`): the sessions a caller
 //! may see, newest activity first, from this host's registry merged with the persisted ones.
 //!
-//! A session this host holds is shown from memory (its live state, pending prompts, current
-//! model and mode); one that exists only in persistence (hibernated by a restart or a
-//! hand-off, or held by another host) is shown from its stored record and activity, which its
-//! event writer keeps current with every batch. Pages are keyset-paginated on
-//! `(last_activity_ms, session_id)` descending; the cursor is opaque to clients.
+//! With persistence (the SQLite default, or PostgreSQL) every session is stored, so the stored
+//! rows give the order: keyset pages on `(last_activity_ms, session_id)` descending, the
+//! activity being what the session's event writer wrote with its last batch. A session this
+//! host holds is shown with its live state, pending prompts, model and mode over its row; one
+//! that exists only in persistence (hibernated by a restart or a hand-off, or held by another
+//! host) from its stored record and activity. Without persistence the registry is sorted in
+//! memory. The cursor is opaque to clients.
 //!
 //! Who sees what is decided in one place, [`Caller`]: the shared token (or no auth) is one
 //! tenant and sees every session; a principal sees the sessions it owns; an admin sees all.
@@ -273,71 +275,75 @@ pub async fn list_sessions(
     request: &ListRequest,
 ) -> Result<SessionPage, ListError> {
     let limit = request.limit;
-    let before = request.cursor.clone();
     let wanted = |state: SessionState| request.states.is_empty() || request.states.contains(&state);
     let local = held_here(registry);
-    let mut candidates: Vec<SessionInfo> = local
-        .values()
-        .filter(|s| caller.sees(s.meta().owner.as_deref()))
-        .map(|s| live_info(s))
-        .filter(|i| wanted(i.state) && below(&key_of(i), before.as_ref()))
-        .collect();
-    // `None`: every persisted session below `before` was read; else where the scan stopped.
-    let mut scan_stop: Option<Key> = None;
-    if let Some(failover) = registry.failover() {
-        let mut cursor = before.clone();
-        let mut found = 0;
-        let mut rounds = 0;
-        loop {
-            let query = ListQuery {
-                owner: caller.owner_filter().map(str::to_owned),
-                before: cursor.clone(),
-                limit: limit + 1,
-                ended_since_ms: ended_since(registry),
+    let Some(failover) = registry.failover() else {
+        // Everything is here: sort in memory.
+        let mut all: Vec<SessionInfo> = local
+            .values()
+            .filter(|s| caller.sees(s.meta().owner.as_deref()))
+            .map(|s| live_info(s))
+            .filter(|i| wanted(i.state) && below(&key_of(i), request.cursor.as_ref()))
+            .collect();
+        all.sort_by(|a, b| key_of(b).cmp(&key_of(a)));
+        return Ok(page_of(all, limit, None));
+    };
+    // Every session is persisted (those held here too): persistence gives the order and the
+    // keys; a session held here shows its live state over its stored row.
+    let mut found = Vec::new();
+    let mut cursor = request.cursor.clone();
+    let mut rounds = 0;
+    let scan_stop = loop {
+        let query = ListQuery {
+            owner: caller.owner_filter().map(str::to_owned),
+            before: cursor.clone(),
+            limit: limit + 1,
+            ended_since_ms: ended_since(registry),
+        };
+        let rows = failover.persistence.list(&query).await?;
+        let exhausted = rows.len() < query.limit;
+        for row in rows {
+            let key = (row.activity.last_activity_ms, row.record.session_id.clone());
+            cursor = Some(key.clone());
+            if !caller.sees(row.record.owner.as_deref()) {
+                continue;
+            }
+            let info = match local.get(&row.record.session_id) {
+                Some(session) => SessionInfo {
+                    // The stored activity is the sort key.
+                    last_activity_at: key.0,
+                    ..live_info(session)
+                },
+                None => stored_info(row, &failover.host_id),
             };
-            let rows = failover.persistence.list(&query).await?;
-            let exhausted = rows.len() < query.limit;
-            for row in rows {
-                cursor = Some((
-                    row.activity.last_activity_ms,
-                    row.record.session_id.clone(),
-                ));
-                if local.contains_key(&row.record.session_id) || !caller.sees(row.record.owner.as_deref()) {
-                    continue;
-                }
-                let info = stored_info(row, &failover.host_id);
-                if wanted(info.state) {
-                    candidates.push(info);
-                    found += 1;
-                }
-            }
-            rounds += 1;
-            if exhausted || found > limit {
-                break;
-            }
-            if rounds >= MAX_SCAN_ROUNDS {
-                scan_stop = cursor;
-                break;
+            if wanted(info.state) {
+                found.push(info);
             }
         }
-        if let (Some(stop), false) = (&scan_stop, found > limit) {
-            // Only what lies above where the scan stopped is known to be complete.
-            candidates.retain(|i| key_of(i) > *stop);
-        } else {
-            scan_stop = None;
+        rounds += 1;
+        if exhausted || found.len() > limit {
+            break None;
         }
-    }
-    candidates.sort_by(|a, b| key_of(b).cmp(&key_of(a)));
-    let next_cursor = if candidates.len() > limit {
-        candidates.truncate(limit);
-        candidates.last().map(|i| cursor::encode(&key_of(i)))
+        if rounds >= MAX_SCAN_ROUNDS {
+            break cursor;
+        }
+    };
+    Ok(page_of(found, limit, scan_stop))
+}
+
+/// The first `limit` of `sorted`, with the cursor after the last one when more follow, or
+/// `scan_stop` (where reading stopped early) otherwise.
+fn page_of(mut sorted: Vec<SessionInfo>, limit: usize, scan_stop: Option<Key>) -> SessionPage {
+    let next_cursor = if sorted.len() > limit {
+        sorted.truncate(limit);
+        sorted.last().map(|i| cursor::encode(&key_of(i)))
     } else {
         scan_stop.as_ref().map(cursor::encode)
     };
-    Ok(SessionPage {
-        sessions: candidates,
+    SessionPage {
+        sessions: sorted,
         next_cursor,
-    })
+    }
 }
 
 /// The session `id` in detail, or `None` when it does not exist or `caller` may not see it

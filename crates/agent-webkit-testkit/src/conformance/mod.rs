@@ -55,6 +55,7 @@ mod create;
 mod hardening;
 mod input;
 mod lifecycle;
+mod listing;
 mod stream;
 mod transcript;
 
@@ -63,6 +64,7 @@ pub use create::*;
 pub use hardening::*;
 pub use input::*;
 pub use lifecycle::*;
+pub use listing::*;
 pub use stream::*;
 pub use transcript::transcript;
 
