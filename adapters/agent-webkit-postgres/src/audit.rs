@@ -1,9 +1,9 @@
 //! [`PgAuditSink`]: audit events in the `agent_webkit_audit` table (schema migration 4), written
 //! in the background from a bounded queue, with a retention prune.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::borrow::Cow;
 use std::time::Duration;
 
 use agent_webkit_core::audit::{AuditEvent, AuditSink};

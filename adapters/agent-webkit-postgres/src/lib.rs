@@ -45,8 +45,8 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-pub use deadpool_postgres;
 pub use audit::{AuditOptions, PgAuditSink, DEFAULT_AUDIT_QUEUE};
+pub use deadpool_postgres;
 pub use persistence::{PgSessionPersistence, DEFAULT_MAX_EVENTS};
 pub use schema::SCHEMA_VERSION;
 

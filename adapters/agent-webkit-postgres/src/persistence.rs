@@ -334,7 +334,9 @@ impl SessionPersistence for PgSessionPersistence {
         let activity = activity
             .map(serde_json::to_value)
             .transpose()
-            .map_err(|e| PersistError::Backend(format!("activity of session {session_id:?}: {e}")))?;
+            .map_err(|e| {
+                PersistError::Backend(format!("activity of session {session_id:?}: {e}"))
+            })?;
         let mut seqs = Vec::with_capacity(events.len());
         for event in events {
             seqs.push(i64::try_from(event.seq).map_err(|_| {
@@ -463,7 +465,8 @@ impl SessionPersistence for PgSessionPersistence {
         if !storable(session_id) {
             return Ok(None);
         }
-        let sql = format!("SELECT {LISTED_COLUMNS} FROM agent_webkit_sessions WHERE session_id = $1");
+        let sql =
+            format!("SELECT {LISTED_COLUMNS} FROM agent_webkit_sessions WHERE session_id = $1");
         self.run("get", session_id, |client, _| {
             let sql = &sql;
             async move {

@@ -85,7 +85,10 @@ fn listed(row: &rusqlite::Row<'_>) -> Result<ListedSession, SqliteError> {
         .map_err(|e| SqliteError::Corrupt(format!("session record: {e}")))?;
     let mut activity = match row.get::<_, Option<String>>(1)? {
         Some(text) => serde_json::from_str(&text).map_err(|e| {
-            SqliteError::Corrupt(format!("activity of session \"{}\": {e}", record.session_id))
+            SqliteError::Corrupt(format!(
+                "activity of session \"{}\": {e}",
+                record.session_id
+            ))
         })?,
         None => SessionActivity::created(record.created_at_ms),
     };
@@ -145,7 +148,14 @@ impl SessionPersistence for SqliteSessionPersistence {
                               principal, last_activity_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5) ON CONFLICT DO NOTHING",
                     )?
-                    .execute(params![key, text, owner, lease_end(lease), created, principal])?)
+                    .execute(params![
+                        key,
+                        text,
+                        owner,
+                        lease_end(lease),
+                        created,
+                        principal
+                    ])?)
             })
             .await?;
         if inserted == 0 {

@@ -91,7 +91,11 @@ impl AuditEvent {
 
     /// The event for an input message, if that kind of message is audited (user messages
     /// and `stop_task` are not).
-    pub fn for_input(actor: Option<&str>, session_id: &str, message: &InboundMessage) -> Option<Self> {
+    pub fn for_input(
+        actor: Option<&str>,
+        session_id: &str,
+        message: &InboundMessage,
+    ) -> Option<Self> {
         let (action, correlation_id, detail) = match message {
             InboundMessage::PermissionResponse(resp) => {
                 let action = match resp.behavior {
@@ -108,9 +112,11 @@ impl AuditEvent {
             InboundMessage::QuestionResponse { correlation_id, .. } => {
                 (AuditAction::Answer, Some(correlation_id.clone()), None)
             }
-            InboundMessage::HookDecisionResponse { correlation_id, .. } => {
-                (AuditAction::HookDecision, Some(correlation_id.clone()), None)
-            }
+            InboundMessage::HookDecisionResponse { correlation_id, .. } => (
+                AuditAction::HookDecision,
+                Some(correlation_id.clone()),
+                None,
+            ),
             InboundMessage::Interrupt => (AuditAction::Interrupt, None, None),
             InboundMessage::SetModel { model } => {
                 (AuditAction::SetModel, None, Some(json!({ "model": model })))
@@ -165,13 +171,18 @@ mod tests {
     #[test]
     fn inputs_map_to_actions() {
         let msg = |json: &str| InboundMessage::from_json(json.as_bytes()).unwrap();
-        let allow = msg(r#"{"type":"permission_response","correlation_id":"c1","behavior":"allow","updated_input":{"a":1}}"#);
+        let allow = msg(
+            r#"{"type":"permission_response","correlation_id":"c1","behavior":"allow","updated_input":{"a":1}}"#,
+        );
         let event = AuditEvent::for_input(Some("token"), "s", &allow).unwrap();
         assert_eq!(event.action, AuditAction::Approve);
         assert_eq!(event.correlation_id.as_deref(), Some("c1"));
         assert_eq!(event.detail.unwrap()["updated_input"], true);
         let deny = msg(r#"{"type":"permission_response","correlation_id":"c2","behavior":"deny"}"#);
-        assert_eq!(AuditEvent::for_input(None, "s", &deny).unwrap().action, AuditAction::Deny);
+        assert_eq!(
+            AuditEvent::for_input(None, "s", &deny).unwrap().action,
+            AuditAction::Deny
+        );
         let mode = msg(r#"{"type":"set_permission_mode","mode":"plan"}"#);
         let event = AuditEvent::for_input(None, "s", &mode).unwrap();
         assert_eq!(event.detail.unwrap()["permission_mode"], "plan");

@@ -557,12 +557,12 @@ impl Api {
                 event.detail = Some(settings);
                 self.audit(event);
                 ApiResponse::json(
-                200,
-                &json!(CreateSessionResponse {
-                    session_id: session.id().to_owned(),
-                    protocol_version: PROTOCOL_VERSION.to_owned(),
-                }),
-            )
+                    200,
+                    &json!(CreateSessionResponse {
+                        session_id: session.id().to_owned(),
+                        protocol_version: PROTOCOL_VERSION.to_owned(),
+                    }),
+                )
             }
             Err(CreateError::AtCapacity(max)) => {
                 ApiResponse::error(503, CreateError::AtCapacity(max), Some("session_limit"))

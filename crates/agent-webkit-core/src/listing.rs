@@ -285,7 +285,7 @@ pub async fn list_sessions(
             .map(|s| live_info(s))
             .filter(|i| wanted(i.state) && below(&key_of(i), request.cursor.as_ref()))
             .collect();
-        all.sort_by(|a, b| key_of(b).cmp(&key_of(a)));
+        all.sort_by_key(|i| std::cmp::Reverse(key_of(i)));
         return Ok(page_of(all, limit, None));
     };
     // Every session is persisted (those held here too): persistence gives the order and the

@@ -59,7 +59,10 @@ impl tracing::Subscriber for Recorder {
 }
 
 async fn call(api: &Api, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let headers = [("authorization", "Bearer t"), ("content-type", "application/json")];
+    let headers = [
+        ("authorization", "Bearer t"),
+        ("content-type", "application/json"),
+    ];
     let body = if body.is_null() {
         Bytes::new()
     } else {
@@ -75,8 +78,8 @@ async fn audited_actions_reach_the_sinks_and_the_tracing_target() {
     let recorder = Recorder::default();
     let _guard = tracing::subscriber::set_default(recorder.clone());
     let captured = Arc::new(Captured::default());
-    let mut config = AppConfig::new(Arc::new(ReplayAgentFactory::new()))
-        .with_auth(AuthConfig::with_token("t"));
+    let mut config =
+        AppConfig::new(Arc::new(ReplayAgentFactory::new())).with_auth(AuthConfig::with_token("t"));
     config.audit_sinks.push(captured.clone());
     let api = Api::new(config).unwrap();
 
@@ -84,31 +87,62 @@ async fn audited_actions_reach_the_sinks_and_the_tracing_target() {
     assert_eq!(status, 200, "{created}");
     let id = created["session_id"].as_str().unwrap().to_owned();
     let input = format!("/sessions/{id}/input");
-    let (status, _) = call(&api, "POST", &input, json!({"type": "user_message", "content": "go"})).await;
+    let (status, _) = call(
+        &api,
+        "POST",
+        &input,
+        json!({"type": "user_message", "content": "go"}),
+    )
+    .await;
     assert_eq!(status, 204);
     // The prompt, as GET /sessions/{id} shows it.
     let session = api.registry().get(&id).unwrap();
     let mut log = session.event_log().subscribe_from_start();
     let corr = loop {
         let batch = log.next_batch(16).await.unwrap().unwrap();
-        if let Some(prompt) = batch.iter().find(|e| e.kind().as_str() == "permission_request") {
+        if let Some(prompt) = batch
+            .iter()
+            .find(|e| e.kind().as_str() == "permission_request")
+        {
             break prompt.data()["correlation_id"].as_str().unwrap().to_owned();
         }
     };
     // A refused answer is not audited; the accepted one is.
-    let wrong = json!({"type": "permission_response", "correlation_id": "nope", "behavior": "allow"});
+    let wrong =
+        json!({"type": "permission_response", "correlation_id": "nope", "behavior": "allow"});
     assert_eq!(call(&api, "POST", &input, wrong).await.0, 409);
     let deny = json!({"type": "permission_response", "correlation_id": corr, "behavior": "deny"});
     assert_eq!(call(&api, "POST", &input, deny).await.0, 204);
     let mode = json!({"type": "set_permission_mode", "mode": "plan"});
     assert_eq!(call(&api, "POST", &input, mode).await.0, 204);
-    assert_eq!(call(&api, "POST", &input, json!({"type": "interrupt"})).await.0, 204);
-    assert_eq!(call(&api, "DELETE", &format!("/sessions/{id}"), Value::Null).await.0, 204);
+    assert_eq!(
+        call(&api, "POST", &input, json!({"type": "interrupt"}))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        call(&api, "DELETE", &format!("/sessions/{id}"), Value::Null)
+            .await
+            .0,
+        204
+    );
 
     let events = captured.0.lock().unwrap().clone();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["create", "deny", "set_permission_mode", "interrupt", "delete"]);
-    assert!(events.iter().all(|e| e.session_id == id && e.actor.as_deref() == Some("token")));
+    assert_eq!(
+        actions,
+        [
+            "create",
+            "deny",
+            "set_permission_mode",
+            "interrupt",
+            "delete"
+        ]
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.session_id == id && e.actor.as_deref() == Some("token")));
     assert_eq!(events[1].correlation_id.as_deref(), Some(corr.as_str()));
     assert_eq!(events[0].detail.as_ref().unwrap()["model"], "read_allow");
 

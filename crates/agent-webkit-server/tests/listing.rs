@@ -99,7 +99,11 @@ async fn sessions_are_listed_after_a_restart() {
     assert_eq!(listed["usage"]["turns"], 1, "{listed}");
     assert_eq!(listed["model"], "echo", "{listed}");
     for field in ["created_at", "last_activity_at", "title", "usage"] {
-        assert_eq!(listed[field], entry(&before, &first)[field], "{field} survives");
+        assert_eq!(
+            listed[field],
+            entry(&before, &first)[field],
+            "{field} survives"
+        );
     }
     let detail = get(&cb, &format!("/sessions/{first}")).await;
     assert_eq!(detail["last_seq"], last_seq, "{detail}");
@@ -125,17 +129,7 @@ async fn another_host_lists_sessions_through_failover() {
     let db = fresh_database(&admin).await;
     let host = |name: &'static str| {
         let db = db.clone();
-        async move {
-            server(&[
-                "--database-url",
-                &db,
-                "--host-id",
-                name,
-                "--lease",
-                "1",
-            ])
-            .await
-        }
+        async move { server(&["--database-url", &db, "--host-id", name, "--lease", "1"]).await }
     };
     let a = host("host-a").await;
     let b = host("host-b").await;
@@ -151,7 +145,11 @@ async fn another_host_lists_sessions_through_failover() {
     assert_eq!(listed["usage"]["turns"], 1, "{listed}");
     let detail = get(&cb, &format!("/sessions/{id}")).await;
     assert_eq!(detail["last_seq"], last_seq, "{detail}");
-    assert_eq!(detail["prompts"], Value::Null, "unknown on another host: {detail}");
+    assert_eq!(
+        detail["prompts"],
+        Value::Null,
+        "unknown on another host: {detail}"
+    );
 
     drop(a); // SIGKILL: its lease runs out within a second
     until_state(&cb, &id, "hibernated").await;
@@ -186,8 +184,7 @@ async fn audit_rows_land_in_postgres_and_old_ones_are_pruned() {
         .as_str()
         .unwrap()
         .to_owned();
-    send(json!({"type": "permission_response", "correlation_id": corr, "behavior": "allow"}))
-        .await;
+    send(json!({"type": "permission_response", "correlation_id": corr, "behavior": "allow"})).await;
     stream.until("result", T).await.unwrap();
     send(json!({"type": "set_model", "model": "echo"})).await;
     send(json!({"type": "set_permission_mode", "mode": "plan"})).await;
@@ -222,11 +219,21 @@ async fn audit_rows_land_in_postgres_and_old_ones_are_pruned() {
     let actions: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(actions, expected);
     let approve = &rows[1];
-    assert_eq!(approve.get::<_, Option<String>>(2).as_deref(), Some(corr.as_str()));
-    assert_eq!(approve.get::<_, Option<String>>(1), None, "auth disabled: no actor");
+    assert_eq!(
+        approve.get::<_, Option<String>>(2).as_deref(),
+        Some(corr.as_str())
+    );
+    assert_eq!(
+        approve.get::<_, Option<String>>(1),
+        None,
+        "auth disabled: no actor"
+    );
     let detail: Value = rows[2].get(3);
     assert_eq!(detail["model"], "echo");
-    assert_eq!(rows[0].get::<_, Option<String>>(4).as_deref(), Some("audit-host"));
+    assert_eq!(
+        rows[0].get::<_, Option<String>>(4).as_deref(),
+        Some("audit-host")
+    );
 
     // Retention: a row older than the retention goes at the next start.
     pg.execute(

@@ -13,7 +13,7 @@ pub(super) fn encode((ms, id): &(i64, String)) -> String {
 
 /// Decodes a cursor; `None` if it is not one this module made.
 pub(super) fn decode(cursor: &str) -> Option<(i64, String)> {
-    if cursor.len() % 2 != 0 || cursor.len() > 512 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..cursor.len())
@@ -33,7 +33,10 @@ mod tests {
     fn round_trip_and_garbage() {
         let key = (1_700_000_000_123, "3f1c-ab".to_owned());
         assert_eq!(decode(&encode(&key)), Some(key));
-        assert_eq!(decode(&encode(&(-5, String::new()))), Some((-5, String::new())));
+        assert_eq!(
+            decode(&encode(&(-5, String::new()))),
+            Some((-5, String::new()))
+        );
         for bad in ["", "zz", "abc", "3132", "ff", "3a"] {
             assert_eq!(decode(bad), None, "{bad}");
         }

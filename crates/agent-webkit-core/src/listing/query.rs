@@ -90,7 +90,10 @@ mod tests {
     fn parses_and_refuses() {
         assert_eq!(ListRequest::parse("").unwrap(), ListRequest::default());
         let key = (12, "abc".to_owned());
-        let q = format!("limit=5&cursor={}&state=idle,waiting&state=idle&x=1", cursor::encode(&key));
+        let q = format!(
+            "limit=5&cursor={}&state=idle,waiting&state=idle&x=1",
+            cursor::encode(&key)
+        );
         let r = ListRequest::parse(&q).unwrap();
         assert_eq!(r.limit, 5);
         assert_eq!(r.cursor, Some(key));

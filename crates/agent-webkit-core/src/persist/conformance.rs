@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use super::{
-    Lease, ListQuery, PersistError, SessionActivity, SessionPersistence, SessionRecord,
-    UsageTotals,
+    Lease, ListQuery, PersistError, SessionActivity, SessionPersistence, SessionRecord, UsageTotals,
 };
 use crate::agent::SessionConfig;
 use crate::event_log::StoredEvent;
@@ -216,19 +215,28 @@ async fn listing(
         let id = format!("{prefix}-l{i}");
         let config = crate::agent::SessionConfig {
             model: Some(format!("m{i}")),
-            owner: Some(if i == 2 { format!("{prefix}-other") } else { owner.clone() }),
+            owner: Some(if i == 2 {
+                format!("{prefix}-other")
+            } else {
+                owner.clone()
+            }),
             ..Default::default()
         };
         let mut record = SessionRecord::new(&id, &id, &config);
         record.created_at_ms = base;
-        store.create(&record, "host-1", lease).await.map_err(backend(c))?;
+        store
+            .create(&record, "host-1", lease)
+            .await
+            .map_err(backend(c))?;
         let created = store.get(&id).await.map_err(backend(c))?;
         check(
             c,
-            created.as_ref().is_some_and(|l| l.record == record
-                && l.activity == SessionActivity::created(base)
-                && l.last_seq == 0
-                && l.lease_holder.as_deref() == Some("host-1")),
+            created.as_ref().is_some_and(|l| {
+                l.record == record
+                    && l.activity == SessionActivity::created(base)
+                    && l.last_seq == 0
+                    && l.lease_holder.as_deref() == Some("host-1")
+            }),
             format!("after create: {created:?}"),
         )?;
         // Sessions 3 and 4 share an activity time: the id breaks the tie.
@@ -248,7 +256,10 @@ async fn listing(
             .await
             .map_err(backend(c))?;
         // Without activity: the events land, the activity stays.
-        store.append_batch(&id, &[ev(3)], None).await.map_err(backend(c))?;
+        store
+            .append_batch(&id, &[ev(3)], None)
+            .await
+            .map_err(backend(c))?;
         let got = store.get(&id).await.map_err(backend(c))?;
         check(
             c,
@@ -274,7 +285,9 @@ async fn listing(
         names(&first) == [ids[4].clone(), ids[3].clone()],
         format!("first page: {:?}", names(&first)),
     )?;
-    let last = first.last().map(|l| (l.activity.last_activity_ms, l.record.session_id.clone()));
+    let last = first
+        .last()
+        .map(|l| (l.activity.last_activity_ms, l.record.session_id.clone()));
     let second = store.list(&mine(last, 10, 0)).await.map_err(backend(c))?;
     check(
         c,

@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::agent::SessionConfig;
 use crate::event_log::StoredEvent;
 
-#[cfg(any(test, feature = "testing"))]
-pub use conformance::{run_persistence_conformance, PersistenceFailure};
 pub(crate) use activity::ActivityCell;
 pub use activity::{SessionActivity, UsageTotals};
+#[cfg(any(test, feature = "testing"))]
+pub use conformance::{run_persistence_conformance, PersistenceFailure};
 pub use memory::InMemoryPersistence;
 pub(crate) use writer::spawn_event_writer;
 
@@ -110,7 +110,6 @@ pub struct ListedSession {
     /// The host whose lease is live (unexpired), if any.
     pub lease_holder: Option<String>,
 }
-
 
 /// The outcome of [`SessionPersistence::acquire`].
 #[derive(Debug, Clone, PartialEq, Eq)]

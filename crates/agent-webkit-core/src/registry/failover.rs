@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::{CreateError, SessionRegistry, Started};
 use crate::event_log::{EventLog, StoredEvent};
 use crate::models::{ErrorData, EventKind};
-use crate::persist::{spawn_event_writer, ActivityCell, Lease, SessionActivity, SessionPersistence};
+use crate::persist::{
+    spawn_event_writer, ActivityCell, Lease, SessionActivity, SessionPersistence,
+};
 use crate::session::{Session, SessionMeta};
 
 /// Failover settings: where sessions are persisted and who this host is.

@@ -30,8 +30,7 @@ use crate::models::{EventKind, SessionReadyData};
 use crate::permission::{PermissionHandle, PermissionRouter};
 use crate::persist::{ActivityCell, SessionActivity, SessionRecord};
 use crate::session::{
-    RuntimeSettings, Session, SessionMeta, SessionOptions, SessionParts,
-    DEFAULT_INBOUND_CAPACITY,
+    RuntimeSettings, Session, SessionMeta, SessionOptions, SessionParts, DEFAULT_INBOUND_CAPACITY,
 };
 use crate::store::SessionStore;
 

@@ -48,7 +48,11 @@ pub async fn check_list_and_detail(target: &Target) -> Result<()> {
         .as_array()
         .map(|s| s.iter().filter_map(|e| e["session_id"].as_str()).collect())
         .unwrap_or_default();
-    ensure_eq!(ids, vec![waiting.as_str(), idle.as_str()], "newest activity first");
+    ensure_eq!(
+        ids,
+        vec![waiting.as_str(), idle.as_str()],
+        "newest activity first"
+    );
     ensure_eq!(page["next_cursor"], Value::Null, "one page");
     let first = entry(&page, &idle)?;
     ensure_eq!(first["state"], "idle", "{first}");
@@ -61,14 +65,21 @@ pub async fn check_list_and_detail(target: &Target) -> Result<()> {
     );
     ensure_eq!(first["model"], json!(echo.model), "{first}");
     for field in ["created_at", "last_activity_at"] {
-        ensure!(first[field].as_i64().is_some_and(|t| t > 0), "{field}: {first}");
+        ensure!(
+            first[field].as_i64().is_some_and(|t| t > 0),
+            "{field}: {first}"
+        );
     }
     let second = entry(&page, &waiting)?;
     ensure_eq!(second["state"], "waiting", "{second}");
     ensure_eq!(second["pending_prompts"], 1, "{second}");
 
     let filtered = get_json(&server, "/sessions?state=waiting").await?;
-    ensure_eq!(filtered["sessions"].as_array().map(Vec::len), Some(1), "{filtered}");
+    ensure_eq!(
+        filtered["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{filtered}"
+    );
     entry(&filtered, &waiting)?;
 
     // The detail: the prompt as the stream sent it, and where to resume.
@@ -83,10 +94,17 @@ pub async fn check_list_and_detail(target: &Target) -> Result<()> {
     ensure_eq!(prompts.len(), 1, "{detail}");
     ensure_eq!(prompts[0]["event"], "permission_request");
     ensure_eq!(prompts[0]["seq"].as_u64(), sent.id, "the prompt's seq");
-    ensure_eq!(prompts[0]["data"], sent.json(), "the prompt's data as streamed");
+    ensure_eq!(
+        prompts[0]["data"],
+        sent.json(),
+        "the prompt's data as streamed"
+    );
     ensure_eq!(prompts[0]["data"]["correlation_id"], corr.as_str());
     let last_seq = detail["last_seq"].as_u64().unwrap_or(0);
-    ensure!(last_seq >= sent.id.unwrap_or(u64::MAX), "last_seq {last_seq} covers the prompt");
+    ensure!(
+        last_seq >= sent.id.unwrap_or(u64::MAX),
+        "last_seq {last_seq} covers the prompt"
+    );
     // A client that reloads answers from the detail and resumes after `last_seq`.
     let mut resumed = server
         .client
@@ -109,7 +127,9 @@ pub async fn check_list_and_detail(target: &Target) -> Result<()> {
     ensure_eq!(detail["pending_prompts"], 0, "{detail}");
 
     let not_found = json!({"detail": "Session not found"});
-    get(&server, "/sessions/nope").await?.expect_error(404, &not_found)?;
+    get(&server, "/sessions/nope")
+        .await?
+        .expect_error(404, &not_found)?;
     get(&server, "/sessions/00000000-0000-4000-8000-000000000000")
         .await?
         .expect_error(404, &not_found)?;
@@ -119,13 +139,23 @@ pub async fn check_list_and_detail(target: &Target) -> Result<()> {
             .expect_error_code(400, Some("invalid_query"))?;
     }
     for path in ["/sessions".to_owned(), format!("/sessions/{idle}")] {
-        let reply = Reply::read(server.anonymous().request(Method::GET, &path).send().await?).await?;
+        let reply = Reply::read(
+            server
+                .anonymous()
+                .request(Method::GET, &path)
+                .send()
+                .await?,
+        )
+        .await?;
         ensure_eq!(reply.status, 401, "GET {path} without the token");
     }
     // A deleted session leaves the listing.
     ensure_eq!(server.client.delete(&idle).await?, 204);
     let page = get_json(&server, "/sessions").await?;
-    ensure!(entry(&page, &idle).is_err(), "deleted session still listed: {page}");
+    ensure!(
+        entry(&page, &idle).is_err(),
+        "deleted session still listed: {page}"
+    );
     Ok(())
 }
 
@@ -185,9 +215,16 @@ pub async fn check_list_pagination_under_concurrent_creates(target: &Target) -> 
         .await
         .map_err(|e| TestkitError::Unexpected(e.to_string()))??;
     let unique: HashSet<&String> = seen.iter().collect();
-    ensure_eq!(unique.len(), seen.len(), "no session listed twice: {seen:?}");
+    ensure_eq!(
+        unique.len(),
+        seen.len(),
+        "no session listed twice: {seen:?}"
+    );
     for id in &before {
-        ensure!(seen.contains(id), "{id} (created before paging) missing from {seen:?}");
+        ensure!(
+            seen.contains(id),
+            "{id} (created before paging) missing from {seen:?}"
+        );
     }
     // Everything is listed once the creates are done.
     let all = get_json(&server, "/sessions?limit=200").await?;
@@ -196,7 +233,10 @@ pub async fn check_list_pagination_under_concurrent_creates(target: &Target) -> 
         .map(|s| s.iter().filter_map(|e| e["session_id"].as_str()).collect())
         .unwrap_or_default();
     for id in before.iter().chain(&made) {
-        ensure!(listed.contains(id.as_str()), "{id} missing after the creates");
+        ensure!(
+            listed.contains(id.as_str()),
+            "{id} missing after the creates"
+        );
     }
     Ok(())
 }
