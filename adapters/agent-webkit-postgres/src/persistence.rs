@@ -99,7 +99,7 @@ fn listed(row: &tokio_postgres::Row) -> Result<ListedSession, PgStoreError> {
         Some(json) => serde_json::from_value(json).map_err(|e| {
             PgStoreError::Corrupt(format!("activity of session {:?}: {e}", record.session_id))
         })?,
-        None => SessionActivity::created(record.created_at_ms),
+        None => SessionActivity::created(&record),
     };
     activity.last_activity_ms = row.try_get(2)?;
     activity.ended = row.try_get(3)?;

@@ -90,7 +90,7 @@ fn listed(row: &rusqlite::Row<'_>) -> Result<ListedSession, SqliteError> {
                 record.session_id
             ))
         })?,
-        None => SessionActivity::created(record.created_at_ms),
+        None => SessionActivity::created(&record),
     };
     activity.last_activity_ms = row.get(2)?;
     activity.ended = row.get::<_, i64>(3)? != 0;

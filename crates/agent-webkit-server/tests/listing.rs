@@ -77,6 +77,9 @@ async fn sessions_are_listed_after_a_restart() {
     let mut a = server(&["--data-dir", &data]).await;
     let ca = a.client(None);
     let first = ca.create(&json!({"model": "echo"})).await.unwrap();
+    // A mode change is persisted with the next event batch.
+    let mode = json!({"type": "set_permission_mode", "mode": "plan"});
+    assert_eq!(ca.input(&first, &mode).await.unwrap().status(), 204);
     let last_seq = echo_turn(&ca, &first, "remember the kiwi").await;
     let second = ca.create(&json!({"model": "echo"})).await.unwrap();
     let before = get(&ca, "/sessions").await;
@@ -98,6 +101,7 @@ async fn sessions_are_listed_after_a_restart() {
     assert_eq!(listed["title"], "remember the kiwi", "{listed}");
     assert_eq!(listed["usage"]["turns"], 1, "{listed}");
     assert_eq!(listed["model"], "echo", "{listed}");
+    assert_eq!(listed["permission_mode"], "plan", "{listed}");
     for field in ["created_at", "last_activity_at", "title", "usage"] {
         assert_eq!(
             listed[field],
@@ -115,6 +119,10 @@ async fn sessions_are_listed_after_a_restart() {
     assert_eq!(listed["state"], "idle", "{listed}");
     assert_eq!(listed["usage"]["turns"], 2, "{listed}");
     assert_eq!(listed["title"], "remember the kiwi", "{listed}");
+    assert_eq!(
+        listed["permission_mode"], "plan",
+        "resumed with the mode last set: {listed}"
+    );
     assert_eq!(
         live["sessions"][0]["session_id"], first,
         "the newest activity is first: {live}"

@@ -7,6 +7,8 @@
 //! so keeping the listing current costs no write of its own. The values are absolute, so a
 //! retried batch writes the same thing again.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -76,13 +78,19 @@ pub struct SessionActivity {
     pub usage: UsageTotals,
     /// The agent ended on its own (the log ends with `done`).
     pub ended: bool,
+    /// The model as last set (`None`: the server's default).
+    pub model: Option<String>,
+    /// The permission mode as last set (`None`: the server's default).
+    pub permission_mode: Option<String>,
 }
 
 impl SessionActivity {
-    /// Activity of a session created at `created_at_ms` that has done nothing yet.
-    pub fn created(created_at_ms: i64) -> Self {
+    /// Activity of a session created from `record` that has done nothing yet.
+    pub fn created(record: &super::SessionRecord) -> Self {
         Self {
-            last_activity_ms: created_at_ms,
+            last_activity_ms: record.created_at_ms,
+            model: record.model.clone(),
+            permission_mode: record.permission_mode.clone(),
             ..Self::default()
         }
     }
@@ -108,25 +116,36 @@ pub(crate) fn title_of(content: &UserContent) -> Option<String> {
 /// (which persists a snapshot with each batch).
 #[derive(Debug, Default)]
 pub(crate) struct ActivityCell {
+    /// `last_activity_ms`, apart: touched on every agent message, without the lock.
+    last_activity_ms: AtomicI64,
     inner: Mutex<SessionActivity>,
 }
 
 impl ActivityCell {
     pub(crate) fn new(activity: SessionActivity) -> Self {
         Self {
+            last_activity_ms: AtomicI64::new(activity.last_activity_ms),
             inner: Mutex::new(activity),
         }
     }
 
     pub(crate) fn snapshot(&self) -> SessionActivity {
-        self.inner.lock().clone()
+        let mut activity = self.inner.lock().clone();
+        activity.last_activity_ms = self.last_activity_ms.load(Ordering::Acquire);
+        activity
     }
 
     /// Something happened now.
     pub(crate) fn touch(&self) {
-        let now = super::now_ms();
+        self.last_activity_ms
+            .fetch_max(super::now_ms(), Ordering::AcqRel);
+    }
+
+    /// The client changed the model or the permission mode.
+    pub(crate) fn settings(&self, model: Option<String>, permission_mode: Option<String>) {
         let mut activity = self.inner.lock();
-        activity.last_activity_ms = activity.last_activity_ms.max(now);
+        activity.model = model;
+        activity.permission_mode = permission_mode;
     }
 
     /// The title `content` would give the session if it were its first titled message

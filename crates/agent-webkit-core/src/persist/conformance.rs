@@ -233,7 +233,7 @@ async fn listing(
             c,
             created.as_ref().is_some_and(|l| {
                 l.record == record
-                    && l.activity == SessionActivity::created(base)
+                    && l.activity == SessionActivity::created(&record)
                     && l.last_seq == 0
                     && l.lease_holder.as_deref() == Some("host-1")
             }),
@@ -250,6 +250,8 @@ async fn listing(
                 ..Default::default()
             },
             ended: i == 0,
+            model: Some("changed".into()),
+            permission_mode: Some("plan".into()),
         };
         store
             .append_batch(&id, &[ev(1), ev(2)], Some(&activity))

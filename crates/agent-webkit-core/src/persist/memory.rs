@@ -77,7 +77,7 @@ impl SessionPersistence for InMemoryPersistence {
                 events: Vec::new(),
                 owner: Some(owner.to_owned()),
                 expires_at_ms: lease_end(lease),
-                activity: SessionActivity::created(record.created_at_ms),
+                activity: SessionActivity::created(record),
                 last_seq: 0,
             },
         );

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use super::{CreateError, SessionRegistry, Started};
 use crate::event_log::{EventLog, StoredEvent};
 use crate::models::{ErrorData, EventKind};
-use crate::persist::{
-    spawn_event_writer, ActivityCell, Lease, SessionActivity, SessionPersistence,
-};
+use crate::persist::{spawn_event_writer, ActivityCell, Lease, SessionPersistence};
 use crate::session::{Session, SessionMeta};
 
 /// Failover settings: where sessions are persisted and who this host is.
@@ -166,8 +164,17 @@ impl SessionRegistry {
             let _ = persistence.delete(id).await;
             return Ok(None);
         }
+        // The listing's totals continue from what the previous host wrote, and the agent
+        // resumes with the model and mode the client last set (as a wake-up does).
+        let activity = match persistence.get(id).await.map_err(backend)? {
+            Some(listed) => listed.activity,
+            None => return Ok(None),
+        };
+        let mut config = record.config();
+        config.model.clone_from(&activity.model);
+        config.permission_mode.clone_from(&activity.permission_mode);
         if let Some(check) = inner.take_over_check.get() {
-            check(&record.config()).map_err(ResumeError::Refused)?;
+            check(&config).map_err(ResumeError::Refused)?;
         }
         match persistence
             .acquire(id, &failover.host_id, inner.config.lease)
@@ -196,16 +203,6 @@ impl SessionRegistry {
             let _ = persistence.release(id, &failover.host_id).await;
             return Err(CreateError::AtCapacity(inner.config.max_sessions.unwrap_or(0)).into());
         }
-        // The listing's totals continue from what the previous host wrote.
-        let activity = match persistence.get(id).await {
-            Ok(Some(listed)) => listed.activity,
-            Ok(None) => SessionActivity::created(record.created_at_ms),
-            Err(err) => {
-                inner.reserved.fetch_sub(1, Ordering::AcqRel);
-                let _ = persistence.release(id, &failover.host_id).await;
-                return Err(backend(err));
-            }
-        };
         let activity = Arc::new(ActivityCell::new(activity));
         let log = Arc::new(
             EventLog::restore(inner.config.ring_size, &events)
@@ -238,13 +235,7 @@ impl SessionRegistry {
             meta: SessionMeta::of(&record),
         };
         match self
-            .launch(
-                id,
-                log,
-                record.config(),
-                Some(record.agent_session_id),
-                started,
-            )
+            .launch(id, log, config, Some(record.agent_session_id), started)
             .await
         {
             Ok(session) => Ok(Some(session)),

@@ -369,9 +369,7 @@ impl SessionRegistry {
             EventLog::new(inner.config.ring_size).with_lag_budget(inner.config.lag_budget),
         );
         let record = SessionRecord::new(&id, &id, &config);
-        let activity = Arc::new(ActivityCell::new(SessionActivity::created(
-            record.created_at_ms,
-        )));
+        let activity = Arc::new(ActivityCell::new(SessionActivity::created(&record)));
         if let Some(failover) = &inner.failover {
             failover
                 .persistence

@@ -343,6 +343,13 @@ impl Session {
         self.runtime.lock().clone()
     }
 
+    /// Copies the model and mode as last set into the activity listings persist.
+    fn note_settings(&self) {
+        let settings = self.settings();
+        self.activity
+            .settings(settings.model, settings.permission_mode);
+    }
+
     /// Whether a turn is running (a user message was sent, its `result` has not arrived).
     pub(crate) fn turn_running(&self) -> bool {
         self.turn_running.load(Ordering::Acquire)
@@ -443,6 +450,7 @@ impl Session {
             client.set_permission_mode(mode).await?;
         }
         self.record(|s| s.permission_mode = Some(mode.to_owned()));
+        self.note_settings();
         Ok(())
     }
 
@@ -453,6 +461,7 @@ impl Session {
             client.set_model(model).await?;
         }
         self.record(|s| s.model = model.map(str::to_owned));
+        self.note_settings();
         Ok(())
     }
 
