@@ -37,8 +37,8 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Contract steps 2–5: every request goes to `Api::handle`, whose answer is written unchanged.
 async fn handle(api: Api, request: Request<Incoming>) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    // The path without the query; this server mounts the API at the root.
-    let path = parts.uri.path();
+    // The path with its query; this server mounts the API at the root.
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let response = api
         .handle(
             parts.method.as_str(),

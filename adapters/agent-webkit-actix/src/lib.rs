@@ -100,7 +100,10 @@ pub async fn serve(
 }
 
 async fn handle(api: web::Data<Api>, request: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let path = format!("/{}", request.match_info().get("tail").unwrap_or_default());
+    let mut path = format!("/{}", request.match_info().get("tail").unwrap_or_default());
+    if !request.query_string().is_empty() {
+        path = format!("{path}?{}", request.query_string());
+    }
     let response = api
         .handle(
             request.method().as_str(),

@@ -181,7 +181,7 @@ async fn handle(State(api): State<Api>, request: Request) -> Response {
     let response = api
         .handle(
             parts.method.as_str(),
-            parts.uri.path(),
+            parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             &AxumHeaders(&parts.headers),
             AxumBody(body),
         )

@@ -27,6 +27,7 @@
 //!   gone drops the pool's idle connections and is retried once on a fresh one, and the pool
 //!   never hands out a connection it knows to be closed.
 
+mod audit;
 mod persistence;
 mod schema;
 
@@ -44,6 +45,7 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+pub use audit::{AuditOptions, PgAuditSink, DEFAULT_AUDIT_QUEUE};
 pub use deadpool_postgres;
 pub use persistence::{PgSessionPersistence, DEFAULT_MAX_EVENTS};
 pub use schema::SCHEMA_VERSION;

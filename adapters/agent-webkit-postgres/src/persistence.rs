@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use agent_webkit_core::event_log::StoredEvent;
-use agent_webkit_core::persist::{Lease, PersistError, SessionPersistence, SessionRecord};
+use agent_webkit_core::persist::{
+    Lease, ListQuery, ListedSession, PersistError, SessionActivity, SessionPersistence,
+    SessionRecord,
+};
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use serde_json::Value;
@@ -23,8 +26,9 @@ const MAX_LEASE_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 const ACQUIRE_ROUNDS: usize = 4;
 
 const CREATE_SQL: &str = "
-INSERT INTO agent_webkit_sessions (session_id, record, owner, lease_expires_at)
-VALUES ($1, $2, $3, clock_timestamp() + $4::bigint * interval '1 millisecond')
+INSERT INTO agent_webkit_sessions
+    (session_id, record, owner, lease_expires_at, principal, last_activity_ms)
+VALUES ($1, $2, $3, clock_timestamp() + $4::bigint * interval '1 millisecond', $5, $6)
 ON CONFLICT (session_id) DO NOTHING
 RETURNING 1";
 
@@ -58,8 +62,54 @@ WITH batch AS (
     DELETE FROM agent_webkit_session_events
     WHERE session_id = $1 AND seq <= (SELECT cutoff FROM bound)
     RETURNING 1
+), activity AS (
+    UPDATE agent_webkit_sessions SET
+        last_seq = GREATEST(last_seq, (SELECT max(seq) FROM batch)),
+        last_activity_ms = COALESCE($6::bigint, last_activity_ms),
+        ended = COALESCE($7::boolean, ended),
+        activity = COALESCE($8::jsonb, activity)
+    WHERE session_id = $1
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM pruned)";
+
+/// What [`listed`] reads, in its order; the lease holder only while its lease is live.
+const LISTED_COLUMNS: &str = "record, activity, last_activity_ms, ended, last_seq,
+    CASE WHEN lease_expires_at > clock_timestamp() THEN owner END";
+
+/// A page of sessions, newest activity first, after the keyset cursor `($3, $4)`.
+fn list_sql() -> String {
+    format!(
+        "SELECT {LISTED_COLUMNS} FROM agent_webkit_sessions
+         WHERE ($1::text IS NULL OR principal = $1)
+           AND (NOT ended OR last_activity_ms >= $2)
+           AND ($3::bigint IS NULL
+                OR (last_activity_ms, session_id COLLATE \"C\") < ($3, $4::text COLLATE \"C\"))
+         ORDER BY last_activity_ms DESC, session_id COLLATE \"C\" DESC
+         LIMIT $5"
+    )
+}
+
+/// A row of [`LISTED_COLUMNS`] as the core's [`ListedSession`].
+fn listed(row: &tokio_postgres::Row) -> Result<ListedSession, PgStoreError> {
+    let record: Value = row.try_get(0)?;
+    let record: SessionRecord = serde_json::from_value(record)
+        .map_err(|e| PgStoreError::Corrupt(format!("session record: {e}")))?;
+    let mut activity = match row.try_get::<_, Option<Value>>(1)? {
+        Some(json) => serde_json::from_value(json).map_err(|e| {
+            PgStoreError::Corrupt(format!("activity of session {:?}: {e}", record.session_id))
+        })?,
+        None => SessionActivity::created(&record),
+    };
+    activity.last_activity_ms = row.try_get(2)?;
+    activity.ended = row.try_get(3)?;
+    Ok(ListedSession {
+        record,
+        activity,
+        last_seq: u64::try_from(row.try_get::<_, i64>(4)?).unwrap_or(0),
+        lease_holder: row.try_get(5)?,
+    })
+}
 
 /// The record and the newest `$2` events as three arrays in seq order: one row, or none.
 const LOAD_SQL: &str = "
@@ -240,12 +290,14 @@ impl SessionPersistence for PgSessionPersistence {
         let json = serde_json::to_value(record)
             .map_err(|e| PersistError::Backend(format!("create of session {session_id:?}: {e}")))?;
         let ms = lease_ms(lease);
+        let (principal, created) = (record.owner.as_deref(), record.created_at_ms);
         let created = self
             .run("create", session_id, |client, attempt| {
                 let json = &json;
                 async move {
                     let stmt = client.prepare_cached(CREATE_SQL).await?;
-                    let params: [&(dyn ToSql + Sync); 4] = [&session_id, json, &owner, &ms];
+                    let params: [&(dyn ToSql + Sync); 6] =
+                        [&session_id, json, &owner, &ms, &principal, &created];
                     if client.query_opt(&stmt, &params).await?.is_some() {
                         return Ok(true);
                     }
@@ -268,14 +320,23 @@ impl SessionPersistence for PgSessionPersistence {
         Ok(())
     }
 
-    async fn append_events(
+    async fn append_batch(
         &self,
         session_id: &str,
         events: &[StoredEvent],
+        activity: Option<&SessionActivity>,
     ) -> Result<(), PersistError> {
         if events.is_empty() || !storable(session_id) {
             return Ok(());
         }
+        let last_activity = activity.map(|a| a.last_activity_ms);
+        let ended = activity.map(|a| a.ended);
+        let activity = activity
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| {
+                PersistError::Backend(format!("activity of session {session_id:?}: {e}"))
+            })?;
         let mut seqs = Vec::with_capacity(events.len());
         for event in events {
             seqs.push(i64::try_from(event.seq).map_err(|_| {
@@ -291,10 +352,19 @@ impl SessionPersistence for PgSessionPersistence {
         let counts = self
             .run("append_events", session_id, |client, _| {
                 let (seqs, names, datas) = (&seqs, &names, &datas);
+                let (last_activity, ended, activity) = (&last_activity, &ended, &activity);
                 async move {
                     let stmt = client.prepare_cached(APPEND_SQL).await?;
-                    let params: [&(dyn ToSql + Sync); 5] =
-                        [&session_id, seqs, names, datas, &max_events];
+                    let params: [&(dyn ToSql + Sync); 8] = [
+                        &session_id,
+                        seqs,
+                        names,
+                        datas,
+                        &max_events,
+                        last_activity,
+                        ended,
+                        activity,
+                    ];
                     match client.query_one(&stmt, &params).await {
                         Ok(row) => Ok(Some((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))),
                         Err(e) => {
@@ -361,6 +431,51 @@ impl SessionPersistence for PgSessionPersistence {
                 events.push(StoredEvent { seq, event, data });
             }
             Ok(Some((record, events)))
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<ListedSession>, PersistError> {
+        let owner = query.owner.as_deref().filter(|o| storable(o));
+        if query.owner.is_some() && owner.is_none() {
+            return Ok(Vec::new());
+        }
+        let (before_ms, before_id) = match &query.before {
+            Some((ms, id)) if storable(id) => (Some(*ms), Some(id.as_str())),
+            Some(_) => return Ok(Vec::new()),
+            None => (None, None),
+        };
+        let ended_since = query.ended_since_ms;
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let sql = list_sql();
+        self.run("list", "", |client, _| {
+            let sql = &sql;
+            async move {
+                let stmt = client.prepare_cached(sql).await?;
+                let params: [&(dyn ToSql + Sync); 5] =
+                    [&owner, &ended_since, &before_ms, &before_id, &limit];
+                let rows = client.query(&stmt, &params).await?;
+                rows.iter().map(listed).collect()
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, session_id: &str) -> Result<Option<ListedSession>, PersistError> {
+        if !storable(session_id) {
+            return Ok(None);
+        }
+        let sql =
+            format!("SELECT {LISTED_COLUMNS} FROM agent_webkit_sessions WHERE session_id = $1");
+        self.run("get", session_id, |client, _| {
+            let sql = &sql;
+            async move {
+                let stmt = client.prepare_cached(sql).await?;
+                match client.query_opt(&stmt, &[&session_id]).await? {
+                    Some(row) => Ok(Some(listed(&row)?)),
+                    None => Ok(None),
+                }
+            }
         })
         .await
     }

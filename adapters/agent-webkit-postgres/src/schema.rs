@@ -72,10 +72,61 @@ CREATE TABLE agent_webkit_session_events (
 );
 "#,
     ),
+    (
+        3,
+        "session owners and listing activity",
+        r#"
+ALTER TABLE agent_webkit_sessions
+    -- The principal that owns the session (SessionRecord.owner), NULL under a shared token.
+    ADD COLUMN principal        text,
+    -- Last input or agent message, epoch ms (the writing host's clock): the listing's sort key.
+    ADD COLUMN last_activity_ms bigint  NOT NULL DEFAULT 0,
+    -- Highest event seq stored.
+    ADD COLUMN last_seq         bigint  NOT NULL DEFAULT 0,
+    -- The agent ended on its own (its log ends with `done`).
+    ADD COLUMN ended            boolean NOT NULL DEFAULT false,
+    -- The core's SessionActivity (title, usage totals); NULL before the first event batch.
+    ADD COLUMN activity         jsonb;
+UPDATE agent_webkit_sessions s SET
+    principal = s.record->>'owner',
+    last_activity_ms = COALESCE((s.record->>'created_at_ms')::bigint, 0),
+    last_seq = COALESCE((SELECT max(e.seq) FROM agent_webkit_session_events e
+                         WHERE e.session_id = s.session_id), 0);
+CREATE INDEX agent_webkit_sessions_activity
+    ON agent_webkit_sessions (last_activity_ms DESC, (session_id COLLATE "C") DESC);
+CREATE INDEX agent_webkit_sessions_principal
+    ON agent_webkit_sessions (principal, last_activity_ms DESC, (session_id COLLATE "C") DESC);
+"#,
+    ),
+    (
+        4,
+        "audit log",
+        r#"
+CREATE TABLE agent_webkit_audit (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- When the action succeeded (the serving host's clock).
+    at             timestamptz NOT NULL,
+    -- The principal (JWT sub), 'token' under the shared token, NULL with auth disabled.
+    actor          text,
+    session_id     text        NOT NULL,
+    -- create, delete, approve, deny, answer, hook_decision, interrupt, set_model,
+    -- set_permission_mode.
+    action         text        NOT NULL,
+    -- The prompt answered (approve, deny, answer, hook_decision).
+    correlation_id text,
+    -- Small action-specific facts (new model or mode, create settings); never tool input.
+    detail         jsonb,
+    -- The host that served the request.
+    host_id        text
+);
+CREATE INDEX agent_webkit_audit_at ON agent_webkit_audit (at);
+CREATE INDEX agent_webkit_audit_session ON agent_webkit_audit (session_id, at);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Brings the schema (in the connection's `search_path`) up to [`SCHEMA_VERSION`]: one
 /// transaction, under an advisory lock, so concurrent hosts apply each migration exactly once.

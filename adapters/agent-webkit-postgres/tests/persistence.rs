@@ -87,7 +87,7 @@ async fn postgres_persistence_passes_every_contract() {
         run_persistence_conformance(&persistence, "conf")
             .await
             .unwrap(),
-        5
+        6
     );
     // Again, through a store's shared pool (same schema, ids made unique by the prefix).
     let (store, _) = common::fresh_store(&admin, 4).await;
@@ -96,7 +96,7 @@ async fn postgres_persistence_passes_every_contract() {
         run_persistence_conformance(&shared, "shared")
             .await
             .unwrap(),
-        5
+        6
     );
 }
 

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_webkit_core::event_log::StoredEvent;
-use agent_webkit_core::persist::{Lease, PersistError, SessionPersistence, SessionRecord};
+use agent_webkit_core::persist::{
+    Lease, ListQuery, ListedSession, PersistError, SessionActivity, SessionPersistence,
+    SessionRecord,
+};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -71,6 +74,37 @@ fn fail(what: &str, id: &str, err: &SqliteError) -> PersistError {
     PersistError::Backend(format!("{what} of session \"{id}\": {err}"))
 }
 
+/// The columns [`listed`] reads, in its order.
+const LISTED_COLUMNS: &str =
+    "record, activity, last_activity_ms, ended, last_seq, owner, lease_expires_at_ms";
+
+/// A row of [`LISTED_COLUMNS`] as the core's [`ListedSession`].
+fn listed(row: &rusqlite::Row<'_>) -> Result<ListedSession, SqliteError> {
+    let record: String = row.get(0)?;
+    let record: SessionRecord = serde_json::from_str(&record)
+        .map_err(|e| SqliteError::Corrupt(format!("session record: {e}")))?;
+    let mut activity = match row.get::<_, Option<String>>(1)? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            SqliteError::Corrupt(format!(
+                "activity of session \"{}\": {e}",
+                record.session_id
+            ))
+        })?,
+        None => SessionActivity::created(&record),
+    };
+    activity.last_activity_ms = row.get(2)?;
+    activity.ended = row.get::<_, i64>(3)? != 0;
+    let last_seq = u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0);
+    let holder: Option<String> = row.get(5)?;
+    let expires_at_ms: i64 = row.get(6)?;
+    Ok(ListedSession {
+        record,
+        activity,
+        last_seq,
+        lease_holder: holder.filter(|_| expires_at_ms > now_ms()),
+    })
+}
+
 /// Who holds the lease now: `Gone`, `Acquired` (it is `owner`'s) or `HeldBy`.
 fn holder(conn: &Connection, id: &str, owner: &str) -> Result<Lease, SqliteError> {
     let row: Option<(Option<String>, i64)> = conn
@@ -103,16 +137,25 @@ impl SessionPersistence for SqliteSessionPersistence {
         let text = serde_json::to_string(record)
             .map_err(|e| PersistError::Backend(format!("record of session \"{id}\": {e}")))?;
         let (owner, created) = (owner.to_owned(), record.created_at_ms);
+        let principal = record.owner.clone();
         let key = id.clone();
         let inserted = self
             .write("create", &id, move |conn| {
                 Ok(conn
                     .prepare_cached(
                         "INSERT INTO agent_webkit_sessions
-                             (session_id, record, owner, lease_expires_at_ms, created_at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                             (session_id, record, owner, lease_expires_at_ms, created_at_ms,
+                              principal, last_activity_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5) ON CONFLICT DO NOTHING",
                     )?
-                    .execute(params![key, text, owner, lease_end(lease), created])?)
+                    .execute(params![
+                        key,
+                        text,
+                        owner,
+                        lease_end(lease),
+                        created,
+                        principal
+                    ])?)
             })
             .await?;
         if inserted == 0 {
@@ -121,16 +164,27 @@ impl SessionPersistence for SqliteSessionPersistence {
         Ok(())
     }
 
-    async fn append_events(
+    async fn append_batch(
         &self,
         session_id: &str,
         events: &[StoredEvent],
+        activity: Option<&SessionActivity>,
     ) -> Result<(), PersistError> {
         let Some(newest_in_batch) = events.iter().map(|e| seq(e.seq)).max() else {
             return Ok(());
         };
         let id = session_id.to_owned();
         let events = events.to_vec();
+        let activity = match activity {
+            Some(a) => Some((
+                a.last_activity_ms,
+                a.ended,
+                serde_json::to_string(a).map_err(|e| {
+                    PersistError::Backend(format!("activity of session \"{session_id}\": {e}"))
+                })?,
+            )),
+            None => None,
+        };
         let max_events = self.max_events;
         self.write("append_events", session_id, move |conn| {
             let exists = conn
@@ -167,7 +221,62 @@ impl SessionPersistence for SqliteSessionPersistence {
                 )?
                 .execute(params![id, cutoff])?;
             }
+            conn.prepare_cached(
+                "UPDATE agent_webkit_sessions SET last_seq = max(last_seq, ?2) WHERE session_id = ?1",
+            )?
+            .execute(params![id, newest_in_batch])?;
+            if let Some((last_activity_ms, ended, json)) = activity {
+                conn.prepare_cached(
+                    "UPDATE agent_webkit_sessions
+                     SET last_activity_ms = ?2, ended = ?3, activity = ?4 WHERE session_id = ?1",
+                )?
+                .execute(params![id, last_activity_ms, ended, json])?;
+            }
             Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<ListedSession>, PersistError> {
+        let owner = query.owner.clone();
+        let (before_ms, before_id) = match &query.before {
+            Some((ms, id)) => (Some(*ms), Some(id.clone())),
+            None => (None, None),
+        };
+        let (ended_since, limit) = (
+            query.ended_since_ms,
+            i64::try_from(query.limit).unwrap_or(i64::MAX),
+        );
+        self.read("list", "", move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {LISTED_COLUMNS} FROM agent_webkit_sessions
+                 WHERE (?1 IS NULL OR principal = ?1)
+                   AND (ended = 0 OR last_activity_ms >= ?2)
+                   AND (?3 IS NULL OR (last_activity_ms, session_id) < (?3, ?4))
+                 ORDER BY last_activity_ms DESC, session_id DESC
+                 LIMIT ?5"
+            ))?;
+            let mut rows = stmt.query(params![owner, ended_since, before_ms, before_id, limit])?;
+            let mut page = Vec::new();
+            while let Some(row) = rows.next()? {
+                page.push(listed(row)?);
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn get(&self, session_id: &str) -> Result<Option<ListedSession>, PersistError> {
+        let id = session_id.to_owned();
+        self.read("get", session_id, move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {LISTED_COLUMNS} FROM agent_webkit_sessions WHERE session_id = ?1"
+            ))?;
+            let mut rows = stmt.query(params![id])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(listed(row)?)),
+                None => Ok(None),
+            }
         })
         .await
     }

@@ -67,10 +67,35 @@ CREATE TABLE agent_webkit_session_events (
 ) WITHOUT ROWID;
 "#,
     ),
+    (
+        3,
+        "session owners and listing activity",
+        r#"
+-- The principal that owns the session (SessionRecord.owner), NULL under a shared token.
+ALTER TABLE agent_webkit_sessions ADD COLUMN principal        TEXT;
+-- Last input or agent message, epoch ms: the listing's sort key.
+ALTER TABLE agent_webkit_sessions ADD COLUMN last_activity_ms INTEGER NOT NULL DEFAULT 0;
+-- Highest event seq stored.
+ALTER TABLE agent_webkit_sessions ADD COLUMN last_seq         INTEGER NOT NULL DEFAULT 0;
+-- 1 once the agent ended on its own (its log ends with `done`).
+ALTER TABLE agent_webkit_sessions ADD COLUMN ended            INTEGER NOT NULL DEFAULT 0;
+-- The core's SessionActivity (title, usage totals) as JSON text; NULL before the first batch.
+ALTER TABLE agent_webkit_sessions ADD COLUMN activity         TEXT;
+UPDATE agent_webkit_sessions SET
+    principal = json_extract(record, '$.owner'),
+    last_activity_ms = created_at_ms,
+    last_seq = COALESCE((SELECT max(e.seq) FROM agent_webkit_session_events e
+                         WHERE e.session_id = agent_webkit_sessions.session_id), 0);
+CREATE INDEX agent_webkit_sessions_activity
+    ON agent_webkit_sessions (last_activity_ms DESC, session_id DESC);
+CREATE INDEX agent_webkit_sessions_principal
+    ON agent_webkit_sessions (principal, last_activity_ms DESC, session_id DESC);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings the schema up to [`SCHEMA_VERSION`] in one transaction.
 pub(crate) fn migrate(conn: &Connection) -> Result<(), SqliteError> {

@@ -43,6 +43,9 @@ pub struct AppConfig {
     pub limits: ServerLimits,
     /// Browser origins allowed to call the API (exact `scheme://host[:port]`); empty: no CORS.
     pub cors_origins: Vec<String>,
+    /// Where audit events go (see [`crate::audit`]); default: one
+    /// [`TracingAuditSink`](crate::audit::TracingAuditSink).
+    pub audit_sinks: Vec<Arc<dyn crate::audit::AuditSink>>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for AppConfig {
             .field("policy", &self.policy)
             .field("limits", &self.limits)
             .field("cors_origins", &self.cors_origins)
+            .field("audit_sinks", &self.audit_sinks.len())
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +82,7 @@ impl AppConfig {
             policy: ClientPolicy::default(),
             limits: ServerLimits::default(),
             cors_origins: Vec::new(),
+            audit_sinks: vec![Arc::new(crate::audit::TracingAuditSink)],
         }
     }
 

@@ -13,7 +13,8 @@
 //!    runtime; it starts the idle reaper) and share it with every request.
 //! 2. Route **every** request under the mount point to [`Api::handle`] (a catch-all route), so
 //!    404 / 405 answers come from here too. Pass the method as an upper-case string and the
-//!    path relative to the mount point (e.g. `/sessions/abc/stream`), without the query.
+//!    path relative to the mount point with its query string, if any (e.g.
+//!    `/sessions/abc/stream`, `/sessions?limit=20`).
 //! 3. Pass the headers through a [`RequestHeaders`] view (lookup by lower-case name, first value
 //!    wins) and the body through a [`RequestBody`] that reads at most `limit` bytes and reports
 //!    [`BodyError::TooLarge`] beyond it. Do not read the body before `handle` asks for it.
@@ -40,6 +41,7 @@ use futures_util::Stream;
 use serde_json::json;
 
 use crate::agent::{AgentError, SessionConfig};
+use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::auth::principal::{ModeForbidden, Principal};
 use crate::auth::quota::Quotas;
 use crate::auth::AuthConfig;
@@ -301,6 +303,7 @@ struct ApiInner {
     subscribers: Arc<SubscriberCaps>,
     readiness: crate::readiness::Readiness,
     quotas: Quotas,
+    audit: Vec<Arc<dyn AuditSink>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -354,6 +357,7 @@ impl Api {
                 subscribers,
                 readiness,
                 quotas: Quotas::default(),
+                audit: config.audit_sinks,
             }),
         })
     }
@@ -396,6 +400,7 @@ impl Api {
         H: RequestHeaders + Sync + ?Sized,
         B: RequestBody,
     {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let read = Arc::new(AtomicBool::new(false));
         let body = TrackedBody {
             inner: body,
@@ -412,7 +417,7 @@ impl Api {
             http.response.status_code = tracing::field::Empty,
             session_id = route_of_path.session_id(),
         );
-        let handling = self.handle_in_span(method, path, headers, body, read.clone());
+        let handling = self.handle_in_span(method, path, query, headers, body, read.clone());
         let response =
             crate::trace::in_request_span(span.clone(), headers.get("traceparent"), handling).await;
         span.record("http.response.status_code", response.status);
@@ -424,6 +429,7 @@ impl Api {
         &self,
         method: &str,
         path: &str,
+        query: &str,
         headers: &H,
         body: TrackedBody<B>,
         read: Arc<AtomicBool>,
@@ -443,7 +449,7 @@ impl Api {
                 preflight.headers = Cors::preflight_headers(origin);
                 preflight
             }
-            _ => self.dispatch(method, path, headers, body).await,
+            _ => self.dispatch(method, path, query, headers, body).await,
         };
         if let Some(origin) = origin {
             if response.header("access-control-allow-origin").is_none() {
@@ -459,7 +465,14 @@ impl Api {
         response
     }
 
-    async fn dispatch<H, B>(&self, method: &str, path: &str, headers: &H, body: B) -> ApiResponse
+    async fn dispatch<H, B>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &H,
+        body: B,
+    ) -> ApiResponse
     where
         H: RequestHeaders + Sync + ?Sized,
         B: RequestBody,
@@ -468,11 +481,12 @@ impl Api {
         let allowed = match route {
             Route::NotFound => return ApiResponse::error(404, "Not Found", None),
             Route::Health | Route::Ready | Route::Metrics => "GET",
-            Route::Sessions | Route::Input(_) => "POST",
-            Route::Session(_) => "DELETE",
+            Route::Sessions => "GET, POST",
+            Route::Input(_) => "POST",
+            Route::Session(_) => "GET, DELETE",
             Route::Stream(_) => "GET",
         };
-        if method != allowed {
+        if !allowed.split(", ").any(|m| m == method) {
             return ApiResponse::error(405, "Method Not Allowed", None)
                 .with_header("allow", allowed);
         }
@@ -502,8 +516,11 @@ impl Api {
                 return ApiResponse::error(401, err, None).with_header("www-authenticate", "Bearer")
             }
         };
+        let caller = crate::listing::Caller::of(&principal);
         match route {
+            Route::Sessions if method == "GET" => self.list(&caller, query).await,
             Route::Sessions => self.create(headers, body, &principal).await,
+            Route::Session(id) if method == "GET" => self.detail(&caller, id).await,
             Route::Session(id) => self.delete(id, &principal).await,
             Route::Stream(id) => self.stream(id, headers, &principal).await,
             Route::Input(id) => self.input(id, headers, body, &principal).await,
@@ -515,6 +532,44 @@ impl Api {
             Route::Health | Route::Ready | Route::NotFound => {
                 ApiResponse::error(404, "Not Found", None)
             }
+        }
+    }
+
+    /// `GET /sessions` (see [`crate::listing`]).
+    async fn list(&self, caller: &crate::listing::Caller<'_>, query: &str) -> ApiResponse {
+        let request = match crate::listing::ListRequest::parse(query) {
+            Ok(request) => request,
+            Err(err) => return ApiResponse::error(400, err, Some("invalid_query")),
+        };
+        match crate::listing::list_sessions(&self.inner.registry, caller, &request).await {
+            Ok(page) => ApiResponse::json(200, &json!(page)),
+            Err(err) => ApiResponse::error(503, err, Some("persistence_unavailable"))
+                .with_header("retry-after", "1"),
+        }
+    }
+
+    /// `GET /sessions/{id}` (see [`crate::listing`]).
+    async fn detail(&self, caller: &crate::listing::Caller<'_>, id: &str) -> ApiResponse {
+        match crate::listing::session_detail(&self.inner.registry, caller, id).await {
+            Ok(Some(detail)) => ApiResponse::json(200, &json!(detail)),
+            Ok(None) => ApiResponse::error(404, "Session not found", None),
+            Err(err) => ApiResponse::error(503, err, Some("persistence_unavailable"))
+                .with_header("retry-after", "1"),
+        }
+    }
+
+    /// Who acts, for the audit: the JWT principal's `sub`, `"token"` under the shared token,
+    /// `None` with auth disabled.
+    fn actor<'a>(&self, principal: &'a Principal) -> Option<&'a str> {
+        match principal.sub.as_deref() {
+            Some(sub) => Some(sub),
+            None => (!self.inner.auth.disabled).then_some("token"),
+        }
+    }
+
+    fn audit(&self, event: AuditEvent) {
+        for sink in &self.inner.audit {
+            sink.record(&event);
         }
     }
 
@@ -554,6 +609,11 @@ impl Api {
         match crate::auth::ownership::may_see(&self.inner.registry, principal, id).await {
             Ok(true) => {
                 self.inner.registry.remove(id).await;
+                self.audit(AuditEvent::new(
+                    self.actor(principal),
+                    id,
+                    AuditAction::Delete,
+                ));
             }
             Ok(false) => {
                 tracing::info!(session_id = id, principal = ?principal.sub, "DELETE of another principal's session ignored");
@@ -616,9 +676,18 @@ impl Api {
             tool_input_deltas: request.tool_input_deltas,
             owner: principal.sub.clone(),
         };
+        let settings = json!({
+            "model": config.model,
+            "permission_mode": config.permission_mode,
+            "cwd": config.cwd.as_ref().map(|p| p.to_string_lossy()),
+        });
         match self.inner.registry.create(config).await {
             Ok(session) => {
                 tracing::Span::current().record("session_id", session.id());
+                let mut event =
+                    AuditEvent::new(self.actor(principal), session.id(), AuditAction::Create);
+                event.detail = Some(settings);
+                self.audit(event);
                 ApiResponse::json(
                     200,
                     &json!(CreateSessionResponse {
@@ -797,8 +866,14 @@ impl Api {
                 Some("session_ended"),
             );
         }
+        let audit = AuditEvent::for_input(self.actor(principal), id, &message);
         match apply(&session, message).await {
-            Ok(()) => ApiResponse::no_content(),
+            Ok(()) => {
+                if let Some(event) = audit {
+                    self.audit(event);
+                }
+                ApiResponse::no_content()
+            }
             Err(SessionError::Backpressure(n)) => {
                 ApiResponse::error(503, SessionError::Backpressure(n), Some("backpressure"))
                     .with_header("retry-after", "1")

@@ -16,6 +16,8 @@
 //! - [`config`] — [`AppConfig`](config::AppConfig), what every adapter is built from.
 //! - [`policy`] — what clients may choose (permission modes, models, rule destinations).
 //! - [`limits`] — timeouts and caps against slow or greedy clients.
+//! - [`listing`] — `GET /sessions` and `GET /sessions/{id}`: the sessions a caller may see.
+//! - [`audit`] — who did what to which session (structured events, optional sinks).
 //! - CORS (`--cors-origin`) is answered inside [`http`], configured by [`config`].
 //!
 //! ## The public API
@@ -31,12 +33,14 @@
 #![deny(unreachable_pub)]
 
 pub mod agent;
+pub mod audit;
 pub mod auth;
 pub mod config;
 mod cors;
 pub mod event_log;
 pub mod http;
 pub mod limits;
+pub mod listing;
 pub mod metrics;
 pub mod models;
 pub mod permission;

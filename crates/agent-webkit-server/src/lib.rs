@@ -165,6 +165,11 @@ pub struct Cli {
     /// another after at most this long.
     #[arg(long, env = "AGENT_WEBKIT_LEASE", default_value_t = 10.0)]
     lease: f64,
+    /// Days audit rows are kept in PostgreSQL (table agent_webkit_audit, with --database-url;
+    /// older rows are deleted at start and hourly). 0: kept forever. Audit events also go to
+    /// the log under the target agent_webkit::audit.
+    #[arg(long, env = "AGENT_WEBKIT_AUDIT_RETENTION_DAYS", default_value_t = 90)]
+    audit_retention_days: u64,
     #[command(flatten)]
     identity: identity::IdentityArgs,
     #[command(flatten)]
@@ -741,6 +746,19 @@ pub async fn with_database(cli: &Cli, config: AppConfig) -> Result<AppConfig, St
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     tracing::info!(host_id = %host, "failover enabled (PostgreSQL)");
+    let audit = agent_webkit_postgres::PgAuditSink::start(
+        store.pool().clone(),
+        agent_webkit_postgres::AuditOptions {
+            retention: (cli.audit_retention_days > 0)
+                .then(|| Duration::from_secs(cli.audit_retention_days.saturating_mul(86_400))),
+            host_id: Some(host.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("cannot use --database-url for the audit log: {e}"))?;
+    let mut config = config;
+    config.audit_sinks.push(Arc::new(audit));
     Ok(config
         .with_store(Arc::new(store))
         .with_failover(Arc::new(persistence), host))

@@ -67,6 +67,8 @@ macro_rules! conformance_suite {
                 check_idle_eviction_waits_for_subscriber,
                 check_crash_ends_session,
                 check_crash_then_subscribe,
+                check_list_and_detail,
+                check_list_pagination_under_concurrent_creates,
                 check_ended_retention,
                 check_permission_mode_policy,
                 check_model_policy,

@@ -5,7 +5,7 @@
 use tokio::sync::oneshot;
 
 use super::{PermissionError, PermissionRouter, PromptKind, PromptReply};
-use crate::event_log::{AppendError, EventLog};
+use crate::event_log::{AppendError, EventLog, LoggedEvent};
 use crate::models::{
     AskUserQuestionData, ErrorData, EventKind, HookDecisionRequestData, PermissionRequestData,
 };
@@ -38,13 +38,12 @@ impl Prompt {
         }
     }
 
-    fn append_to(&self, log: &EventLog) -> Result<(), AppendError> {
+    fn append_to(&self, log: &EventLog) -> Result<LoggedEvent, AppendError> {
         match self {
             Prompt::Permission(d) => log.append(EventKind::PermissionRequest, d),
             Prompt::Question(d) => log.append(EventKind::AskUserQuestion, d),
             Prompt::Hook(d) => log.append(EventKind::HookDecisionRequest, d),
         }
-        .map(drop)
     }
 }
 
@@ -103,10 +102,13 @@ impl ToSession {
 fn open(log: &EventLog, router: &PermissionRouter, prompt: &Prompt) -> Opened {
     let correlation_id = prompt.correlation_id();
     let rx = router.register(correlation_id, prompt.kind())?;
-    if let Err(err) = prompt.append_to(log) {
-        router.cancel(correlation_id);
-        tracing::warn!(correlation_id, error = %err, "could not emit prompt");
-        return Err(PermissionError::SessionClosed);
+    match prompt.append_to(log) {
+        Ok(event) => router.announced(correlation_id, event.to_stored()),
+        Err(err) => {
+            router.cancel(correlation_id);
+            tracing::warn!(correlation_id, error = %err, "could not emit prompt");
+            return Err(PermissionError::SessionClosed);
+        }
     }
     Ok(rx)
 }

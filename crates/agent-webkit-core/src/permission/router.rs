@@ -6,10 +6,13 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{ConflictError, PermissionError, PromptKind, PromptReply};
+use crate::event_log::StoredEvent;
 
 struct Pending {
     kind: PromptKind,
     reply: oneshot::Sender<PromptReply>,
+    /// The prompt's event as the stream sent it, once appended.
+    announced: Option<StoredEvent>,
 }
 
 /// Pending decisions by correlation id. First reply wins.
@@ -48,7 +51,14 @@ impl PermissionRouter {
             return Err(PermissionError::Duplicate(correlation_id.to_owned()));
         }
         let (tx, rx) = oneshot::channel();
-        pending.insert(correlation_id.to_owned(), Pending { kind, reply: tx });
+        pending.insert(
+            correlation_id.to_owned(),
+            Pending {
+                kind,
+                reply: tx,
+                announced: None,
+            },
+        );
         Ok(rx)
     }
 
@@ -69,6 +79,31 @@ impl PermissionRouter {
         };
         let entry = entry.ok_or_else(conflict)?;
         entry.reply.send(reply).map_err(|_| conflict())
+    }
+
+    /// Records the event that announced the pending prompt `correlation_id`.
+    pub(crate) fn announced(&self, correlation_id: &str, event: StoredEvent) {
+        if let Some(pending) = self.pending.lock().get_mut(correlation_id) {
+            pending.announced = Some(event);
+        }
+    }
+
+    /// The events of the prompts waiting for a reply, as the stream sent them, in seq order
+    /// (a prompt registered but not appended yet is left out: its event is still to come).
+    pub fn pending_events(&self) -> Vec<StoredEvent> {
+        let mut events: Vec<StoredEvent> = self
+            .pending
+            .lock()
+            .values()
+            .filter_map(|p| p.announced.clone())
+            .collect();
+        events.sort_by_key(|e| e.seq);
+        events
+    }
+
+    /// Number of prompts waiting for a reply.
+    pub fn pending_count(&self) -> usize {
+        self.pending.lock().len()
     }
 
     /// Whether `correlation_id` is waiting for a reply.

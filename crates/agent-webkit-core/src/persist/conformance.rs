@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{Lease, PersistError, SessionPersistence, SessionRecord};
+use super::{
+    Lease, ListQuery, PersistError, SessionActivity, SessionPersistence, SessionRecord, UsageTotals,
+};
 use crate::agent::SessionConfig;
 use crate::event_log::StoredEvent;
 
@@ -58,7 +60,7 @@ pub async fn run_persistence_conformance(
         permission_mode: Some("plan".into()),
         cwd: Some("/w".into()),
         tool_input_deltas: None,
-        owner: None,
+        owner: Some("alice".into()),
     };
 
     let c = "create_then_load";
@@ -193,7 +195,144 @@ pub async fn run_persistence_conformance(
         .map_err(backend(c))?;
     check(c, lost == vec![id], format!("{lost:?}"))?;
     store.delete(&id2).await.map_err(backend(c))?;
-    Ok(5)
+
+    listing(store, prefix, lease).await?;
+    Ok(6)
+}
+
+/// `list` / `get` / `append_batch`'s activity: owners, the keyset order, ended sessions.
+async fn listing(
+    store: &dyn SessionPersistence,
+    prefix: &str,
+    lease: Duration,
+) -> Result<(), PersistenceFailure> {
+    let c = "list_keyset_owner_activity";
+    // A time far in the future keeps these sessions ahead of anything else in a shared database.
+    let base = 4_000_000_000_000_i64 + i64::from(prefix.bytes().map(u32::from).sum::<u32>()) * 1000;
+    let owner = format!("{prefix}-owner");
+    let mut ids = Vec::new();
+    for i in 0..5_i64 {
+        let id = format!("{prefix}-l{i}");
+        let config = crate::agent::SessionConfig {
+            model: Some(format!("m{i}")),
+            owner: Some(if i == 2 {
+                format!("{prefix}-other")
+            } else {
+                owner.clone()
+            }),
+            ..Default::default()
+        };
+        let mut record = SessionRecord::new(&id, &id, &config);
+        record.created_at_ms = base;
+        store
+            .create(&record, "host-1", lease)
+            .await
+            .map_err(backend(c))?;
+        let created = store.get(&id).await.map_err(backend(c))?;
+        check(
+            c,
+            created.as_ref().is_some_and(|l| {
+                l.record == record
+                    && l.activity == SessionActivity::created(&record)
+                    && l.last_seq == 0
+                    && l.lease_holder.as_deref() == Some("host-1")
+            }),
+            format!("after create: {created:?}"),
+        )?;
+        // Sessions 3 and 4 share an activity time: the id breaks the tie.
+        let activity = SessionActivity {
+            last_activity_ms: base + 10 * i.min(3),
+            title: Some(format!("title {i}")),
+            usage: UsageTotals {
+                input_tokens: 7,
+                total_cost_usd: 0.5,
+                turns: 1,
+                ..Default::default()
+            },
+            ended: i == 0,
+            model: Some("changed".into()),
+            permission_mode: Some("plan".into()),
+        };
+        store
+            .append_batch(&id, &[ev(1), ev(2)], Some(&activity))
+            .await
+            .map_err(backend(c))?;
+        // Without activity: the events land, the activity stays.
+        store
+            .append_batch(&id, &[ev(3)], None)
+            .await
+            .map_err(backend(c))?;
+        let got = store.get(&id).await.map_err(backend(c))?;
+        check(
+            c,
+            got.as_ref()
+                .is_some_and(|l| l.activity == activity && l.last_seq == 3),
+            format!("after append: {got:?}"),
+        )?;
+        ids.push(id);
+    }
+    // Newest first: l4 and l3 (same time, larger id first), l1, l0 (ended); l2 is another owner's.
+    let mine = |before: Option<(i64, String)>, limit: usize, ended_since_ms: i64| ListQuery {
+        owner: Some(owner.clone()),
+        before,
+        limit,
+        ended_since_ms,
+    };
+    let names = |page: &[super::ListedSession]| -> Vec<String> {
+        page.iter().map(|l| l.record.session_id.clone()).collect()
+    };
+    let first = store.list(&mine(None, 2, 0)).await.map_err(backend(c))?;
+    check(
+        c,
+        names(&first) == [ids[4].clone(), ids[3].clone()],
+        format!("first page: {:?}", names(&first)),
+    )?;
+    let last = first
+        .last()
+        .map(|l| (l.activity.last_activity_ms, l.record.session_id.clone()));
+    let second = store.list(&mine(last, 10, 0)).await.map_err(backend(c))?;
+    check(
+        c,
+        names(&second) == [ids[1].clone(), ids[0].clone()],
+        format!("second page: {:?}", names(&second)),
+    )?;
+    let recent = store
+        .list(&mine(None, 10, base + 1))
+        .await
+        .map_err(backend(c))?;
+    check(
+        c,
+        !names(&recent).contains(&ids[0]),
+        "an ended session older than ended_since_ms is left out",
+    )?;
+    let everyone = ListQuery {
+        owner: None,
+        before: Some((base + 1000, String::new())),
+        limit: 10,
+        ended_since_ms: 0,
+    };
+    let all = store.list(&everyone).await.map_err(backend(c))?;
+    check(
+        c,
+        ids.iter().all(|id| names(&all).contains(id)),
+        format!("no owner filter: {:?}", names(&all)),
+    )?;
+    store.release(&ids[1], "host-1").await.map_err(backend(c))?;
+    let released = store.get(&ids[1]).await.map_err(backend(c))?;
+    check(
+        c,
+        released.is_some_and(|l| l.lease_holder.is_none()),
+        "a released lease has no holder",
+    )?;
+    for id in &ids {
+        store.delete(id).await.map_err(backend(c))?;
+    }
+    check(
+        c,
+        store.get(&ids[0]).await.map_err(backend(c))?.is_none(),
+        "get after delete",
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -205,6 +344,6 @@ mod tests {
     #[tokio::test]
     async fn in_memory_passes_the_contracts() {
         let store = InMemoryPersistence::new(100);
-        assert_eq!(run_persistence_conformance(&store, "t").await.unwrap(), 5);
+        assert_eq!(run_persistence_conformance(&store, "t").await.unwrap(), 6);
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{lease_end, now_ms, Lease, PersistError, SessionPersistence, SessionRecord};
+use super::{
+    lease_end, now_ms, Lease, ListQuery, ListedSession, PersistError, SessionActivity,
+    SessionPersistence, SessionRecord,
+};
 use crate::event_log::StoredEvent;
 
 struct Entry {
@@ -14,6 +17,19 @@ struct Entry {
     events: Vec<StoredEvent>,
     owner: Option<String>,
     expires_at_ms: i64,
+    activity: SessionActivity,
+    last_seq: u64,
+}
+
+impl Entry {
+    fn listed(&self, now: i64) -> ListedSession {
+        ListedSession {
+            record: self.record.clone(),
+            activity: self.activity.clone(),
+            last_seq: self.last_seq,
+            lease_holder: self.owner.clone().filter(|_| self.expires_at_ms > now),
+        }
+    }
 }
 
 /// [`SessionPersistence`] in process memory: shared by every registry of one process (tests
@@ -61,15 +77,18 @@ impl SessionPersistence for InMemoryPersistence {
                 events: Vec::new(),
                 owner: Some(owner.to_owned()),
                 expires_at_ms: lease_end(lease),
+                activity: SessionActivity::created(record),
+                last_seq: 0,
             },
         );
         Ok(())
     }
 
-    async fn append_events(
+    async fn append_batch(
         &self,
         session_id: &str,
         events: &[StoredEvent],
+        activity: Option<&SessionActivity>,
     ) -> Result<(), PersistError> {
         let mut sessions = self.sessions.lock();
         let Some(entry) = sessions.get_mut(session_id) else {
@@ -84,6 +103,12 @@ impl SessionPersistence for InMemoryPersistence {
                 continue;
             }
             entry.events.push(event.clone());
+        }
+        if let Some(last) = events.iter().map(|e| e.seq).max() {
+            entry.last_seq = entry.last_seq.max(last);
+        }
+        if let Some(activity) = activity {
+            entry.activity = activity.clone();
         }
         let max = if self.max_events == 0 {
             usize::MAX
@@ -107,6 +132,39 @@ impl SessionPersistence for InMemoryPersistence {
             let skip = entry.events.len().saturating_sub(tail);
             (entry.record.clone(), entry.events[skip..].to_vec())
         }))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<ListedSession>, PersistError> {
+        let now = now_ms();
+        let sessions = self.sessions.lock();
+        let mut page: Vec<&Entry> = sessions
+            .values()
+            .filter(|e| query.owner.is_none() || e.record.owner == query.owner)
+            .filter(|e| !e.activity.ended || e.activity.last_activity_ms >= query.ended_since_ms)
+            .filter(|e| match &query.before {
+                None => true,
+                Some((ms, id)) => {
+                    (e.activity.last_activity_ms, e.record.session_id.as_str()) < (*ms, id.as_str())
+                }
+            })
+            .collect();
+        page.sort_by(|a, b| {
+            (b.activity.last_activity_ms, &b.record.session_id)
+                .cmp(&(a.activity.last_activity_ms, &a.record.session_id))
+        });
+        Ok(page
+            .into_iter()
+            .take(query.limit)
+            .map(|e| e.listed(now))
+            .collect())
+    }
+
+    async fn get(&self, session_id: &str) -> Result<Option<ListedSession>, PersistError> {
+        Ok(self
+            .sessions
+            .lock()
+            .get(session_id)
+            .map(|e| e.listed(now_ms())))
     }
 
     async fn acquire(

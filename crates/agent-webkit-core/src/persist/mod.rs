@@ -9,6 +9,7 @@
 //! Implementations: [`InMemoryPersistence`] (one process; tests and single-host setups) and the
 //! Postgres one in `agent-webkit-postgres`. `run_persistence_conformance` (with the `testing` feature) checks any of them.
 
+mod activity;
 #[cfg(any(test, feature = "testing"))]
 mod conformance;
 mod memory;
@@ -22,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::agent::SessionConfig;
 use crate::event_log::StoredEvent;
 
+pub(crate) use activity::ActivityCell;
+pub use activity::{SessionActivity, UsageTotals};
 #[cfg(any(test, feature = "testing"))]
 pub use conformance::{run_persistence_conformance, PersistenceFailure};
 pub use memory::InMemoryPersistence;
@@ -42,6 +45,10 @@ pub struct SessionRecord {
     pub cwd: Option<String>,
     /// Creation time, epoch ms.
     pub created_at_ms: i64,
+    /// The principal that owns the session (see [`SessionConfig::owner`]); `None` under a
+    /// shared token or no auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl SessionRecord {
@@ -57,6 +64,7 @@ impl SessionRecord {
                 .as_ref()
                 .map(|p| p.to_string_lossy().into_owned()),
             created_at_ms: now_ms(),
+            owner: config.owner.clone(),
         }
     }
 
@@ -68,10 +76,39 @@ impl SessionRecord {
             cwd: self.cwd.as_ref().map(Into::into),
             // Not persisted: a session taken over by another host streams that host's default.
             tool_input_deltas: None,
-            // Persisted by the session-records work (list16); None until then.
-            owner: None,
+            owner: self.owner.clone(),
         }
     }
+}
+
+/// Which persisted sessions [`SessionPersistence::list`] returns: newest activity first
+/// (`last_activity_ms` descending, then `session_id` descending), strictly after `before`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only sessions whose [`SessionRecord::owner`] is this (`None`: every session).
+    pub owner: Option<String>,
+    /// Keyset cursor: only sessions sorting after `(last_activity_ms, session_id)`, i.e. with
+    /// an older activity, or the same one and a smaller id.
+    pub before: Option<(i64, String)>,
+    /// Most sessions returned.
+    pub limit: usize,
+    /// Ended sessions (see [`SessionActivity::ended`]) whose last activity is older than this
+    /// (epoch ms) are left out.
+    pub ended_since_ms: i64,
+}
+
+/// One session as [`SessionPersistence::list`] and [`SessionPersistence::get`] return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSession {
+    /// Its record.
+    pub record: SessionRecord,
+    /// Its activity as last written with an event batch ([`SessionActivity::created`] before
+    /// the first).
+    pub activity: SessionActivity,
+    /// The highest seq stored (0 before the first batch).
+    pub last_seq: u64,
+    /// The host whose lease is live (unexpired), if any.
+    pub lease_holder: Option<String>,
 }
 
 /// The outcome of [`SessionPersistence::acquire`].
@@ -113,13 +150,30 @@ pub trait SessionPersistence: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<(), PersistError>;
 
-    /// Appends events (in seq order; a seq already stored is ignored, so retries are safe).
+    /// Appends events (in seq order; a seq already stored is ignored, so retries are safe)
+    /// and, in the same write, replaces the session's [`SessionActivity`] when one is given.
     /// Appending to an unknown or deleted session is a no-op.
+    async fn append_batch(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+        activity: Option<&SessionActivity>,
+    ) -> Result<(), PersistError>;
+
+    /// [`append_batch`](Self::append_batch) without activity.
     async fn append_events(
         &self,
         session_id: &str,
         events: &[StoredEvent],
-    ) -> Result<(), PersistError>;
+    ) -> Result<(), PersistError> {
+        self.append_batch(session_id, events, None).await
+    }
+
+    /// One page of sessions, newest activity first (see [`ListQuery`]).
+    async fn list(&self, query: &ListQuery) -> Result<Vec<ListedSession>, PersistError>;
+
+    /// One session as [`list`](Self::list) shows it, or `None` when it does not exist.
+    async fn get(&self, session_id: &str) -> Result<Option<ListedSession>, PersistError>;
 
     /// The record and the last `tail` events (oldest first), or `None` when the session does
     /// not exist (never created, or deleted).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::SessionPersistence;
+use super::{ActivityCell, SessionPersistence};
 use crate::event_log::{EventLog, LoggedEvent, StoredEvent};
 use crate::models::{ErrorData, EventKind};
 
@@ -19,13 +19,15 @@ const WRITE_RETRY_BUDGET: Duration = Duration::from_secs(30);
 /// previous write was in flight goes in the next one (so batches grow with load and an idle
 /// session's event is written at once). A failed write is retried with backoff, in order, for
 /// [`WRITE_RETRY_BUDGET`]; past it the batch is reported as lost with an `error` event
-/// (`code: "persistence_failed"`) and later events still go through. Ends (after writing
-/// everything) when the log closes.
+/// (`code: "persistence_failed"`) and later events still go through. Each batch carries a
+/// snapshot of the session's `activity` (the listing's fields), written in the same call.
+/// Ends (after writing everything) when the log closes.
 pub(crate) fn spawn_event_writer(
     persistence: Arc<dyn SessionPersistence>,
     session_id: String,
     mut events: mpsc::UnboundedReceiver<LoggedEvent>,
     log: Weak<EventLog>,
+    activity: Arc<ActivityCell>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut batch: Vec<StoredEvent> = Vec::with_capacity(WRITE_BATCH);
@@ -40,9 +42,12 @@ pub(crate) fn spawn_event_writer(
             let started = tokio::time::Instant::now();
             let mut delay = Duration::from_millis(50);
             let last_seq = batch[batch.len() - 1].seq;
+            let activity = activity.snapshot();
             loop {
                 let attempt = std::time::Instant::now();
-                let written = persistence.append_events(&session_id, &batch).await;
+                let written = persistence
+                    .append_batch(&session_id, &batch, Some(&activity))
+                    .await;
                 crate::metrics::persist_write(attempt.elapsed(), written.is_ok());
                 match written {
                     Ok(()) => {

@@ -4,11 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{CreateError, SessionRegistry};
+use super::{CreateError, SessionRegistry, Started};
 use crate::event_log::{EventLog, StoredEvent};
 use crate::models::{ErrorData, EventKind};
-use crate::persist::{spawn_event_writer, Lease, SessionPersistence};
-use crate::session::Session;
+use crate::persist::{spawn_event_writer, ActivityCell, Lease, SessionPersistence};
+use crate::session::{Session, SessionMeta};
 
 /// Failover settings: where sessions are persisted and who this host is.
 #[derive(Clone)]
@@ -87,7 +87,13 @@ impl SessionRegistry {
         }
     }
 
-    pub(super) fn attach_writer(&self, id: &str, log: &Arc<EventLog>, failover: &Failover) {
+    pub(super) fn attach_writer(
+        &self,
+        id: &str,
+        log: &Arc<EventLog>,
+        failover: &Failover,
+        activity: Arc<ActivityCell>,
+    ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         log.set_sink(tx);
         let writer = spawn_event_writer(
@@ -95,6 +101,7 @@ impl SessionRegistry {
             id.to_owned(),
             rx,
             Arc::downgrade(log),
+            activity,
         );
         self.inner.writers.lock().insert(id.to_owned(), writer);
     }
@@ -157,8 +164,17 @@ impl SessionRegistry {
             let _ = persistence.delete(id).await;
             return Ok(None);
         }
+        // The listing's totals continue from what the previous host wrote, and the agent
+        // resumes with the model and mode the client last set (as a wake-up does).
+        let activity = match persistence.get(id).await.map_err(backend)? {
+            Some(listed) => listed.activity,
+            None => return Ok(None),
+        };
+        let mut config = record.config();
+        config.model.clone_from(&activity.model);
+        config.permission_mode.clone_from(&activity.permission_mode);
         if let Some(check) = inner.take_over_check.get() {
-            check(&record.config()).map_err(ResumeError::Refused)?;
+            check(&config).map_err(ResumeError::Refused)?;
         }
         match persistence
             .acquire(id, &failover.host_id, inner.config.lease)
@@ -187,11 +203,12 @@ impl SessionRegistry {
             let _ = persistence.release(id, &failover.host_id).await;
             return Err(CreateError::AtCapacity(inner.config.max_sessions.unwrap_or(0)).into());
         }
+        let activity = Arc::new(ActivityCell::new(activity));
         let log = Arc::new(
             EventLog::restore(inner.config.ring_size, &events)
                 .with_lag_budget(inner.config.lag_budget),
         );
-        self.attach_writer(id, &log, failover);
+        self.attach_writer(id, &log, failover, Arc::clone(&activity));
         tracing::info!(session_id = %id, host = %failover.host_id, last_seq = log.last_seq(), "taking over session");
         // The turn that was running on the old host is gone with its agent process: withdraw
         // its prompts and say so, so clients do not wait for what will not come.
@@ -213,8 +230,12 @@ impl SessionRegistry {
                 ),
             );
         }
+        let started = Started {
+            activity,
+            meta: SessionMeta::of(&record),
+        };
         match self
-            .launch(id, log, record.config(), Some(record.agent_session_id))
+            .launch(id, log, config, Some(record.agent_session_id), started)
             .await
         {
             Ok(session) => Ok(Some(session)),

@@ -28,9 +28,9 @@ use crate::agent::{AgentClientFactory, AgentContext, AgentError, SessionConfig};
 use crate::event_log::{EventLog, DEFAULT_LAG_BUDGET, DEFAULT_MAX_SIZE};
 use crate::models::{EventKind, SessionReadyData};
 use crate::permission::{PermissionHandle, PermissionRouter};
-use crate::persist::SessionRecord;
+use crate::persist::{ActivityCell, SessionActivity, SessionRecord};
 use crate::session::{
-    RuntimeSettings, Session, SessionOptions, SessionParts, DEFAULT_INBOUND_CAPACITY,
+    RuntimeSettings, Session, SessionMeta, SessionOptions, SessionParts, DEFAULT_INBOUND_CAPACITY,
 };
 use crate::store::SessionStore;
 
@@ -133,6 +133,13 @@ pub enum CreateError {
     /// The session could not be saved for failover (HTTP 503).
     #[error("Session persistence unavailable: {0}")]
     Persistence(String),
+}
+
+/// What listings know of a session being launched: its activity so far and what it was
+/// created with.
+struct Started {
+    activity: Arc<ActivityCell>,
+    meta: SessionMeta,
 }
 
 /// Decides whether this host may take over a session with this stored configuration
@@ -361,18 +368,23 @@ impl SessionRegistry {
         let log = Arc::new(
             EventLog::new(inner.config.ring_size).with_lag_budget(inner.config.lag_budget),
         );
+        let record = SessionRecord::new(&id, &id, &config);
+        let activity = Arc::new(ActivityCell::new(SessionActivity::created(&record)));
         if let Some(failover) = &inner.failover {
-            let record = SessionRecord::new(&id, &id, &config);
             failover
                 .persistence
                 .create(&record, &failover.host_id, inner.config.lease)
                 .await
                 .map_err(|e| CreateError::Persistence(e.to_string()))?;
-            self.attach_writer(&id, &log, failover);
+            self.attach_writer(&id, &log, failover, Arc::clone(&activity));
         }
         log.append(EventKind::SessionReady, &SessionReadyData::new(&id))
             .map_err(|e| AgentError::StartFailed(e.to_string()))?;
-        match self.launch(&id, log, config, None).await {
+        let started = Started {
+            activity,
+            meta: SessionMeta::of(&record),
+        };
+        match self.launch(&id, log, config, None, started).await {
             Ok(session) => Ok(session),
             Err(err) => {
                 if let Some(failover) = &inner.failover {
@@ -391,6 +403,7 @@ impl SessionRegistry {
         log: Arc<EventLog>,
         config: SessionConfig,
         resume: Option<String>,
+        started: Started,
     ) -> Result<Arc<Session>, CreateError> {
         let inner = &self.inner;
         let id = id.to_owned();
@@ -458,6 +471,8 @@ impl SessionRegistry {
                 owner,
                 settings,
                 revive,
+                activity: started.activity,
+                meta: started.meta,
             },
             SessionOptions {
                 inbound_capacity: inner.config.inbound_capacity,

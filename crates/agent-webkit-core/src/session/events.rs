@@ -100,6 +100,7 @@ impl EventTranslator {
                 false
             }
             AgentMessage::Result(result) => {
+                session.activity.result(&result.extra);
                 session.append(
                     EventKind::Result,
                     &ResultData {

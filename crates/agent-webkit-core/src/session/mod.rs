@@ -46,6 +46,7 @@ use crate::models::{DoneData, ErrorData, EventKind, UserContent};
 use crate::permission::{
     ConflictError, PermissionDecision, PermissionRouter, PromptReply, ToSession,
 };
+use crate::persist::ActivityCell;
 
 use self::events::EventTranslator;
 pub use self::lifecycle::AgentState;
@@ -122,6 +123,31 @@ pub(crate) struct SessionParts {
     pub(crate) settings: RuntimeSettings,
     /// How to start its agent again after hibernation (`None`: it is never hibernated).
     pub(crate) revive: Option<Arc<dyn Revive>>,
+    /// What listings show about it, kept current here (shared with its event writer).
+    pub(crate) activity: Arc<ActivityCell>,
+    /// Its settings that never change.
+    pub(crate) meta: SessionMeta,
+}
+
+/// What a session was created with that listings show and that never changes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionMeta {
+    /// Creation time, epoch ms.
+    pub(crate) created_at_ms: i64,
+    /// Working directory.
+    pub(crate) cwd: Option<String>,
+    /// The principal that owns it.
+    pub(crate) owner: Option<String>,
+}
+
+impl SessionMeta {
+    pub(crate) fn of(record: &crate::persist::SessionRecord) -> Self {
+        Self {
+            created_at_ms: record.created_at_ms,
+            cwd: record.cwd.clone(),
+            owner: record.owner.clone(),
+        }
+    }
 }
 
 type QueryFuture = Pin<Box<dyn Future<Output = Result<(), AgentError>> + Send>>;
@@ -146,6 +172,11 @@ pub struct Session {
     last_activity: Mutex<Instant>,
     /// When the agent last sent a message.
     last_agent_message: Mutex<Instant>,
+    /// What listings show (last activity, title, usage), shared with the event writer.
+    activity: Arc<ActivityCell>,
+    meta: SessionMeta,
+    /// A turn runs (a user message was sent and its `result` has not arrived yet).
+    turn_running: std::sync::atomic::AtomicBool,
     subscribers: AtomicUsize,
     /// The agent ended on its own: the log holds `error` then `done`; inputs are refused with
     /// `session_ended`.
@@ -194,6 +225,8 @@ impl Session {
             owner,
             settings,
             revive,
+            activity,
+            meta,
         } = parts;
         let (client, messages) = (connection.client, connection.messages);
         let capacity = options.inbound_capacity.max(1);
@@ -217,6 +250,9 @@ impl Session {
             inbound_bytes: crate::limits::InboundBytes::new(options.inbound_max_bytes),
             last_activity: Mutex::new(Instant::now()),
             last_agent_message: Mutex::new(Instant::now()),
+            activity,
+            meta,
+            turn_running: std::sync::atomic::AtomicBool::new(false),
             subscribers: AtomicUsize::new(0),
             probe: tokio::sync::watch::Sender::new(0),
             handed_off: std::sync::atomic::AtomicBool::new(false),
@@ -302,6 +338,39 @@ impl Session {
         *self.last_activity.lock() = Instant::now();
     }
 
+    /// An input from a client: activity for the idle reaper and for listings.
+    fn input(&self) {
+        self.touch();
+        self.activity.touch();
+    }
+
+    /// What listings show about it now (last activity, title, usage totals).
+    pub(crate) fn activity(&self) -> crate::persist::SessionActivity {
+        self.activity.snapshot()
+    }
+
+    /// What it was created with.
+    pub(crate) fn meta(&self) -> &SessionMeta {
+        &self.meta
+    }
+
+    /// Model and permission mode as last set.
+    pub(crate) fn settings(&self) -> RuntimeSettings {
+        self.runtime.lock().clone()
+    }
+
+    /// Copies the model and mode as last set into the activity listings persist.
+    fn note_settings(&self) {
+        let settings = self.settings();
+        self.activity
+            .settings(settings.model, settings.permission_mode);
+    }
+
+    /// Whether a turn is running (a user message was sent, its `result` has not arrived).
+    pub(crate) fn turn_running(&self) -> bool {
+        self.turn_running.load(Ordering::Acquire)
+    }
+
     /// Queues a user message; it is sent to the agent when the previous turn has ended.
     pub fn submit_user_message(&self, content: UserContent) -> Result<(), SessionError> {
         if self.cancel.is_cancelled() {
@@ -313,9 +382,13 @@ impl Session {
             return Err(SessionError::BackpressureBytes(self.inbound_bytes.max()));
         }
         self.turn.queued();
+        let title = self.activity.title_candidate(&content);
         match self.inbound.try_send(content) {
             Ok(()) => {
-                self.touch();
+                if let Some(title) = title {
+                    self.activity.set_title(title);
+                }
+                self.input();
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -341,7 +414,7 @@ impl Session {
         self.router
             .resolve(correlation_id, PromptReply::Permission(decision))?;
         tracing::debug!(session_id = %self.id, correlation_id, "permission answered");
-        self.touch();
+        self.input();
         Ok(())
     }
 
@@ -354,7 +427,7 @@ impl Session {
         self.router
             .resolve(correlation_id, PromptReply::Question(answers))?;
         tracing::debug!(session_id = %self.id, correlation_id, "question answered");
-        self.touch();
+        self.input();
         Ok(())
     }
 
@@ -367,7 +440,7 @@ impl Session {
         self.router
             .resolve(correlation_id, PromptReply::Hook(decision))?;
         tracing::debug!(session_id = %self.id, correlation_id, "hook decision answered");
-        self.touch();
+        self.input();
         Ok(())
     }
 
@@ -375,7 +448,7 @@ impl Session {
         if self.cancel.is_cancelled() {
             Err(SessionError::Closed)
         } else {
-            self.touch();
+            self.input();
             Ok(())
         }
     }
@@ -396,6 +469,7 @@ impl Session {
             client.set_permission_mode(mode).await?;
         }
         self.record(|s| s.permission_mode = Some(mode.to_owned()));
+        self.note_settings();
         Ok(())
     }
 
@@ -406,6 +480,7 @@ impl Session {
             client.set_model(model).await?;
         }
         self.record(|s| s.model = model.map(str::to_owned));
+        self.note_settings();
         Ok(())
     }
 
@@ -519,6 +594,8 @@ impl Session {
         let mut turn_open = false;
         let mut query: Option<QueryFuture> = None;
         let failure = loop {
+            self.turn_running
+                .store(turn_open || query.is_some(), Ordering::Release);
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return,
@@ -585,6 +662,8 @@ impl Session {
             return;
         }
         tracing::warn!(session_id = %self.id, error = %failure, "agent ended unexpectedly");
+        self.turn_running.store(false, Ordering::Release);
+        self.activity.ended();
         self.append(
             EventKind::Error,
             &ErrorData::new(failure.code(), failure.to_string()),
@@ -626,6 +705,7 @@ impl Session {
             Some(Ok(message)) => {
                 *self.last_agent_message.lock() = Instant::now();
                 self.turn.agent_message(&message);
+                self.activity.touch();
                 if translator.translate(self, message) {
                     *turn_open = false;
                     self.turn.finished(true);

@@ -202,6 +202,8 @@ pub async fn check_auth_variants(target: &Target) -> Result<()> {
             (Method::POST, "/sessions/nope/input".to_owned()),
             (Method::DELETE, format!("/sessions/{id}")),
             (Method::DELETE, "/sessions/nope".to_owned()),
+            (Method::GET, "/sessions".to_owned()),
+            (Method::GET, format!("/sessions/{id}")),
         ] {
             let reply = Reply::read(
                 client
@@ -266,9 +268,10 @@ pub async fn check_unknown_sessions_and_routes(target: &Target) -> Result<()> {
         let reply = Reply::read(c.request(Method::GET, path).send().await?).await?;
         reply.expect_error(404, &json!({"detail": "Not Found"}))?;
     }
-    let cases: [(Method, &str, &str); 5] = [
-        (Method::GET, "/sessions", "POST"),
-        (Method::DELETE, "/sessions", "POST"),
+    let cases: [(Method, &str, &str); 6] = [
+        (Method::PUT, "/sessions", "GET, POST"),
+        (Method::DELETE, "/sessions", "GET, POST"),
+        (Method::POST, "/sessions/x", "GET, DELETE"),
         (Method::POST, "/sessions/x/stream", "GET"),
         (Method::GET, "/sessions/x/input", "POST"),
         (Method::POST, "/healthz", "GET"),

@@ -109,7 +109,7 @@ pub async fn check_controls_reach_agent(target: &Target) -> Result<()> {
 }
 
 /// Waits for the turn's `permission_request` and checks its shape; returns its correlation id.
-async fn permission_prompt(stream: &mut crate::SseStream) -> Result<String> {
+pub(super) async fn permission_prompt(stream: &mut crate::SseStream) -> Result<String> {
     let frames = stream.until("permission_request", T).await?;
     let prompt = last_json(&frames);
     let corr = prompt["correlation_id"]

@@ -56,6 +56,7 @@ mod hardening;
 mod identity;
 mod input;
 mod lifecycle;
+mod listing;
 mod stream;
 mod transcript;
 
@@ -65,6 +66,7 @@ pub use hardening::*;
 pub use identity::*;
 pub use input::*;
 pub use lifecycle::*;
+pub use listing::*;
 pub use stream::*;
 pub use transcript::transcript;
 
