@@ -449,9 +449,10 @@ logs/. See docs/benchmarks.md.
 
 flags:
   --quick                  tiny sizes (a smoke run; not comparable with full runs)
-  --only, --case <c>[,…]   cases (fanout-10, memory-sqlite, restart, …) or scenarios
-                           (fanout = every fanout case with every store, memory, churn,
-                           restart, capacity, wake, create, …)
+  --only, --case <c>[,…]   cases (fanout-10, memory-sqlite, restart, …; a case also
+                           names its -sqlite / -postgres variants) or scenarios (fanout =
+                           every fanout case with every store, memory, churn, restart,
+                           capacity, wake, create, …)
   --store <s>[,…]          only cases whose server runs these stores: memory (the cases of
                            earlier reports, and the lifecycle cases), sqlite (the -sqlite
                            variants of fanout/churn/memory, and restart), postgres (the
@@ -836,6 +837,31 @@ fn cell_of(case: &Case, entries: &[Value]) -> Cell {
     Cell::Runs { values, failures }
 }
 
+/// The replay cases at full size (for other modules' tests).
+#[cfg(test)]
+pub(crate) fn test_cases() -> Vec<Case> {
+    cases(false)
+}
+
+/// The cases `--only` / `--case` and `--store` select.
+fn select<'a>(all: &'a [Case], opts: &Options) -> Vec<&'a Case> {
+    all.iter()
+        .filter(|c| {
+            opts.only.as_ref().is_none_or(|only| {
+                only.iter().any(|o| {
+                    o == &c.id
+                        || o == c.scenario
+                        || c.aliases.contains(&o.as_str())
+                        // A case names its store variants too: `--case fanout-10 --store sqlite`.
+                        || c.id.strip_suffix(c.store.name()).and_then(|b| b.strip_suffix('-'))
+                            == Some(o.as_str())
+                })
+            })
+        })
+        .filter(|c| opts.stores.as_ref().is_none_or(|s| s.contains(&c.store)))
+        .collect()
+}
+
 /// Runs the benchmarks.
 pub fn bench(argv: &[String]) -> Result<(), String> {
     let opts = parse(argv)?;
@@ -847,16 +873,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
     all.extend(crate::bench_stores::variants(&all));
     all.push(crate::bench_restart::case(opts.quick));
     all.extend(crate::bench_lifecycle::cases(opts.quick, &opts.sizes));
-    let selected: Vec<&Case> = all
-        .iter()
-        .filter(|c| {
-            opts.only.as_ref().is_none_or(|only| {
-                only.iter()
-                    .any(|o| o == &c.id || o == c.scenario || c.aliases.contains(&o.as_str()))
-            })
-        })
-        .filter(|c| opts.stores.as_ref().is_none_or(|s| s.contains(&c.store)))
-        .collect();
+    let selected = select(&all, &opts);
     if selected.is_empty() {
         return Err(format!(
             "--only / --store match no case; cases: {}",
@@ -1375,4 +1392,43 @@ fn chart(
     } else {
         " (no TrueType font found: drawn without labels)".into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(argv: &[&str]) -> Vec<String> {
+        let opts = parse(&args(argv)).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let mut all = cases(false);
+        all.extend(crate::bench_stores::variants(&all));
+        all.push(crate::bench_restart::case(false));
+        select(&all, &opts).iter().map(|c| c.id.clone()).collect()
+    }
+
+    #[test]
+    fn a_case_names_its_store_variants_and_store_filters_them() {
+        assert_eq!(
+            ids(&["--case", "fanout-10"]),
+            ["fanout-10", "fanout-10-sqlite", "fanout-10-postgres"]
+        );
+        assert_eq!(
+            ids(&["--case", "fanout-10,churn", "--store", "sqlite"]),
+            ["fanout-10-sqlite", "churn-sqlite"]
+        );
+        assert_eq!(ids(&["--case", "restart"]), ["restart"]);
+        assert_eq!(
+            ids(&["--store", "sqlite", "--case", "memory"]),
+            ["memory-sqlite"]
+        );
+        // The plain ids keep the in-memory store of earlier reports.
+        assert_eq!(ids(&["--only", "churn", "--store", "memory"]), ["churn"]);
+    }
+
+    #[test]
+    fn bad_store_and_help() {
+        assert!(parse(&args(&["--store", "disk"])).is_err());
+        assert!(parse(&args(&["--help"])).is_ok_and(|o| o.help));
+        assert!(HELP.contains("--store") && HELP.contains("--case"));
+    }
 }

@@ -301,3 +301,44 @@ pub(crate) fn notes(cases: &[&Case], backends: &Backends) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(memory: f64, sqlite: f64) -> BTreeMap<(String, String), Cell> {
+        let cell = |v: f64| Cell::Runs {
+            values: vec![vec![v], vec![1.0]],
+            failures: Vec::new(),
+        };
+        BTreeMap::from([
+            (("churn".into(), "ours-axum".into()), cell(memory)),
+            (("churn-sqlite".into(), "ours-axum".into()), cell(sqlite)),
+        ])
+    }
+
+    fn verdict(memory: f64, sqlite: f64) -> String {
+        let base: Vec<Case> = crate::bench::test_cases()
+            .into_iter()
+            .filter(|c| c.id == "churn")
+            .collect();
+        let all: Vec<Case> = base.iter().cloned().chain(variants(&base)).collect();
+        let selected: Vec<&Case> = all.iter().filter(|c| c.store != Store::Postgres).collect();
+        table(&selected, &["ours-axum".into()], &cells(memory, sqlite))
+    }
+
+    #[test]
+    fn the_table_says_whether_sqlite_is_within_20_percent() {
+        let t = verdict(1000.0, 850.0);
+        assert!(
+            t.contains("| churn | sessions/s ↑ | axum | 1,000 | 850 | – | 0.85× | – | met"),
+            "{t}"
+        );
+        let t = verdict(1000.0, 700.0);
+        assert!(
+            t.contains("0.70×") && t.contains("**not met** (30 % slower)"),
+            "{t}"
+        );
+        assert_eq!(table(&[], &["ours-axum".into()], &cells(1.0, 1.0)), "");
+    }
+}
