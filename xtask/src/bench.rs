@@ -4,8 +4,9 @@
 //! process. Writes `target/bench/report.md` (also printed), `target/bench/report.png` and the
 //! raw loadgen outputs `target/bench/results.json`. See `docs/benchmarks.md`.
 //!
-//! Flags: `--quick` (tiny sizes), `--only <scenario|case>[,…]`, `--targets ours-axum,…`,
-//! `--runs N` (default 5: median, min, max).
+//! Flags (`cargo xtask bench --help`): `--quick` (tiny sizes), `--only`/`--case
+//! <scenario|case>[,…]`, `--store memory,sqlite,postgres` (see [`crate::bench_stores`]),
+//! `--targets ours-axum,…`, `--runs N` (default 5: median, min, max).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,6 +17,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use crate::bench_stores::{Backends, Store};
 
 /// The servers' bearer token. Our server never passes the CLI an environment variable whose
 /// value contains it (a secret), so it must not occur in any path: with the old token `bench`
@@ -28,12 +31,12 @@ const PYTHON: &str = "python-original";
 /// One number taken from a loadgen result.
 #[derive(Clone)]
 pub(crate) struct Metric {
-    label: &'static str,
+    pub(crate) label: &'static str,
     /// Path into the result's `metrics` object.
     path: &'static [&'static str],
-    higher_is_better: bool,
+    pub(crate) higher_is_better: bool,
     /// Drawn in the PNG.
-    chart: bool,
+    pub(crate) chart: bool,
 }
 
 /// Emission → receipt lag p50 / p99 / max (p99 charted when `chart`).
@@ -75,6 +78,7 @@ pub(crate) const fn metric(
 }
 
 /// One benchmark case: a loadgen scenario with its parameters and the server it needs.
+#[derive(Clone)]
 pub(crate) struct Case {
     pub(crate) id: String,
     pub(crate) scenario: &'static str,
@@ -92,6 +96,8 @@ pub(crate) struct Case {
     pub(crate) python_args: Option<Vec<String>>,
     /// Other names `--only` accepts for this case.
     pub(crate) aliases: &'static [&'static str],
+    /// Our server's store (the Python original runs only the in-memory cases, its own).
+    pub(crate) store: Store,
 }
 
 /// The agent behind our server in a case.
@@ -131,6 +137,7 @@ fn cases(quick: bool) -> Vec<Case> {
             server_args: Vec::new(),
             python_args: None,
             aliases: &[],
+            store: Store::Memory,
             timeout_s: if quick { 120 } else { 900 },
             metrics: vec![metric(
                 "events/s delivered",
@@ -163,6 +170,7 @@ fn cases(quick: bool) -> Vec<Case> {
         server_args: Vec::new(),
         python_args: None,
         aliases: &[],
+        store: Store::Memory,
         timeout_s: if quick { 60 } else { 300 },
         // The headline: emission → receipt, both on this machine's wall clock (the agent
         // stamps each message as it emits it; the model is `stream:N:ms:bytes:ts`).
@@ -207,6 +215,7 @@ fn cases(quick: bool) -> Vec<Case> {
             server_args: Vec::new(),
             python_args: None,
             aliases: &[],
+            store: Store::Memory,
             timeout_s: 120,
             metrics: [
                 emission_lag_metrics(true),
@@ -230,6 +239,7 @@ fn cases(quick: bool) -> Vec<Case> {
         server_args: Vec::new(),
         python_args: None,
         aliases: &[],
+        store: Store::Memory,
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![
             metric(
@@ -266,6 +276,7 @@ fn cases(quick: bool) -> Vec<Case> {
         server_args: Vec::new(),
         python_args: None,
         aliases: &[],
+        store: Store::Memory,
         timeout_s: if quick { 120 } else { 900 },
         metrics: vec![metric("SSE connections held", &["max_held"], true, true)],
     });
@@ -281,6 +292,7 @@ fn cases(quick: bool) -> Vec<Case> {
         server_args: Vec::new(),
         python_args: None,
         aliases: &[],
+        store: Store::Memory,
         timeout_s: if quick { 120 } else { 600 },
         metrics: vec![
             metric("reconnects/s", &["reconnects_per_sec"], true, true),
@@ -302,6 +314,7 @@ fn cases(quick: bool) -> Vec<Case> {
         server_args: Vec::new(),
         python_args: None,
         aliases: &[],
+        store: Store::Memory,
         timeout_s: if quick { 60 } else { 120 },
         metrics: vec![
             metric("sessions/s", &["sessions_per_sec"], true, true),
@@ -319,6 +332,10 @@ fn cases(quick: bool) -> Vec<Case> {
 struct Options {
     quick: bool,
     only: Option<Vec<String>>,
+    /// `--store a,b`: only the cases whose server runs one of these stores.
+    stores: Option<Vec<Store>>,
+    /// `--help`: print [`HELP`] and run nothing.
+    help: bool,
     targets: Vec<String>,
     runs: usize,
     /// Runs per cell for the Python original (default: `runs`; it is slow).
@@ -344,6 +361,8 @@ fn parse(argv: &[String]) -> Result<Options, String> {
     let mut opts = Options {
         quick: false,
         only: None,
+        stores: None,
+        help: false,
         targets: TARGETS.iter().map(|t| (*t).to_owned()).collect(),
         runs: 5,
         python_runs: None,
@@ -362,14 +381,20 @@ fn parse(argv: &[String]) -> Result<Options, String> {
         };
         match arg.as_str() {
             "--quick" => opts.quick = true,
-            "--only" => {
-                opts.only = Some(value("--only")?.split(',').map(str::to_owned).collect())
+            "--help" | "-h" => opts.help = true,
+            "--only" | "--case" => {
+                opts.only = Some(value(arg)?.split(',').map(str::to_owned).collect())
+            }
+            "--store" => {
+                opts.stores = Some(
+                    value("--store")?
+                        .split(',')
+                        .map(Store::parse)
+                        .collect::<Result<_, _>>()?,
+                )
             }
             "--targets" => {
-                opts.targets = value("--targets")?
-                    .split(',')
-                    .map(str::to_owned)
-                    .collect();
+                opts.targets = value("--targets")?.split(',').map(str::to_owned).collect();
                 for t in &opts.targets {
                     if !TARGETS.contains(&t.as_str()) {
                         return Err(format!("unknown target {t:?}; known: {TARGETS:?}"));
@@ -406,14 +431,47 @@ fn parse(argv: &[String]) -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown bench flag {other:?}; flags: --quick --only <scenario>[,…] --targets {} --runs N --python-runs N --sessions N --samples N --merge results.json[,…]",
-                    TARGETS.join(",")
+                    "unknown bench flag {other:?}; see `cargo xtask bench --help`"
                 ))
             }
         }
     }
     Ok(opts)
 }
+
+/// `cargo xtask bench --help`.
+const HELP: &str = "\
+usage: cargo xtask bench [flags]
+
+Load benchmarks over loopback: our server (axum, actix) and the Python original, a fresh
+server process per run. Writes target/bench/report.md, report.png, results.json and
+logs/. See docs/benchmarks.md.
+
+flags:
+  --quick                  tiny sizes (a smoke run; not comparable with full runs)
+  --only, --case <c>[,…]   cases (fanout-10, memory-sqlite, restart, …; a case also
+                           names its -sqlite / -postgres variants) or scenarios (fanout =
+                           every fanout case with every store, memory, churn, restart,
+                           capacity, wake, create, …)
+  --store <s>[,…]          only cases whose server runs these stores: memory (the cases of
+                           earlier reports, and the lifecycle cases), sqlite (the -sqlite
+                           variants of fanout/churn/memory, and restart), postgres (the
+                           -postgres variants; the bench starts a throwaway PostgreSQL)
+  --targets <t>[,…]        ours-axum, ours-actix, python-original (default: all three;
+                           the original runs only the in-memory replay cases and some
+                           lifecycle cases)
+  --runs N                 runs per cell (default 5: median, min, max)
+  --python-runs N          runs per cell for the Python original (default: --runs)
+  --sessions N             session count of the capacity cases
+  --samples N              samples of the wake and create cases
+  --merge a.json[,…]       take (case, target) cells from earlier results.json files
+  -h, --help               this text
+
+examples:
+  cargo xtask bench --quick --case restart --targets ours-axum,ours-actix --runs 1
+  cargo xtask bench --case fanout-10,churn,memory --store memory,sqlite,postgres --runs 1
+  cargo xtask bench --store sqlite --targets ours-axum --runs 1
+";
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -427,12 +485,12 @@ fn python_interpreter() -> Result<PathBuf, String> {
 }
 
 /// How to start one target's server.
-enum Launch {
+pub(crate) enum Launch {
     Ours { binary: PathBuf, framework: String },
     Python { python: PathBuf, script: PathBuf },
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     url: String,
     /// The mock Anthropic API of a real-CLI case (dropped after the server is killed).
@@ -440,13 +498,26 @@ struct Server {
 }
 
 /// What the CLI cases need besides the server binary.
-struct CliPaths {
-    loadgen: PathBuf,
+pub(crate) struct CliPaths {
+    pub(crate) loadgen: PathBuf,
     fake: PathBuf,
     /// The real CLI, when a selected case needs it.
     real: Option<Result<PathBuf, String>>,
     /// Scratch directory (HOME of the real CLI, cwd of the server).
     scratch: PathBuf,
+}
+
+impl Server {
+    /// SIGKILL (no shutdown path runs), and reaped.
+    pub(crate) fn kill(&mut self) -> Result<(), String> {
+        self.child
+            .kill()
+            .map_err(|e| format!("cannot kill the server: {e}"))?;
+        self.child
+            .wait()
+            .map(|_| ())
+            .map_err(|e| format!("waiting for the killed server: {e}"))
+    }
 }
 
 impl Drop for Server {
@@ -465,11 +536,14 @@ fn fresh_scratch(scratch: &Path) -> Result<PathBuf, String> {
     Ok(work)
 }
 
-fn start_server(
+/// Starts one server for `case`; `store_args` select our server's store (see
+/// [`crate::bench_stores`]).
+pub(crate) fn start_server(
     launch: &Launch,
     case: &Case,
     log: &Path,
     cli: &CliPaths,
+    store_args: &[String],
 ) -> Result<Server, String> {
     let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut mock = None;
@@ -479,10 +553,10 @@ fn start_server(
             let mut cmd = Command::new(binary);
             cmd.args(["--framework", framework])
                 .args(["--keepalive", "1"])
-                // The figures in docs/benchmark-results.md are of the in-memory store; the
-                // durable default (SQLite in the per-user data dir) would also let only one
-                // server run at a time (its lock).
-                .args(["--store", "memory"])
+                // The case's store: `--store memory` for the cases of earlier reports (their
+                // figures stay comparable), a fresh `--data-dir` (never the per-user one, whose
+                // lock lets one server run at a time) or `--database-url` for the variants.
+                .args(store_args)
                 // `AGENT_WEBKIT_BENCH_LOG=agent_webkit_claude=info` shows, e.g., each CLI's
                 // `ready_ms` in the server logs (a wake's start vs a fresh one's).
                 .env(
@@ -593,12 +667,23 @@ fn run_loadgen(
     args: &[String],
     server: &Server,
 ) -> Result<Value, String> {
+    run_loadgen_as(loadgen, case.scenario, case.timeout_s, args, server)
+}
+
+/// Runs the loadgen's `scenario` once (bounded by `timeout_s`); returns its JSON result.
+pub(crate) fn run_loadgen_as(
+    loadgen: &Path,
+    scenario: &str,
+    timeout_s: u64,
+    args: &[String],
+    server: &Server,
+) -> Result<Value, String> {
     let mut child = Command::new(loadgen)
-        .arg(case.scenario)
+        .arg(scenario)
         .args(args)
         .args(["--url", &server.url, "--token", TOKEN, "--json"])
         .args(["--pid", &server.child.id().to_string()])
-        .args(["--timeout", &case.timeout_s.to_string()])
+        .args(["--timeout", &timeout_s.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -613,7 +698,7 @@ fn run_loadgen(
         text
     });
     // The loadgen bounds itself; this is the backstop.
-    let deadline = Instant::now() + Duration::from_secs(case.timeout_s + 60);
+    let deadline = Instant::now() + Duration::from_secs(timeout_s + 60);
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
@@ -637,7 +722,7 @@ fn lookup(metrics: &Value, path: &[&str]) -> Option<f64> {
 }
 
 /// The outcome of one (case, target).
-enum Cell {
+pub(crate) enum Cell {
     Skipped,
     Runs {
         /// Per metric, the values of the successful runs.
@@ -646,10 +731,10 @@ enum Cell {
     },
 }
 
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
 }
 
 fn stats(values: &[f64]) -> Option<Stats> {
@@ -672,7 +757,7 @@ fn stats(values: &[f64]) -> Option<Stats> {
 }
 
 impl Cell {
-    fn stats(&self, metric: usize) -> Option<Stats> {
+    pub(crate) fn stats(&self, metric: usize) -> Option<Stats> {
         match self {
             Cell::Runs { values, .. } => values.get(metric).and_then(|v| stats(v)),
             Cell::Skipped => None,
@@ -680,7 +765,7 @@ impl Cell {
     }
 }
 
-fn num(v: f64) -> String {
+pub(crate) fn num(v: f64) -> String {
     let a = v.abs();
     if a >= 1000.0 || (v.fract() == 0.0 && a < 1e15) {
         let s = format!("{:.0}", v);
@@ -752,23 +837,46 @@ fn cell_of(case: &Case, entries: &[Value]) -> Cell {
     Cell::Runs { values, failures }
 }
 
+/// The replay cases at full size (for other modules' tests).
+#[cfg(test)]
+pub(crate) fn test_cases() -> Vec<Case> {
+    cases(false)
+}
+
+/// The cases `--only` / `--case` and `--store` select.
+fn select<'a>(all: &'a [Case], opts: &Options) -> Vec<&'a Case> {
+    all.iter()
+        .filter(|c| {
+            opts.only.as_ref().is_none_or(|only| {
+                only.iter().any(|o| {
+                    o == &c.id
+                        || o == c.scenario
+                        || c.aliases.contains(&o.as_str())
+                        // A case names its store variants too: `--case fanout-10 --store sqlite`.
+                        || c.id.strip_suffix(c.store.name()).and_then(|b| b.strip_suffix('-'))
+                            == Some(o.as_str())
+                })
+            })
+        })
+        .filter(|c| opts.stores.as_ref().is_none_or(|s| s.contains(&c.store)))
+        .collect()
+}
+
 /// Runs the benchmarks.
 pub fn bench(argv: &[String]) -> Result<(), String> {
     let opts = parse(argv)?;
+    if opts.help {
+        print!("{HELP}");
+        return Ok(());
+    }
     let mut all = cases(opts.quick);
+    all.extend(crate::bench_stores::variants(&all));
+    all.push(crate::bench_restart::case(opts.quick));
     all.extend(crate::bench_lifecycle::cases(opts.quick, &opts.sizes));
-    let selected: Vec<&Case> = all
-        .iter()
-        .filter(|c| {
-            opts.only.as_ref().is_none_or(|only| {
-                only.iter()
-                    .any(|o| o == &c.id || o == c.scenario || c.aliases.contains(&o.as_str()))
-            })
-        })
-        .collect();
+    let selected = select(&all, &opts);
     if selected.is_empty() {
         return Err(format!(
-            "--only matches no case; cases: {}",
+            "--only / --store match no case; cases: {}",
             all.iter()
                 .map(|c| c.id.as_str())
                 .collect::<Vec<_>>()
@@ -831,6 +939,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
     let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
     let mut raw = Vec::new();
     let mut merged = merged_results(&opts.merge)?;
+    let mut backends = Backends::default();
     let started = Instant::now();
     for case in &selected {
         for target in &opts.targets {
@@ -847,7 +956,9 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
                 continue;
             }
             let (launch, loadgen_args) = match launches.get(target) {
-                // The Python original runs the replay cases, and the CLI cases that say how.
+                // The Python original runs the in-memory replay cases (it has no other store),
+                // and the CLI cases that say how.
+                Some(Ok(Launch::Python { .. })) if case.store != Store::Memory => continue,
                 Some(Ok(launch @ Launch::Python { .. })) => match (case.agent, &case.python_args) {
                     (Agent::Replay, _) => (launch, &case.args),
                     (_, Some(args)) => (launch, args),
@@ -870,8 +981,18 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
                 let log = log_dir.join(format!("{target}-{}-{run}.log", case.id));
                 let t = Instant::now();
                 let load_before = loadavg();
-                let outcome = start_server(launch, case, &log, &cli)
-                    .and_then(|server| run_loadgen(&loadgen, case, loadgen_args, &server));
+                let outcome = backends
+                    .prepare(case.store, &format!("{target}-{}-{run}", case.id))
+                    .and_then(|storage| {
+                        // `storage` outlives the server (its data is removed after it).
+                        if case.scenario == "restart" {
+                            crate::bench_restart::run(launch, case, &storage.args, &log, &cli)
+                        } else {
+                            start_server(launch, case, &log, &cli, &storage.args).and_then(
+                                |server| run_loadgen(&loadgen, case, loadgen_args, &server),
+                            )
+                        }
+                    });
                 let load = json!({"before": load_before, "after": loadavg()});
                 eprintln!(
                     "xtask: {:<12} {:<16} run {run}/{}: load average before {} → after {}",
@@ -938,7 +1059,13 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
         }
     }
 
-    let report = markdown(&opts, &selected, &cells, &launches, &raw, started.elapsed());
+    let mut report = markdown(&opts, &selected, &cells, &launches, &raw, started.elapsed());
+    report.push_str(&crate::bench_stores::table(
+        &selected,
+        &opts.targets,
+        &cells,
+    ));
+    report.push_str(&crate::bench_stores::notes(&selected, &backends));
     println!("{report}");
     let md = out_dir.join("report.md");
     std::fs::write(&md, &report).map_err(|e| format!("{}: {e}", md.display()))?;
@@ -1081,6 +1208,7 @@ fn markdown(
     if cases.iter().any(|c| c.agent != Agent::Replay) {
         notes.extend(crate::bench_lifecycle::notes(cases));
     }
+    notes.extend(crate::bench_restart::verdict(cases, &opts.targets, cells));
     let loads: Vec<String> = raw
         .iter()
         .filter_map(|r| {
@@ -1264,4 +1392,43 @@ fn chart(
     } else {
         " (no TrueType font found: drawn without labels)".into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(argv: &[&str]) -> Vec<String> {
+        let opts = parse(&args(argv)).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let mut all = cases(false);
+        all.extend(crate::bench_stores::variants(&all));
+        all.push(crate::bench_restart::case(false));
+        select(&all, &opts).iter().map(|c| c.id.clone()).collect()
+    }
+
+    #[test]
+    fn a_case_names_its_store_variants_and_store_filters_them() {
+        assert_eq!(
+            ids(&["--case", "fanout-10"]),
+            ["fanout-10", "fanout-10-sqlite", "fanout-10-postgres"]
+        );
+        assert_eq!(
+            ids(&["--case", "fanout-10,churn", "--store", "sqlite"]),
+            ["fanout-10-sqlite", "churn-sqlite"]
+        );
+        assert_eq!(ids(&["--case", "restart"]), ["restart"]);
+        assert_eq!(
+            ids(&["--store", "sqlite", "--case", "memory"]),
+            ["memory-sqlite"]
+        );
+        // The plain ids keep the in-memory store of earlier reports.
+        assert_eq!(ids(&["--only", "churn", "--store", "memory"]), ["churn"]);
+    }
+
+    #[test]
+    fn bad_store_and_help() {
+        assert!(parse(&args(&["--store", "disk"])).is_err());
+        assert!(parse(&args(&["--help"])).is_ok_and(|o| o.help));
+        assert!(HELP.contains("--store") && HELP.contains("--case"));
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::bench::{args, metric, Agent, Case, Metric};
+use crate::bench_stores::Store;
 
 /// Sizes the caller may override (`--sessions`, `--samples`).
 pub(crate) struct Sizes {
@@ -121,6 +122,7 @@ pub(crate) fn cases(quick: bool, sizes: &Sizes) -> Vec<Case> {
             ]),
             python_args: None,
             aliases: &[],
+            store: Store::Memory,
             timeout_s: 120 + fake_sessions as u64 / 5,
             metrics: capacity_metrics(),
         },
@@ -147,6 +149,7 @@ pub(crate) fn cases(quick: bool, sizes: &Sizes) -> Vec<Case> {
                 "4",
             ])),
             aliases: &[],
+            store: Store::Memory,
             timeout_s: 120 + real_sessions as u64 * 5,
             metrics: capacity_metrics(),
         },
@@ -172,6 +175,7 @@ pub(crate) fn cases(quick: bool, sizes: &Sizes) -> Vec<Case> {
             // The original has no hibernation: nothing to wake.
             python_args: None,
             aliases: &[],
+            store: Store::Memory,
             timeout_s: 600,
             metrics: vec![w50.clone(), w99.clone(), f50.clone(), f99.clone()],
         });
@@ -198,6 +202,7 @@ pub(crate) fn cases(quick: bool, sizes: &Sizes) -> Vec<Case> {
             // the warm case (the comparison the issue asks for).
             python_args: (spares != "0").then_some(create_args),
             aliases,
+            store: Store::Memory,
             timeout_s: 600,
             metrics: vec![r50, r99, t50, t99],
         });

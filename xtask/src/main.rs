@@ -19,6 +19,8 @@
 
 mod bench;
 mod bench_lifecycle;
+mod bench_restart;
+mod bench_stores;
 // One definition of the cache folder, shared with the testkit without depending on it.
 #[path = "../../crates/agent-webkit-testkit/src/cache_dir.rs"]
 mod cache_dir;
@@ -42,7 +44,7 @@ fn main() -> ExitCode {
         Some("with-postgres") => with_postgres(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
-            println!("usage: cargo xtask <test|tidy|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, tidy, all tests (what CI runs)\n              --no-lint  skip fmt, clippy and tidy\n  tidy        doc links, framework-free core, adapter line budget, cargo doc -D warnings,\n              MSRV, module docs\n  bench       load benchmarks\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path\n  with-postgres <cmd…>  run a command with a throwaway PostgreSQL (AGENT_WEBKIT_PG_DSN,\n                        AGENT_WEBKIT_PG_RESTART)");
+            println!("usage: cargo xtask <test|tidy|bench|claude-cli|js-client>\n\n  test        fmt check, clippy -D warnings, tidy, all tests (what CI runs)\n              --no-lint  skip fmt, clippy and tidy\n  tidy        doc links, framework-free core, adapter line budget, cargo doc -D warnings,\n              MSRV, module docs\n  bench       load benchmarks (cargo xtask bench --help)\n  claude-cli  install the pinned real Claude CLI (if needed) and print its path\n  js-client   install the pinned JS client (if needed) and print its node_modules path\n  with-postgres <cmd…>  run a command with a throwaway PostgreSQL (AGENT_WEBKIT_PG_DSN,\n                        AGENT_WEBKIT_PG_RESTART)");
             Ok(())
         }
         Some(other) => Err(format!("unknown task {other:?}; try `cargo xtask help`")),

@@ -72,6 +72,43 @@ impl PgHandle {
         words.join(" ")
     }
 
+    /// Runs one SQL statement as the admin user (`psql` next to the server binaries, else on
+    /// `PATH`), bounded to 60 s. For `cargo xtask bench`: a fresh database per run.
+    pub fn execute(&self, sql: &str) -> Result<(), String> {
+        let psql = Some(self.bin.join("psql"))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("psql"));
+        let mut cmd = Command::new(psql);
+        cmd.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &self.dsn,
+            "-c",
+            sql,
+        ]);
+        let out = run_bounded(cmd, "psql", Duration::from_secs(60))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "psql {sql:?} failed ({}): {}",
+                out.status,
+                text(&out)
+            ))
+        }
+    }
+
+    /// The DSN of another database on this server (same user and password).
+    pub fn dsn_of(&self, database: &str) -> String {
+        match self.dsn.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{database}"),
+            None => self.dsn.clone(),
+        }
+    }
+
     /// `pg_ctl stop -m fast`, then removes the folder. Idempotent.
     pub fn stop(&mut self) -> Result<(), String> {
         if self.stopped {

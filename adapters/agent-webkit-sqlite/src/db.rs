@@ -3,6 +3,7 @@
 //! few readers. Async callers never block: they queue a closure and await its answer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,13 +39,25 @@ pub struct OpenOptions {
     pub durability: Durability,
     /// Reader threads (each with its own connection); at least 1.
     pub readers: usize,
+    /// Bytes the write-ahead log may grow to before it is checkpointed and truncated
+    /// ([`DEFAULT_WAL_LIMIT`]; see the crate README, "The WAL stays bounded"). The writer truncates
+    /// it itself, whatever the checkpointer managed, at [`WAL_HARD_FACTOR`] times this.
+    pub wal_limit: u64,
 }
+
+/// Default [`OpenOptions::wal_limit`]: 64 MiB.
+pub const DEFAULT_WAL_LIMIT: u64 = 64 << 20;
+
+/// The writer truncates the WAL itself (copying what the checkpointer has not) once the file
+/// is this many times [`OpenOptions::wal_limit`]: the hard bound under any write load.
+pub const WAL_HARD_FACTOR: u64 = 4;
 
 impl Default for OpenOptions {
     fn default() -> Self {
         Self {
             durability: Durability::Process,
             readers: 2,
+            wal_limit: DEFAULT_WAL_LIMIT,
         }
     }
 }
@@ -53,6 +66,34 @@ impl Default for OpenOptions {
 trait Job: Send {
     fn run(&mut self, conn: &Connection) -> Result<(), SqliteError>;
     fn finish(self: Box<Self>, outcome: Result<(), SqliteError>);
+    /// Runs outside any transaction, after the calls queued before it committed (only
+    /// [`Truncate`]).
+    fn outside_transaction(&self) -> bool {
+        false
+    }
+}
+
+/// A `wal_checkpoint(TRUNCATE)` queued on the writer: see [`Db::checkpoint_truncate`].
+struct Truncate {
+    reply: oneshot::Sender<Result<(), SqliteError>>,
+}
+
+impl Job for Truncate {
+    fn run(&mut self, conn: &Connection) -> Result<(), SqliteError> {
+        if truncate_wal(conn, BUSY_TIMEOUT)? {
+            Ok(())
+        } else {
+            Err(SqliteError::WalBusy)
+        }
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), SqliteError>) {
+        let _ = self.reply.send(outcome);
+    }
+
+    fn outside_transaction(&self) -> bool {
+        true
+    }
 }
 
 struct Call<T, F> {
@@ -99,6 +140,13 @@ pub(crate) struct Db {
     _checkpoints: mpsc::Sender<()>,
 }
 
+/// What the checkpointer tells the writer: the WAL is over its limit and everything a passive
+/// checkpoint could copy has been copied, so truncate it before the next group.
+#[derive(Debug, Default)]
+struct WalSignal {
+    truncate: AtomicBool,
+}
+
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -119,20 +167,31 @@ impl Db {
         crate::private_file(path).map_err(at)?;
         let writer_conn = connect(path, options.durability)?;
         schema::migrate(&writer_conn).map_err(|e| e.at(path))?;
-        // Checkpoints (which sync the disk) run on their own thread, never in a commit.
+        // Checkpoints (which sync the disk) run on their own thread, never in a commit; a WAL
+        // reset (when the writer starts after a full checkpoint) truncates the file to the limit.
+        let limit = options.wal_limit.max(1);
         writer_conn
-            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {limit};"
+            ))
             .map_err(|e| SqliteError::from(e).at(path))?;
+        let signal = Arc::new(WalSignal::default());
         let (checkpoints, stop) = mpsc::channel::<()>();
         let checkpoint_conn = connect(path, options.durability)?;
+        let to_writer = Arc::clone(&signal);
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoint_conn, &stop))
+            .spawn(move || checkpoint_loop(&checkpoint_conn, &stop, &to_writer, limit))
             .map_err(at)?;
         let (writer, writer_rx) = mpsc::channel::<Box<dyn Job>>();
+        let wal = Wal {
+            file: wal_path(path),
+            hard_limit: limit.saturating_mul(WAL_HARD_FACTOR),
+            signal,
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(&writer_conn, &writer_rx))
+            .spawn(move || write_loop(&writer_conn, &writer_rx, &wal))
             .map_err(at)?;
         let (readers, readers_rx) = mpsc::channel::<Box<dyn Job>>();
         let readers_rx = Arc::new(Mutex::new(readers_rx));
@@ -165,6 +224,19 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T, SqliteError> + Send + 'static,
     {
         Self::call(&self.writer, op).await
+    }
+
+    /// Waits for every write queued before it, then checkpoints the whole WAL into the
+    /// database file and truncates the WAL to zero bytes (blocking writes while it runs): a
+    /// clean stop leaves nothing for the next start to read.
+    pub(crate) async fn checkpoint_truncate(&self) -> Result<(), SqliteError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Box::new(Truncate { reply }))
+            .map_err(|_| SqliteError::Closed("the database threads stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| SqliteError::Closed("the database thread dropped the call".into()))?
     }
 
     /// Runs `op` on a reader, in a read transaction (one consistent snapshot).
@@ -228,15 +300,37 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, SqliteErro
 
 /// Group commit: takes whatever is queued (up to [`MAX_GROUP`]) and runs it in one
 /// `BEGIN IMMEDIATE … COMMIT`, each call in a savepoint, answering every call after the commit.
-fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = queue.recv() {
+/// Between groups it truncates the WAL when the checkpointer asks (the WAL is over its limit
+/// and a passive checkpoint copied what it could: little is left, so the writer waits little)
+/// or when the file passed the hard limit. A queued [`Truncate`] runs alone, in order.
+fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, wal: &Wal) {
+    let mut pending = None;
+    loop {
+        let first = match pending.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        if first.outside_transaction() {
+            let mut job = first;
+            let outcome = job.run(conn);
+            job.finish(outcome);
+            continue;
+        }
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
+                Ok(job) if job.outside_transaction() => {
+                    pending = Some(job);
+                    break;
+                }
                 Ok(job) => group.push(job),
                 Err(_) => break,
             }
         }
+        wal.bound(conn);
         if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
             let err = SqliteError::from(err);
             for job in group {
@@ -281,6 +375,50 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
+/// The writer's view of the WAL.
+struct Wal {
+    file: PathBuf,
+    hard_limit: u64,
+    signal: Arc<WalSignal>,
+}
+
+impl Wal {
+    /// Truncates the WAL if the checkpointer asked or the file is past the hard limit.
+    fn bound(&self, conn: &Connection) {
+        let asked = self.signal.truncate.swap(false, Ordering::AcqRel);
+        let over = || std::fs::metadata(&self.file).is_ok_and(|meta| meta.len() > self.hard_limit);
+        if !asked && !over() {
+            return;
+        }
+        match truncate_wal(conn, TRUNCATE_WAIT) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("sqlite: WAL not truncated yet (a reader is on it)"),
+            Err(err) => tracing::warn!(error = %err, "sqlite: WAL truncation failed"),
+        }
+    }
+}
+
+/// How long the writer waits for readers to leave the WAL when truncating it between groups.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, waiting at most `wait` for readers; `false` when a reader
+/// kept it from completing.
+fn truncate_wal(conn: &Connection, wait: Duration) -> Result<bool, SqliteError> {
+    conn.busy_timeout(wait)?;
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(busy? == 0)
+}
+
+/// The WAL file next to the database file.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
 fn run_in_savepoint(conn: &Connection, job: &mut dyn Job) -> Result<(), SqliteError> {
     conn.execute_batch("SAVEPOINT call")?;
     match job.run(conn) {
@@ -297,14 +435,32 @@ fn run_in_savepoint(conn: &Connection, job: &mut dyn Job) -> Result<(), SqliteEr
 
 /// Every [`CHECKPOINT_EVERY`], a passive checkpoint (it never blocks the writer or readers);
 /// a last one when the store is dropped.
-fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>) {
+///
+/// A passive checkpoint alone does not bound the WAL under a steady write load: SQLite only
+/// rewinds the WAL when a write transaction starts while every frame in it has been copied,
+/// and the writer keeps committing while the checkpoint copies, so that never happens (the
+/// WAL grew to 708 MB filling 1 000 sessions). So when the WAL is over `limit` after a passive
+/// checkpoint, the writer is asked to finish the job between two groups (see [`Wal::bound`]).
+fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>, signal: &WalSignal, limit: u64) {
+    let page_size = conn
+        .query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
+        .unwrap_or(4096);
+    // A WAL frame is a page and a 24-byte header.
+    let frame = u64::try_from(page_size).unwrap_or(4096) + 24;
     loop {
         let last = matches!(
             stop.recv_timeout(CHECKPOINT_EVERY),
             Err(mpsc::RecvTimeoutError::Disconnected) | Ok(())
         );
-        if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-            tracing::warn!(error = %err, "sqlite: checkpoint failed");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            row.get::<_, i64>(1)
+        }) {
+            Ok(frames) => {
+                if u64::try_from(frames).unwrap_or(0).saturating_mul(frame) > limit {
+                    signal.truncate.store(true, Ordering::Release);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "sqlite: checkpoint failed"),
         }
         if last {
             return;

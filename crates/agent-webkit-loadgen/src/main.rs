@@ -6,6 +6,7 @@
 //! agent-webkit-loadgen <fanout|latency|memory|connections|resume|churn> --url http://127.0.0.1:PORT --token T [params] --json
 //! agent-webkit-loadgen <capacity|wake|create> --pid SERVER_PID ...   # server with --agent claude
 //! agent-webkit-loadgen mock-api --home DIR   # the mock Anthropic API for the real CLI
+//! agent-webkit-loadgen restart-fill --state F ...; (SIGKILL, restart the server) restart-resume --state F --started-at-us T
 //! ```
 //!
 //! Prints one JSON line: `{"scenario", "ok", "error_count", "errors", "params", "metrics",
@@ -16,6 +17,7 @@ mod http;
 mod lifecycle;
 mod mock_api;
 mod procmem;
+mod restart;
 mod scenarios;
 
 use std::process::ExitCode;
@@ -188,6 +190,45 @@ enum Scenario {
         #[arg(long, default_value_t = 2.0)]
         gap: f64,
     },
+    /// Before a restart: N sessions, each with one turn that fills the ring, read to its
+    /// result; writes them (id, last seq) to --state.
+    RestartFill {
+        /// Sessions.
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// Messages per turn (998 + session_ready + result = a ring of 1 000).
+        #[arg(long, default_value_t = 998)]
+        events: u64,
+        /// Text bytes per event.
+        #[arg(long, default_value_t = 200)]
+        bytes: usize,
+        /// Sessions filled concurrently.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Where to write the sessions (JSON).
+        #[arg(long)]
+        state: std::path::PathBuf,
+    },
+    /// After a restart: every session of --state reconnects with Last-Event-ID (must read
+    /// exactly the --back events after it), timed from --started-at-us; then --turns sessions
+    /// get a turn each (user_message → first event).
+    RestartResume {
+        /// The state file restart-fill wrote.
+        #[arg(long)]
+        state: std::path::PathBuf,
+        /// When the server was started (Unix microseconds).
+        #[arg(long)]
+        started_at_us: u64,
+        /// Events each reconnecting client reads back.
+        #[arg(long, default_value_t = 10)]
+        back: u64,
+        /// Clients in flight.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Sessions given a resumed turn, one after another.
+        #[arg(long, default_value_t = 5)]
+        turns: usize,
+    },
     /// Serves the mock Anthropic API (for the real CLI) until killed; prints one JSON line:
     /// `{"base_url", "env"}` (the environment to give the server so its CLIs run offline).
     MockApi {
@@ -209,6 +250,8 @@ impl Scenario {
             Self::Capacity { .. } => "capacity",
             Self::Wake { .. } => "wake",
             Self::Create { .. } => "create",
+            Self::RestartFill { .. } => "restart-fill",
+            Self::RestartResume { .. } => "restart-resume",
             Self::MockApi { .. } => "mock-api",
         }
     }
@@ -271,6 +314,24 @@ impl Scenario {
                 json!({"wakes": wakes, "spares": spares, "hibernate_timeout_s": hibernate_timeout})
             }
             Self::Create { count, gap } => json!({"count": count, "gap_s": gap}),
+            Self::RestartFill {
+                sessions,
+                events,
+                bytes,
+                concurrency,
+                state,
+            } => {
+                json!({"sessions": sessions, "events": events, "bytes": bytes, "concurrency": concurrency, "state": state})
+            }
+            Self::RestartResume {
+                state,
+                started_at_us,
+                back,
+                concurrency,
+                turns,
+            } => {
+                json!({"state": state, "started_at_us": started_at_us, "back": back, "concurrency": concurrency, "turns": turns})
+            }
             Self::MockApi { home } => json!({"home": home}),
         }
     }
@@ -355,6 +416,20 @@ async fn run(cli: &Cli, target: &Target) -> Result<Report, String> {
             lifecycle::wake(target, pid, wakes, spares, seconds(hibernate_timeout)?).await
         }
         Scenario::Create { count, gap } => lifecycle::create(target, count, seconds(gap)?).await,
+        Scenario::RestartFill {
+            sessions,
+            events,
+            bytes,
+            concurrency,
+            state,
+        } => restart::fill(target, sessions, events, bytes, concurrency, &state).await,
+        Scenario::RestartResume {
+            state,
+            started_at_us,
+            back,
+            concurrency,
+            turns,
+        } => restart::resume(target, &state, started_at_us, back, concurrency, turns).await,
         Scenario::MockApi { .. } => Err("mock-api is not a scenario".into()),
     }
 }

@@ -107,7 +107,7 @@ pub(crate) async fn open_ready(target: &Target, session: &str) -> Result<Sse, St
 /// Creates a session with `model`, subscribes from its start, sends one message and reads
 /// that turn to its `result`. Returns the session, its still-open stream, and what
 /// [`read_turn`] returns.
-async fn session_after_one_turn(
+pub(crate) async fn session_after_one_turn(
     target: &Target,
     ctl: &mut Control,
     model: &str,
@@ -122,7 +122,7 @@ async fn session_after_one_turn(
 /// Reads one turn up to its `result`, checking that seqs run on from `next_seq` without a gap
 /// or a repeat. Returns (events read, seq of the result). `on_event` gets each event's seq,
 /// kind and stamp (`message_complete` of a stream reading stamps only).
-async fn read_turn(
+pub(crate) async fn read_turn(
     sse: &mut Sse,
     mut next_seq: u64,
     limit: Duration,

@@ -1,6 +1,9 @@
 //! Smoke version of `cargo xtask bench`: every load scenario with tiny parameters against our
 //! server (both adapters, replay agent), asserting correctness only (every event seen exactly
 //! once, no errors) — never speed. Runs in `cargo xtask test` (`cargo test --workspace`).
+//! The stores of the bench's store cases: the scenarios run on the SQLite default, the restart
+//! case (fill, SIGKILL, start on the same data directory, resume) on both adapters, and fan-out
+//! and churn on PostgreSQL when `AGENT_WEBKIT_PG_DSN` is set (`cargo xtask test` sets it).
 //!
 //! The server binary is the `agent-webkit-server` that cargo built next to this test (in
 //! `target/<profile>/`); when it is missing (e.g. `cargo test -p agent-webkit-loadgen` alone)
@@ -43,8 +46,9 @@ fn server_binary() -> PathBuf {
 struct Server {
     child: Child,
     url: String,
-    /// Its own `--data-dir` (the default SQLite store), never the per-user one.
-    _data: agent_webkit_testkit::real_cli::TempDir,
+    /// Its own `--data-dir` (the default SQLite store), never the per-user one; `None` when
+    /// the caller keeps it (restart) or the store is PostgreSQL.
+    _data: Option<agent_webkit_testkit::real_cli::TempDir>,
 }
 
 impl Drop for Server {
@@ -60,10 +64,17 @@ fn start(framework: &str) -> Server {
 
 fn start_with(agent: &[&str], framework: &str) -> Server {
     let data = agent_webkit_testkit::real_cli::TempDir::new("loadgen-data").unwrap();
+    let store = ["--data-dir".to_owned(), data.path().display().to_string()];
+    let mut server = start_on(agent, &store, framework);
+    server._data = Some(data);
+    server
+}
+
+/// A server with these agent and store flags.
+fn start_on(agent: &[&str], store: &[String], framework: &str) -> Server {
     let mut child = Command::new(server_binary())
         .args(agent)
-        .arg("--data-dir")
-        .arg(data.path())
+        .args(store)
         .args([
             "--framework",
             framework,
@@ -104,7 +115,7 @@ fn start_with(agent: &[&str], framework: &str) -> Server {
     Server {
         child,
         url,
-        _data: data,
+        _data: None,
     }
 }
 
@@ -272,4 +283,121 @@ fn every_scenario_against_axum() {
 #[test]
 fn every_scenario_against_actix() {
     all_scenarios("actix");
+}
+
+/// The restart case at tiny scale: sessions with full rings, SIGKILL, a new server on the same
+/// data directory; every session is served again from where its client stopped, and a resumed
+/// session runs a turn.
+fn restart(framework: &str) {
+    let data = agent_webkit_testkit::real_cli::TempDir::new("loadgen-restart").unwrap();
+    let scratch = agent_webkit_testkit::real_cli::TempDir::new("loadgen-state").unwrap();
+    let state = scratch.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let store = ["--data-dir".to_owned(), data.path().display().to_string()];
+    let mut server = start_on(&["--agent", "replay"], &store, framework);
+    let r = loadgen(
+        &server,
+        &[
+            "restart-fill",
+            "--sessions",
+            "6",
+            "--events",
+            "40",
+            "--concurrency",
+            "3",
+            "--state",
+            state,
+        ],
+    );
+    assert_eq!(r["metrics"]["sessions"], 6, "{r:#}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        .to_string();
+    let server = start_on(&["--agent", "replay"], &store, framework);
+    let r = loadgen(
+        &server,
+        &[
+            "restart-resume",
+            "--state",
+            state,
+            "--started-at-us",
+            &started_at,
+            "--back",
+            "10",
+            "--turns",
+            "2",
+        ],
+    );
+    assert_eq!(r["metrics"]["served"], 6, "{r:#}");
+    assert_eq!(r["metrics"]["turn_first_event"]["samples"], 2, "{r:#}");
+}
+
+#[test]
+fn restart_against_axum() {
+    restart("axum");
+}
+
+#[test]
+fn restart_against_actix() {
+    restart("actix");
+}
+
+/// A fresh database on the admin DSN of `AGENT_WEBKIT_PG_DSN`; `None` (said loudly) without one.
+fn fresh_database() -> Option<String> {
+    let Some(admin) = std::env::var("AGENT_WEBKIT_PG_DSN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        eprintln!("SKIPPED: the PostgreSQL store smoke needs AGENT_WEBKIT_PG_DSN (cargo xtask test sets it)");
+        return None;
+    };
+    let name = format!(
+        "loadgen_smoke_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    });
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    let (_, query) = admin.split_once('?').unwrap_or(("", ""));
+    Some(if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{}/{name}?{query}", server.split('?').next().unwrap())
+    })
+}
+
+/// Fan-out and churn with `--database-url` (the bench's `-postgres` cases).
+#[test]
+fn fanout_and_churn_on_postgres() {
+    let Some(url) = fresh_database() else {
+        return;
+    };
+    let store = ["--database-url".to_owned(), url];
+    for framework in ["axum", "actix"] {
+        let server = start_on(&["--agent", "replay"], &store, framework);
+        let r = loadgen(
+            &server,
+            &["fanout", "--events", "500", "--subscribers", "2"],
+        );
+        assert_eq!(r["metrics"]["events_delivered"], 2 * 501, "{r:#}");
+        let r = loadgen(&server, &["churn", "--seconds", "1", "--concurrency", "2"]);
+        assert!(r["metrics"]["completed"].as_u64().unwrap() > 0, "{r:#}");
+    }
 }

@@ -789,7 +789,7 @@ pub async fn bind_listener(addr: &str) -> std::io::Result<tokio::net::TcpListene
 }
 
 async fn run_axum(cli: Cli) -> Result<(), String> {
-    let (config, _data_dir) = with_storage(&cli, build_config(&cli)?).await?;
+    let (config, data_dir) = with_storage(&cli, build_config(&cli)?).await?;
     let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);
@@ -803,12 +803,13 @@ async fn run_axum(cli: Cli) -> Result<(), String> {
     agent_webkit_axum::serve(listener, api, shutdown)
         .await
         .map_err(|e| format!("server error: {e}"))?;
+    checkpoint_on_stop(data_dir.as_ref()).await;
     tracing::info!("stopped");
     Ok(())
 }
 
 async fn run_actix(cli: Cli) -> Result<(), String> {
-    let (config, _data_dir) = with_storage(&cli, build_config(&cli)?).await?;
+    let (config, data_dir) = with_storage(&cli, build_config(&cli)?).await?;
     let auth = auth_mode(&config);
     let api = Api::new(config).map_err(|e| e.to_string())?;
     let addr = format!("{}:{}", cli.host, cli.port);
@@ -821,8 +822,19 @@ async fn run_actix(cli: Cli) -> Result<(), String> {
     agent_webkit_actix::serve(listener, api, shutdown)
         .await
         .map_err(|e| format!("server error: {e}"))?;
+    checkpoint_on_stop(data_dir.as_ref()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// At a clean stop, empties the SQLite WAL into the database file so the next start does not
+/// read it.
+async fn checkpoint_on_stop(data_dir: Option<&agent_webkit_sqlite::DataDir>) {
+    if let Some(data) = data_dir {
+        if let Err(err) = data.store().checkpoint().await {
+            tracing::warn!(error = %err, "sqlite: final checkpoint failed");
+        }
+    }
 }
 
 /// The server: parses the flags and serves until SIGINT / SIGTERM.

@@ -148,6 +148,11 @@ async fn survives_restart(framework: &str, how: Stop) {
     let busy_last = *seqs(&busy_seen).last().unwrap();
 
     stop(&mut a, how).await;
+    if how == Stop::Term {
+        // A clean stop empties the WAL into the database file: the next start reads none.
+        let wal = std::fs::metadata(data.join("sessions.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "the WAL after a clean stop");
+    }
     let rest = idle_stream.collect_to_end(T).await.unwrap_or_default();
     assert!(
         rest.iter().all(|f| f.event != "done"),
