@@ -43,6 +43,8 @@ pub struct AppConfig {
     pub limits: ServerLimits,
     /// Browser origins allowed to call the API (exact `scheme://host[:port]`); empty: no CORS.
     pub cors_origins: Vec<String>,
+    /// Static pages served at paths the API does not use (the web console); `None`: 404.
+    pub site: Option<Arc<dyn crate::site::StaticSite>>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for AppConfig {
             .field("policy", &self.policy)
             .field("limits", &self.limits)
             .field("cors_origins", &self.cors_origins)
+            .field("site", &self.site)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +81,7 @@ impl AppConfig {
             policy: ClientPolicy::default(),
             limits: ServerLimits::default(),
             cors_origins: Vec::new(),
+            site: None,
         }
     }
 

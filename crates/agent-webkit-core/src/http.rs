@@ -269,6 +269,7 @@ struct ApiInner {
     limits: ServerLimits,
     cors: Cors,
     subscribers: Arc<SubscriberCaps>,
+    site: Option<Arc<dyn crate::site::StaticSite>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -316,6 +317,7 @@ impl Api {
                 cors: Cors::new(&config.cors_origins),
                 limits: config.limits,
                 subscribers,
+                site: config.site,
             }),
         })
     }
@@ -385,7 +387,9 @@ impl Api {
     {
         let route = route(path);
         let allowed = match route {
-            Route::NotFound => return ApiResponse::error(404, "Not Found", None),
+            Route::NotFound => {
+                return crate::site::respond(self.inner.site.as_deref(), method, path)
+            }
             Route::Health => "GET",
             Route::Sessions | Route::Input(_) => "POST",
             Route::Session(_) => "DELETE",

@@ -16,6 +16,7 @@
 //! - [`config`] — [`AppConfig`](config::AppConfig), what every adapter is built from.
 //! - [`policy`] — what clients may choose (permission modes, models, rule destinations).
 //! - [`limits`] — timeouts and caps against slow or greedy clients.
+//! - [`site`] — the hook for static pages beside the API (the web console), and their headers.
 //! - CORS (`--cors-origin`) is answered inside [`http`], configured by [`config`].
 //!
 //! ## The public API
@@ -45,6 +46,7 @@ pub mod registry;
 #[cfg(test)]
 mod scripted;
 pub mod session;
+pub mod site;
 pub mod store;
 
 /// The wire protocol version this crate speaks.
