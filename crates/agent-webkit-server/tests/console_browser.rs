@@ -1,0 +1,424 @@
+//! The web console in a real browser: headless Chromium (Debian's `chromium` +
+//! `chromium-driver`, provisioned by `cargo xtask test`) drives the page the server serves at
+//! `/`, against the server binary on both adapters. One Chromium for the whole binary: the
+//! scenarios run one after another in one test, each in a fresh page, each leaving a
+//! screenshot in `target/console-screenshots/`. Every wait is on a condition in the page.
+//! Skips loudly without Chromium (fails in CI); the real-CLI scenario skips the same way
+//! without the CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent_webkit_testkit::browser::{browser_or_skip, Browser};
+use agent_webkit_testkit::cut_proxy::CutProxy;
+use agent_webkit_testkit::mock_api::MockAnthropicApi;
+use agent_webkit_testkit::real_cli::{offline_env, real_cli_or_skip, TempDir};
+use agent_webkit_testkit::ServerProcess;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
+/// Generous for replay scenarios on a busy CI box.
+const T: Duration = Duration::from_secs(20);
+const TOKEN: &str = "console-test-token";
+
+/// `target/console-screenshots/<name>.png` (next to the test binary's `target/<profile>`).
+fn shot(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    target
+        .join("console-screenshots")
+        .join(format!("{name}.png"))
+}
+
+async fn replay_server(extra: &[&str]) -> ServerProcess {
+    let mut args = vec!["--agent", "replay", "--store", "memory"];
+    args.extend_from_slice(extra);
+    ServerProcess::spawn(BIN, &args).await.unwrap()
+}
+
+/// Loads the console at `base`, waits for it to be ready, and enters `token` if any.
+async fn open(b: &Browser, base: &str, token: Option<&str>) {
+    b.client().goto(&format!("{base}/")).await.unwrap();
+    b.wait_js(
+        "console ready",
+        "return document.body.dataset.ready === 'true'",
+        T,
+    )
+    .await
+    .unwrap();
+    if let Some(token) = token {
+        b.type_into("#token", token, T).await.unwrap();
+        b.click("#token-form button", T).await.unwrap();
+    }
+}
+
+/// Picks `scenario` in the create form's list (or types it, for a `stream:…` one), creates
+/// the session and waits for `session_ready`.
+async fn create(b: &Browser, scenario: &str) {
+    if scenario.starts_with("stream:") {
+        b.type_into("#create-model", scenario, T).await.unwrap();
+    } else {
+        b.click(&format!("#create-scenario option[value='{scenario}']"), T)
+            .await
+            .unwrap();
+    }
+    b.click("#create-button", T).await.unwrap();
+    b.wait_js(
+        "session live and ready",
+        "return document.getElementById('conn').dataset.state === 'live' && \
+         [...document.querySelectorAll('#transcript .note')].some(n => n.textContent.startsWith('session ready'))",
+        T,
+    )
+    .await
+    .unwrap();
+}
+
+async fn say(b: &Browser, text: &str) {
+    b.type_into("#message", text, T).await.unwrap();
+    b.click("#send", T).await.unwrap();
+}
+
+/// Waits for the turn's `result` line; returns its text.
+async fn result_line(b: &Browser, subtype: &str, timeout: Duration) -> String {
+    let script = format!(
+        "const r = document.querySelector('#transcript .note.result[data-subtype=\"{subtype}\"]'); \
+         return r ? r.textContent : null"
+    );
+    b.wait_js(&format!("result {subtype}"), &script, timeout)
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The texts of the completed assistant messages, in order.
+async fn assistant_texts(b: &Browser) -> Vec<String> {
+    let texts = b
+        .js(
+            "return [...document.querySelectorAll('#transcript .msg.assistant.complete .body')].map(e => e.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(texts).unwrap()
+}
+
+async fn read_allow(b: &Browser, base: &str, adapter: &str, token: Option<&str>) {
+    open(b, base, token).await;
+    create(b, "read_allow").await;
+    say(b, "Read the README").await;
+    b.click("#transcript .card.permission button.allow", T)
+        .await
+        .unwrap();
+    let line = result_line(b, "success", T).await;
+    assert!(line.contains("$0.0020"), "{line}");
+    let tool = b
+        .js(
+            "const c = document.querySelector('#transcript .card.tool'); \
+             return {name: c.querySelector('.tool-name').textContent, \
+                     state: c.querySelector('.tool-state').textContent, \
+                     input: c.querySelector('.tool-input').textContent, \
+                     result: c.querySelector('.tool-result').textContent}",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tool["name"], "Read", "{tool}");
+    assert_eq!(tool["state"], "done", "{tool}");
+    assert!(
+        tool["input"].as_str().unwrap().contains("README.md"),
+        "{tool}"
+    );
+    assert_eq!(tool["result"], "first line", "{tool}");
+    let answered = b
+        .js(
+            "return document.querySelector('#transcript .card.permission .prompt-status').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answered, "answered: allowed");
+    assert_eq!(
+        assistant_texts(b).await.last().map(String::as_str),
+        Some("First line: first line")
+    );
+    b.screenshot(&shot(&format!("read_allow_{adapter}")))
+        .await
+        .unwrap();
+}
+
+async fn ask_user_question(b: &Browser, base: &str) {
+    open(b, base, None).await;
+    create(b, "ask_user_question").await;
+    say(b, "Ask me something").await;
+    b.click("#transcript .card.question input[data-option='blue']", T)
+        .await
+        .unwrap();
+    b.click("#transcript .card.question button.answer", T)
+        .await
+        .unwrap();
+    result_line(b, "success", T).await;
+    let status = b
+        .js(
+            "return document.querySelector('#transcript .card.question .prompt-status').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, "answered: blue");
+    assert_eq!(
+        assistant_texts(b).await.last().map(String::as_str),
+        Some("You picked a color.")
+    );
+    b.screenshot(&shot("ask_user_question")).await.unwrap();
+}
+
+async fn interrupt(b: &Browser, base: &str) {
+    open(b, base, None).await;
+    create(b, "stream:400:25").await;
+    say(b, "Stream for a while").await;
+    b.wait_js(
+        "a few streamed messages",
+        "return document.querySelectorAll('#transcript .msg.assistant').length >= 3",
+        T,
+    )
+    .await
+    .unwrap();
+    b.click("#interrupt", T).await.unwrap();
+    result_line(b, "interrupted", T).await;
+    let count = assistant_texts(b).await.len();
+    assert!(
+        (3..400).contains(&count),
+        "{count} messages before the interrupt"
+    );
+    let idle = b
+        .js(
+            "return document.getElementById('session').dataset.turn",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(idle, "idle");
+    b.screenshot(&shot("interrupt")).await.unwrap();
+}
+
+async fn model_switch(b: &Browser, base: &str) {
+    open(b, base, None).await;
+    create(b, "echo").await;
+    b.type_into("#model-input", "claude-console-test", T)
+        .await
+        .unwrap();
+    b.click("#model-form button", T).await.unwrap();
+    b.wait_js(
+        "model switch acknowledged",
+        "return [...document.querySelectorAll('#transcript .note')].some(n => n.textContent === 'model set to claude-console-test')",
+        T,
+    )
+    .await
+    .unwrap();
+    say(b, "which model?").await;
+    let model = b
+        .wait_js(
+            "the echo's model",
+            "const m = document.querySelector('#transcript .msg.assistant.complete'); return m && m.dataset.model",
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(model, "claude-console-test");
+    b.screenshot(&shot("model_switch")).await.unwrap();
+}
+
+/// Hostile markup in model output shows as text: no element is created from it, no handler
+/// or script runs, the `javascript:` link is not a link.
+async fn untrusted_markup(b: &Browser, base: &str) {
+    open(b, base, None).await;
+    create(b, "untrusted_markup").await;
+    say(b, "Show me markup").await;
+    result_line(b, "success", T).await;
+    let page = b
+        .js(
+            "const t = document.getElementById('transcript'); \
+             return {elements: t.querySelectorAll('img, script, iframe, b').length, \
+                     links: [...t.querySelectorAll('a')].map(a => a.href), \
+                     pwned: document.body.dataset.pwned || null, \
+                     text: t.textContent, \
+                     headings: t.querySelectorAll('.msg h3').length, \
+                     bold: t.querySelectorAll('.msg strong').length}",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["elements"], 0, "{page}");
+    assert_eq!(page["pwned"], Value::Null, "{page}");
+    assert_eq!(
+        page["links"],
+        json!(["https://example.invalid/docs"]),
+        "{page}"
+    );
+    let text = page["text"].as_str().unwrap();
+    for shown in [
+        "<img src=x onerror=",
+        "<script>document.body.dataset.pwned='script'</script>",
+        "<b>tags</b>",
+        "<iframe src=\"javascript:alert(2)\"></iframe>",
+        "[javascript: link](javascript:alert(1))",
+    ] {
+        assert!(
+            text.contains(shown),
+            "{shown:?} not shown as text in {text}"
+        );
+    }
+    // The markdown around it still renders.
+    assert_eq!(page["headings"], 1, "{page}");
+    assert!(page["bold"].as_u64().unwrap() >= 1, "{page}");
+    assert!(
+        b.client().get_alert_text().await.is_err(),
+        "an alert is open"
+    );
+    b.screenshot(&shot("untrusted_markup")).await.unwrap();
+}
+
+/// The proxy between browser and server cuts every connection mid-turn: the page reconnects
+/// with Last-Event-ID and shows each of the 60 messages exactly once.
+async fn reconnect(b: &Browser, server: &ServerProcess) {
+    let upstream: SocketAddr = server
+        .base_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = CutProxy::start(upstream).await.unwrap();
+    open(b, &proxy.base_url, None).await;
+    create(b, "stream:60:50").await;
+    say(b, "Stream through a bad network").await;
+    b.wait_js(
+        "ten messages before the cut",
+        "return document.querySelectorAll('#transcript .msg.assistant').length >= 10",
+        T,
+    )
+    .await
+    .unwrap();
+    assert!(proxy.cut() >= 1, "no connection to cut");
+    result_line(b, "success", T).await;
+    let reconnects = b
+        .js(
+            "return Number(document.getElementById('conn').dataset.reconnects)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        reconnects.as_u64().unwrap() >= 1,
+        "reconnects: {reconnects}"
+    );
+    let texts = assistant_texts(b).await;
+    let expected: Vec<String> = (1..=60).map(|i| format!("chunk {i}")).collect();
+    assert_eq!(texts, expected);
+    let state = b
+        .js(
+            "return document.getElementById('conn').dataset.state",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, "live");
+    b.screenshot(&shot("reconnect")).await.unwrap();
+}
+
+/// The real Claude CLI on the mock Messages API: text streams in, a Bash permission is allowed
+/// by click, the command runs, and the turn's usage and cost are shown.
+async fn real_cli(b: &Browser) {
+    let Some(cli) = real_cli_or_skip("console_browser::real_cli") else {
+        return;
+    };
+    let mock = MockAnthropicApi::start().await.unwrap();
+    let home = TempDir::new("console-home").unwrap();
+    let work = TempDir::new("console-work").unwrap();
+    let env = offline_env(&mock, home.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let root = work.path().to_str().unwrap();
+    let args = [
+        "--agent",
+        "claude",
+        "--no-auth",
+        "--store",
+        "memory",
+        "--claude-path",
+        cli.to_str().unwrap(),
+        "--claude-setting-sources=",
+        "--allowed-root",
+        root,
+    ];
+    let server = ServerProcess::spawn_with_env(BIN, &args, &env)
+        .await
+        .unwrap();
+    let slow = Duration::from_secs(60);
+    open(b, &server.base_url, None).await;
+    b.type_into("#create-cwd", root, T).await.unwrap();
+    b.click("#create-button", T).await.unwrap();
+    b.wait_js(
+        "session live and ready",
+        "return [...document.querySelectorAll('#transcript .note')].some(n => n.textContent.startsWith('session ready'))",
+        slow,
+    )
+    .await
+    .unwrap();
+    say(b, "[[bash: touch made-in-browser]]").await;
+    b.click("#transcript .card.permission button.allow", slow)
+        .await
+        .unwrap();
+    let line = result_line(b, "success", slow).await;
+    assert!(line.contains("tokens"), "no usage in {line}");
+    assert!(line.contains('$'), "no cost in {line}");
+    assert!(work.path().join("made-in-browser").exists());
+    let texts = assistant_texts(b).await;
+    assert!(
+        texts.iter().any(|t| t.starts_with("Tool result seen")),
+        "{texts:?}"
+    );
+    let tool = b
+        .js(
+            "return document.querySelector('#transcript .card.tool .tool-name').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tool, "Bash");
+    b.screenshot(&shot("real_cli")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_real_browser() {
+    let Some((chromium, driver)) = browser_or_skip("console_in_a_real_browser") else {
+        return;
+    };
+    let b = Browser::start(&chromium, &driver).await.unwrap();
+    let axum = replay_server(&["--token", TOKEN]).await;
+    let actix = replay_server(&["--no-auth", "--framework", "actix"]).await;
+    let steps = async {
+        eprintln!("console: read_allow (axum, with a token)");
+        read_allow(&b, &axum.base_url, "axum", Some(TOKEN)).await;
+        eprintln!("console: read_allow (actix)");
+        read_allow(&b, &actix.base_url, "actix", None).await;
+        eprintln!("console: ask_user_question");
+        ask_user_question(&b, &actix.base_url).await;
+        eprintln!("console: interrupt");
+        interrupt(&b, &actix.base_url).await;
+        eprintln!("console: model switch");
+        model_switch(&b, &actix.base_url).await;
+        eprintln!("console: untrusted markup");
+        untrusted_markup(&b, &actix.base_url).await;
+        eprintln!("console: reconnect after a cut");
+        reconnect(&b, &actix).await;
+        eprintln!("console: real CLI");
+        real_cli(&b).await;
+    };
+    steps.await;
+    b.close().await.unwrap();
+}
