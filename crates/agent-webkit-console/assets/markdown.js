@@ -1,7 +1,7 @@
 // Markdown → DOM, built with createElement and text nodes only: model output is never parsed
 // as HTML, so `<img onerror=…>` or `<script>` in it shows up as the text it is.
 // Supported: headings, paragraphs, fenced code, lists, block quotes, rules, inline code,
-// **bold**, *italic*, [links](https://…) (http, https and mailto only).
+// **bold**, *italic*, [links](url) (http, https and mailto URLs only).
 
 function el(tag, cls) {
   const node = document.createElement(tag);

@@ -320,6 +320,18 @@ async fn reconnect(b: &Browser, server: &ServerProcess) {
     let texts = assistant_texts(b).await;
     let expected: Vec<String> = (1..=60).map(|i| format!("chunk {i}")).collect();
     assert_eq!(texts, expected);
+    // Every event once: one `session_ready` line, the user's message, 60 messages, one result.
+    let items = b
+        .js(
+            "return [...document.querySelectorAll('#transcript > li')].map(li => li.className)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let items: Vec<String> = serde_json::from_value(items).unwrap();
+    assert_eq!(items.len(), 63, "{items:?}");
+    assert_eq!(items.iter().filter(|c| c.contains("result")).count(), 1);
+    assert_eq!(items[0], "note", "{items:?}");
     let state = b
         .js(
             "return document.getElementById('conn').dataset.state",
@@ -421,4 +433,70 @@ async fn console_in_a_real_browser() {
     };
     steps.await;
     b.close().await.unwrap();
+}
+
+/// No browser needed: the page and its modules are served with the strict headers (without a
+/// token even when auth is on: they hold no data), the config lists the replay scenarios, and
+/// `--no-console` turns it all into 404s.
+#[tokio::test]
+async fn console_is_served_with_strict_headers_and_can_be_turned_off() {
+    let on = replay_server(&["--token", TOKEN]).await;
+    let http = reqwest::Client::new();
+    for (path, kind) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/console/app.js", "text/javascript; charset=utf-8"),
+        ("/console/console.css", "text/css; charset=utf-8"),
+    ] {
+        let response = http
+            .get(format!("{}{path}", on.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers["content-type"], kind, "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+    }
+    let config: Value = http
+        .get(format!("{}/console/config.json", on.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["agent"], "replay");
+    let scenarios = config["scenarios"].as_array().unwrap();
+    for name in [
+        "read_allow",
+        "ask_user_question",
+        "untrusted_markup",
+        "echo",
+    ] {
+        assert!(scenarios.contains(&json!(name)), "{name} in {config}");
+    }
+    // The API itself still wants the token.
+    let api = http
+        .post(format!("{}/sessions", on.base_url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+
+    let off = replay_server(&["--no-auth", "--no-console"]).await;
+    for path in ["/", "/console/app.js", "/console/config.json"] {
+        let response = http
+            .get(format!("{}{path}", off.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
 }
