@@ -222,7 +222,10 @@ async fn model_switch(b: &Browser, base: &str) {
     )
     .await
     .unwrap();
-    say(b, "which model?").await;
+    // By keyboard: Enter in the composer sends.
+    b.type_into("#message", "which model?\u{E007}", T)
+        .await
+        .unwrap();
     let model = b
         .wait_js(
             "the echo's model",
@@ -232,7 +235,47 @@ async fn model_switch(b: &Browser, base: &str) {
         .await
         .unwrap();
     assert_eq!(model, "claude-console-test");
+    b.click("#mode-select option[value='plan']", T)
+        .await
+        .unwrap();
+    b.click("#mode-form button", T).await.unwrap();
+    b.wait_js(
+        "permission mode switch acknowledged",
+        "return [...document.querySelectorAll('#transcript .note')].some(n => n.textContent === 'permission mode set to plan')",
+        T,
+    )
+    .await
+    .unwrap();
     b.screenshot(&shot("model_switch")).await.unwrap();
+    // A narrow screen: the same page stacks its panels.
+    b.client().set_window_size(390, 844).await.unwrap();
+    b.screenshot(&shot("narrow")).await.unwrap();
+    b.client().set_window_size(1280, 900).await.unwrap();
+    b.click("#delete", T).await.unwrap();
+    b.wait_js(
+        "deleted",
+        "const n = document.getElementById('notice'); return !n.hidden && n.textContent.startsWith('Deleted session')",
+        T,
+    )
+    .await
+    .unwrap();
+}
+
+/// An agent that dies shows as an error, and the session as ended.
+async fn agent_exited(b: &Browser, base: &str) {
+    open(b, base, None).await;
+    create(b, "crash").await;
+    say(b, "crash now").await;
+    b.wait_js(
+        "agent_exited error and end",
+        "return !!document.querySelector('#transcript .error-banner[data-code=\"agent_exited\"]') && \
+         !!document.querySelector('#transcript .note.ended') && \
+         document.getElementById('conn').dataset.state === 'closed'",
+        T,
+    )
+    .await
+    .unwrap();
+    b.screenshot(&shot("agent_exited")).await.unwrap();
 }
 
 /// Hostile markup in model output shows as text: no element is created from it, no handler
@@ -424,6 +467,8 @@ async fn console_in_a_real_browser() {
         interrupt(&b, &actix.base_url).await;
         eprintln!("console: model switch");
         model_switch(&b, &actix.base_url).await;
+        eprintln!("console: agent exited");
+        agent_exited(&b, &actix.base_url).await;
         eprintln!("console: untrusted markup");
         untrusted_markup(&b, &actix.base_url).await;
         eprintln!("console: reconnect after a cut");
