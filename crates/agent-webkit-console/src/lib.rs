@@ -3,7 +3,7 @@
 //!
 //! Its assets are plain ES modules and CSS under `assets/`, embedded with `include_bytes!`: no
 //! bundler, no npm, no CDN, nothing fetched at run time. [`Console`] is a
-//! [`StaticSite`](agent_webkit_core::site::StaticSite), which the server plugs into
+//! [`StaticSite`], which the server plugs into
 //! [`AppConfig::site`](agent_webkit_core::config::AppConfig::site); core adds the
 //! Content-Security-Policy and the other security headers. Besides the assets it serves
 //! `/console/config.json` ([`ConsoleInfo`]): which agent runs and, for the replay agent, the
