@@ -386,8 +386,10 @@ async fn reconnect(b: &Browser, server: &ServerProcess) {
     b.screenshot(&shot("reconnect")).await.unwrap();
 }
 
-/// The real Claude CLI on the mock Messages API: text streams in, a Bash permission is allowed
-/// by click, the command runs, and the turn's usage and cost are shown.
+/// The real Claude CLI on the mock Messages API (with a PreToolUse hook on Bash): text streams
+/// in as deltas and is replaced by the complete message; a Bash call goes through the hook card
+/// (no opinion) and the permission card, allowed with an edited command — the edited one is
+/// what runs; the turn's usage and cost are shown.
 async fn real_cli(b: &Browser) {
     let Some(cli) = real_cli_or_skip("console_browser::real_cli") else {
         return;
@@ -407,6 +409,8 @@ async fn real_cli(b: &Browser) {
         "--claude-path",
         cli.to_str().unwrap(),
         "--claude-setting-sources=",
+        "--claude-hook",
+        "PreToolUse:Bash",
         "--allowed-root",
         root,
     ];
@@ -424,14 +428,72 @@ async fn real_cli(b: &Browser) {
     )
     .await
     .unwrap();
-    say(b, "[[bash: touch made-in-browser]]").await;
-    b.click("#transcript .card.permission button.allow", slow)
+
+    say(b, "[[slow: 12]]").await;
+    let partial = b
+        .wait_js(
+            "streamed text on screen before the message completes",
+            "const s = document.querySelector('#transcript .msg.assistant.is-streaming .streaming'); \
+             return s && s.textContent.length > 0 ? s.textContent : null",
+            slow,
+        )
         .await
         .unwrap();
-    let line = result_line(b, "success", slow).await;
+    result_line(b, "success", slow).await;
+    let settled = b
+        .js(
+            "const m = [...document.querySelectorAll('#transcript .msg.assistant')]; \
+             return {streaming: document.querySelectorAll('#transcript .streaming').length, \
+                     complete: m.filter(e => e.classList.contains('complete')).length, \
+                     text: m.map(e => e.querySelector('.body').textContent).join('|')}",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled["streaming"], 0, "{settled}");
+    assert_eq!(settled["complete"], 1, "{settled}");
+    let text = settled["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(partial.as_str().unwrap()),
+        "final {text:?} does not extend the streamed {partial}"
+    );
+
+    say(b, "[[bash: touch made-in-browser]]").await;
+    b.click("#transcript .card.hook button.primary", slow)
+        .await
+        .unwrap();
+    b.click("#transcript .card.permission details.edit summary", slow)
+        .await
+        .unwrap();
+    b.type_into(
+        "#transcript .card.permission .edit-input",
+        r#"{"command": "touch edited-in-browser", "description": "run"}"#,
+        T,
+    )
+    .await
+    .unwrap();
+    b.click("#transcript .card.permission .allow-edited", T)
+        .await
+        .unwrap();
+    b.wait_js(
+        "second result",
+        "return document.querySelectorAll('#transcript .note.result[data-subtype=\"success\"]').length === 2",
+        slow,
+    )
+    .await
+    .unwrap();
+    let line = b
+        .js(
+            "const r = document.querySelectorAll('#transcript .note.result'); return r[r.length - 1].textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let line = line.as_str().unwrap();
     assert!(line.contains("tokens"), "no usage in {line}");
     assert!(line.contains('$'), "no cost in {line}");
-    assert!(work.path().join("made-in-browser").exists());
+    assert!(work.path().join("edited-in-browser").exists());
+    assert!(!work.path().join("made-in-browser").exists());
     let texts = assistant_texts(b).await;
     assert!(
         texts.iter().any(|t| t.starts_with("Tool result seen")),
@@ -439,12 +501,13 @@ async fn real_cli(b: &Browser) {
     );
     let tool = b
         .js(
-            "return document.querySelector('#transcript .card.tool .tool-name').textContent",
+            "const c = document.querySelector('#transcript .card.tool'); \
+             return [c.querySelector('.tool-name').textContent, c.querySelector('.tool-state').textContent]",
             vec![],
         )
         .await
         .unwrap();
-    assert_eq!(tool, "Bash");
+    assert_eq!(tool, json!(["Bash", "done"]));
     b.screenshot(&shot("real_cli")).await.unwrap();
 }
 
