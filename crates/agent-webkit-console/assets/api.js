@@ -3,6 +3,9 @@
 
 import { SseParser } from "./sse.js";
 
+// A stream silent this long (three keepalive intervals of the default 15 s) is presumed dead.
+const SILENCE_MS = 45000;
+
 export class ApiError extends Error {
   constructor(status, detail, code) {
     super(code ? `${detail} (${status} ${code})` : `${detail} (${status})`);
@@ -89,14 +92,14 @@ export class SessionStream {
     this.onState = onState;
     this.onFatal = onFatal;
     this.lastSeq = 0;
-    this.abort = new AbortController();
+    this.conn = null;
     this.stopped = false;
     this.reconnects = 0;
   }
 
   stop() {
     this.stopped = true;
-    this.abort.abort();
+    if (this.conn) this.conn.abort();
   }
 
   async run() {
@@ -107,11 +110,15 @@ export class SessionStream {
       attempt += 1;
       const headers = this.api.headers({ accept: "text/event-stream" });
       if (this.lastSeq > 0) headers["last-event-id"] = String(this.lastSeq);
+      // One controller per connection: stop() aborts it, and so does a silent connection
+      // (no byte, not even the 15 s keepalive, for SILENCE_MS), which then reconnects.
+      const conn = new AbortController();
+      this.conn = conn;
       let res;
       try {
         res = await fetch(`/sessions/${encodeURIComponent(this.id)}/stream`, {
           headers,
-          signal: this.abort.signal,
+          signal: conn.signal,
           cache: "no-store",
         });
       } catch {
@@ -141,7 +148,7 @@ export class SessionStream {
       backoff = 250;
       if (attempt > 1) this.reconnects += 1;
       this.onState("live");
-      const ended = await this.read(res.body);
+      const ended = await this.read(res.body, conn);
       if (ended || this.stopped) {
         this.onState("closed");
         return;
@@ -152,14 +159,21 @@ export class SessionStream {
   }
 
   // Reads one response; true once `done` (or an eviction, which ends the stream) arrived.
-  async read(body) {
+  async read(body, conn) {
     const reader = body.getReader();
     const decoder = new TextDecoder();
     const parser = new SseParser();
+    let timer = null;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => conn.abort(), SILENCE_MS);
+    };
     try {
+      arm();
       for (;;) {
         const { value, done } = await reader.read();
         if (done) return false;
+        arm();
         for (const raw of parser.feed(decoder.decode(value, { stream: true }))) {
           const seq = raw.id !== undefined ? Number(raw.id) : null;
           if (seq !== null) {
@@ -181,6 +195,7 @@ export class SessionStream {
     } catch {
       return false;
     } finally {
+      clearTimeout(timer);
       try {
         reader.releaseLock();
       } catch {

@@ -106,10 +106,27 @@ function openSession(id) {
     onFatal: (err) => transcript.error({ code: err.code || `http_${err.status}`, message: err.message }),
   });
   current = { id, stream, transcript };
+  showDetail(id);
   if (location.hash !== `#${id}`) history.replaceState(null, "", `#${id}`);
   stream.run();
   refreshSessions();
   $("message").focus();
+}
+
+// GET /sessions/{id} when the server offers it: the session's current model and mode.
+async function showDetail(id) {
+  let detail;
+  try {
+    detail = await api.request("GET", `/sessions/${encodeURIComponent(id)}`);
+  } catch {
+    return; // not offered (405) or not allowed: the controls start empty
+  }
+  if (!detail || !current || current.id !== id) return;
+  if (typeof detail.model === "string") $("model-input").placeholder = detail.model;
+  const mode = detail.permission_mode;
+  if (typeof mode === "string" && [...$("mode-select").options].some((o) => o.value === mode)) {
+    $("mode-select").value = mode;
+  }
 }
 
 async function createSession(event) {
