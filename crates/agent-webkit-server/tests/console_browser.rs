@@ -250,6 +250,24 @@ async fn model_switch(b: &Browser, base: &str) {
     // A narrow screen: the same page stacks its panels.
     b.client().set_window_size(390, 844).await.unwrap();
     b.screenshot(&shot("narrow")).await.unwrap();
+    // Dark mode follows the system setting.
+    b.prefer_dark(true).await.unwrap();
+    b.wait_js(
+        "dark colours",
+        "return getComputedStyle(document.body).backgroundColor === 'rgb(22, 23, 26)'",
+        T,
+    )
+    .await
+    .unwrap();
+    b.screenshot(&shot("narrow_dark")).await.unwrap();
+    b.prefer_dark(false).await.unwrap();
+    b.wait_js(
+        "light colours",
+        "return getComputedStyle(document.body).backgroundColor === 'rgb(247, 247, 248)'",
+        T,
+    )
+    .await
+    .unwrap();
     b.client().set_window_size(1280, 900).await.unwrap();
     b.click("#delete", T).await.unwrap();
     b.wait_js(

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -223,6 +224,21 @@ impl Browser {
             .map_err(|e| TestkitError::Unexpected(format!("type into {css}: {e}")))
     }
 
+    /// Emulates `prefers-color-scheme: dark` (or light) through chromedriver's DevTools
+    /// endpoint (`Emulation.setEmulatedMedia`).
+    pub async fn prefer_dark(&self, dark: bool) -> Result<()> {
+        let scheme = if dark { "dark" } else { "light" };
+        let command = Cdp {
+            cmd: "Emulation.setEmulatedMedia",
+            params: json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        };
+        self.client
+            .issue_cmd(command)
+            .await
+            .map(drop)
+            .map_err(|e| TestkitError::Unexpected(format!("emulate {scheme}: {e}")))
+    }
+
     /// Saves a PNG screenshot of the page to `path` (creating its folder).
     pub async fn screenshot(&self, path: &Path) -> Result<()> {
         let png = self
@@ -254,6 +270,31 @@ impl Browser {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+/// A Chrome DevTools Protocol call through chromedriver (`POST /session/{id}/goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> std::result::Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({"cmd": self.cmd, "params": self.params});
+        (http::Method::POST, Some(body.to_string()))
     }
 }
 
