@@ -25,6 +25,17 @@ function outputText(output) {
   return json(output);
 }
 
+// Events that only happen inside a turn.
+const TURN_EVENTS = new Set([
+  "message_delta",
+  "message_complete",
+  "tool_use",
+  "tool_result",
+  "permission_request",
+  "ask_user_question",
+  "hook_decision_request",
+]);
+
 export class Transcript {
   // list: the <ol>; send(message): posts an input (returns a promise).
   constructor(list, send) {
@@ -104,6 +115,9 @@ export class Transcript {
   }
 
   apply({ seq, event, data }) {
+    // A session opened mid-turn (or by another tab) shows the turn as running once the agent
+    // streams anything, so Interrupt works there too.
+    if (TURN_EVENTS.has(event) && !this.turnOpen) this.setTurn(true);
     switch (event) {
       case "session_ready":
         this.note(`session ready (protocol ${data.protocol_version})`);
