@@ -16,11 +16,14 @@
 //! exporting `AGENT_WEBKIT_PG_DSN` (and `AGENT_WEBKIT_PG_RESTART`, a `sh -c` command line that
 //! restarts that server, for the outage tests), or `AGENT_WEBKIT_PG_SKIP=<reason>`; it is stopped
 //! afterwards, whatever the tests did. `cargo xtask with-postgres <cmd…>` runs one command the same way.
+//! And it provides headless Chromium + chromedriver for the web console's browser tests (see
+//! [`browser`]), or `AGENT_WEBKIT_BROWSER_SKIP=<reason>` (fatal under `CI`).
 
 mod bench;
 mod bench_lifecycle;
 mod bench_restart;
 mod bench_stores;
+mod browser;
 // One definition of the cache folder, shared with the testkit without depending on it.
 #[path = "../../crates/agent-webkit-testkit/src/cache_dir.rs"]
 mod cache_dir;
@@ -143,6 +146,29 @@ fn provide_js_client(tests: &mut Command) -> Option<String> {
     }
 }
 
+/// Provides headless Chromium and chromedriver (apt-get when missing) and puts their paths (or
+/// the reason they are missing) into `tests`' env; returns the skip reason, if any.
+fn provide_browser(tests: &mut Command) -> Option<String> {
+    eprintln!("xtask: ==> headless Chromium (chromium, chromium-driver)");
+    match browser::ensure() {
+        Ok((chromium, driver)) => {
+            tests
+                .env(browser::CHROMIUM_ENV, chromium)
+                .env(browser::CHROMEDRIVER_ENV, driver)
+                .env_remove(browser::SKIP_ENV);
+            None
+        }
+        Err(reason) => {
+            eprintln!("{}", browser::skip_banner(&reason));
+            tests
+                .env(browser::SKIP_ENV, &reason)
+                .env_remove(browser::CHROMIUM_ENV)
+                .env_remove(browser::CHROMEDRIVER_ENV);
+            Some(reason)
+        }
+    }
+}
+
 /// Starts a throwaway PostgreSQL (unless `AGENT_WEBKIT_PG_DSN` is already set) and puts its
 /// DSN and restart command (or the reason it is missing) into `tests`' env. With a preset DSN,
 /// a preset `AGENT_WEBKIT_PG_RESTART` is passed on as is (xtask cannot restart that server). Returns the handle that stops it on
@@ -254,6 +280,10 @@ fn test(args: &[String]) -> Result<(), String> {
     tests.args(["test", "--workspace", "--all-targets"]);
     let skipped = provide_real_cli(&mut tests);
     let js_skipped = provide_js_client(&mut tests);
+    let browser_skipped = provide_browser(&mut tests);
+    if browser_skipped.is_some() && std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        return Err("CI is set and headless Chromium could not be provided".into());
+    }
     let (pg, pg_skipped) = provide_postgres(&mut tests);
     let outcome = run("cargo test (unit, integration, property, HTTP)", &mut tests);
     // Stopped whatever the outcome (and on drop, should anything above panic).
@@ -267,6 +297,9 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     if let Some(reason) = &pg_skipped {
         eprintln!("{}", postgres::skip_banner(reason));
+    }
+    if let Some(reason) = &browser_skipped {
+        eprintln!("{}", browser::skip_banner(reason));
     }
     outcome?;
     let mut doc = cargo();

@@ -46,6 +46,8 @@ pub struct AppConfig {
     /// Where audit events go (see [`crate::audit`]); default: one
     /// [`TracingAuditSink`](crate::audit::TracingAuditSink).
     pub audit_sinks: Vec<Arc<dyn crate::audit::AuditSink>>,
+    /// Static pages served at paths the API does not use (the web console); `None`: 404.
+    pub site: Option<Arc<dyn crate::site::StaticSite>>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -62,6 +64,7 @@ impl std::fmt::Debug for AppConfig {
             .field("limits", &self.limits)
             .field("cors_origins", &self.cors_origins)
             .field("audit_sinks", &self.audit_sinks.len())
+            .field("site", &self.site)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +86,7 @@ impl AppConfig {
             limits: ServerLimits::default(),
             cors_origins: Vec::new(),
             audit_sinks: vec![Arc::new(crate::audit::TracingAuditSink)],
+            site: None,
         }
     }
 

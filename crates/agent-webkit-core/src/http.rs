@@ -304,6 +304,7 @@ struct ApiInner {
     readiness: crate::readiness::Readiness,
     quotas: Quotas,
     audit: Vec<Arc<dyn AuditSink>>,
+    site: Option<Arc<dyn crate::site::StaticSite>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -358,6 +359,7 @@ impl Api {
                 readiness,
                 quotas: Quotas::default(),
                 audit: config.audit_sinks,
+                site: config.site,
             }),
         })
     }
@@ -479,7 +481,9 @@ impl Api {
     {
         let route = route(path);
         let allowed = match route {
-            Route::NotFound => return ApiResponse::error(404, "Not Found", None),
+            Route::NotFound => {
+                return crate::site::respond(self.inner.site.as_deref(), method, path)
+            }
             Route::Health | Route::Ready | Route::Metrics => "GET",
             Route::Sessions => "GET, POST",
             Route::Input(_) => "POST",

@@ -18,6 +18,7 @@
 //! - [`limits`] — timeouts and caps against slow or greedy clients.
 //! - [`listing`] — `GET /sessions` and `GET /sessions/{id}`: the sessions a caller may see.
 //! - [`audit`] — who did what to which session (structured events, optional sinks).
+//! - [`site`] — the hook for static pages beside the API (the web console), and their headers.
 //! - CORS (`--cors-origin`) is answered inside [`http`], configured by [`config`].
 //!
 //! ## The public API
@@ -51,6 +52,7 @@ pub mod registry;
 #[cfg(test)]
 mod scripted;
 pub mod session;
+pub mod site;
 pub mod store;
 pub mod trace;
 

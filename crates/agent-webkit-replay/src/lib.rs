@@ -78,6 +78,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../scenarios/streaming_long.jsonl"),
     ),
     ("tool_error", include_str!("../scenarios/tool_error.jsonl")),
+    (
+        "untrusted_markup",
+        include_str!("../scenarios/untrusted_markup.jsonl"),
+    ),
 ];
 
 /// Failures loading scenario files.

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_webkit_claude::{ClaudeAgentFactory, ClaudeOptions, HookSpec, SystemPrompt};
+use agent_webkit_console::{Console, ConsoleInfo};
 use agent_webkit_core::agent::AgentClientFactory;
 use agent_webkit_core::auth::AuthConfig;
 use agent_webkit_core::config::AppConfig;
@@ -142,6 +143,9 @@ pub struct Cli {
     /// Extra replay scenario scripts (`*.jsonl`, name = file stem).
     #[arg(long, env = "AGENT_WEBKIT_REPLAY_DIR")]
     replay_dir: Option<PathBuf>,
+    /// Do not serve the web console at `/` (its paths then answer 404).
+    #[arg(long, env = "AGENT_WEBKIT_NO_CONSOLE", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    no_console: bool,
     /// Where sessions, transcripts and event logs are kept (default: `postgres` with
     /// --database-url, else `sqlite`).
     #[arg(long, env = "AGENT_WEBKIT_STORE", value_enum)]
@@ -481,12 +485,15 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
 
 /// The configuration the flags describe (agent, auth, limits, policy), storage aside.
 pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
+    let mut console = ConsoleInfo::default();
     let factory: Arc<dyn AgentClientFactory> = match cli.agent {
         AgentKind::Replay => {
             let factory = match &cli.replay_dir {
                 Some(dir) => ReplayAgentFactory::with_dir(dir).map_err(|e| e.to_string())?,
                 None => ReplayAgentFactory::new(),
             };
+            console.agent = "replay".into();
+            console.scenarios = factory.scenario_names();
             Arc::new(factory)
         }
         AgentKind::Claude => {
@@ -507,6 +514,7 @@ pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
                 // Not fatal: sessions fail with a clear 503 until the CLI is installed.
                 tracing::warn!("{err}");
             }
+            console.agent = "claude".into();
             Arc::new(
                 ClaudeAgentFactory::new(options).with_warm_spares(cli.claude.claude_warm_spares),
             )
@@ -550,6 +558,9 @@ pub fn build_config(cli: &Cli) -> Result<AppConfig, String> {
         .policy(cli.claude.claude_permission_mode.as_deref());
     config.limits = cli.hardening.limits()?;
     config.cors_origins.clone_from(&cli.hardening.cors_origins);
+    if !cli.no_console {
+        config.site = Some(Arc::new(Console::new(&console)));
+    }
     Ok(config)
 }
 
@@ -625,6 +636,13 @@ pub fn announce(local: SocketAddr, cli: &Cli, auth: &str) {
     }
     tracing::info!(%local, agent = ?cli.agent, framework = ?cli.framework, auth, "listening");
     println!("agent-webkit-server listening on http://{local}");
+    if !cli.no_console {
+        let mut page = local;
+        if page.ip().is_unspecified() {
+            page.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        println!("agent-webkit-server console: open http://{page}/ in a browser");
+    }
 }
 
 /// The storage the flags select: SQLite in the data directory (the default), memory, or

@@ -5,7 +5,9 @@
 //! - [`Client`] speaks wire protocol 1.0 over real HTTP (create, input, delete, stream);
 //! - [`SseStream`] parses an SSE response into [`SseFrame`]s, keepalive comments included;
 //! - [`cache_dir::cache_root`] is the folder xtask installs pinned downloads into;
-//! - [`http_fuzz`] generates hostile HTTP requests (proptest) and judges the answers.
+//! - [`http_fuzz`] generates hostile HTTP requests (proptest) and judges the answers;
+//! - [`cut_proxy`] is a TCP proxy that drops every open connection on demand;
+//! - `browser` (feature `browser`) drives headless Chromium over WebDriver.
 //!
 //! The scripted agent lives in `agent-webkit-replay` and is re-exported here as [`replay`].
 
@@ -21,8 +23,11 @@ use tokio::process::{Child, Command};
 
 pub use agent_webkit_replay as replay;
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod cache_dir;
 pub mod conformance;
+pub mod cut_proxy;
 pub mod fake_claude;
 pub mod http_fuzz;
 pub mod jwt_keys;

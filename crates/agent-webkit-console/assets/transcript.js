@@ -1,0 +1,259 @@
+// The transcript of one session: wire events → DOM. Each event is applied once (the stream
+// dedupes by seq). Streaming text (message_delta) is shown as it arrives and replaced by the
+// message's final blocks at message_complete. Model output goes through renderMarkdown, which
+// builds DOM nodes and never parses HTML.
+
+import { renderMarkdown } from "./markdown.js";
+import { permissionCard, questionCard, hookCard } from "./prompts.js";
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function json(value) {
+  return typeof value === "string" ? value : JSON.stringify(value, null, 2);
+}
+
+// A tool result's output as text (a string, or content blocks).
+function outputText(output) {
+  if (Array.isArray(output)) {
+    return output.map((b) => (b && b.type === "text" ? b.text : json(b))).join("\n");
+  }
+  return json(output);
+}
+
+// Events that only happen inside a turn.
+const TURN_EVENTS = new Set([
+  "message_delta",
+  "message_complete",
+  "tool_use",
+  "tool_result",
+  "permission_request",
+  "ask_user_question",
+  "hook_decision_request",
+]);
+
+export class Transcript {
+  // list: the <ol>; send(message): posts an input (returns a promise).
+  constructor(list, send) {
+    this.list = list;
+    this.send = send;
+    this.messages = new Map(); // message_id → {item, body, streamed}
+    this.tools = new Map(); // tool_use_id → card parts
+    this.prompts = new Map(); // correlation_id → card
+    this.turnOpen = false;
+    this.onTurn = () => {};
+  }
+
+  add(node) {
+    const atBottom = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 40;
+    this.list.append(node);
+    if (atBottom) this.list.scrollTop = this.list.scrollHeight;
+    return node;
+  }
+
+  note(text, cls = "note") {
+    return this.add(el("li", cls, text));
+  }
+
+  userMessage(text) {
+    const item = el("li", "msg user");
+    item.append(el("div", "role", "you"));
+    const body = el("div", "body");
+    body.textContent = text;
+    item.append(body);
+    this.add(item);
+    this.setTurn(true);
+  }
+
+  setTurn(open) {
+    this.turnOpen = open;
+    this.onTurn(open);
+  }
+
+  assistant(messageId) {
+    let entry = this.messages.get(messageId);
+    if (!entry) {
+      const item = el("li", "msg assistant");
+      item.dataset.messageId = messageId;
+      const role = el("div", "role", "assistant");
+      const body = el("div", "body");
+      item.append(role, body);
+      entry = { item, role, body, streamed: null };
+      this.messages.set(messageId, entry);
+      this.add(item);
+    }
+    return entry;
+  }
+
+  toolCard(id, name, input) {
+    let tool = this.tools.get(id);
+    if (!tool) {
+      const card = el("li", "card tool");
+      card.dataset.toolUseId = id;
+      const details = el("details");
+      details.open = true;
+      const summary = el("summary");
+      const title = el("span", "tool-name", name);
+      const state = el("span", "tool-state", "running");
+      summary.append(title, " ", state);
+      const inputPre = el("pre", "json tool-input");
+      const result = el("pre", "tool-result");
+      result.hidden = true;
+      details.append(summary, inputPre, result);
+      card.append(details);
+      tool = { card, details, title, state, inputPre, result };
+      this.tools.set(id, tool);
+      this.add(card);
+    }
+    if (name) tool.title.textContent = name;
+    if (input !== undefined) tool.inputPre.textContent = json(input);
+    return tool;
+  }
+
+  apply({ seq, event, data }) {
+    // A session opened mid-turn (or by another tab) shows the turn as running once the agent
+    // streams anything, so Interrupt works there too.
+    if (TURN_EVENTS.has(event) && !this.turnOpen) this.setTurn(true);
+    switch (event) {
+      case "session_ready":
+        this.note(`session ready (protocol ${data.protocol_version})`);
+        break;
+      case "message_delta":
+        this.delta(data);
+        break;
+      case "message_complete":
+        this.complete(data);
+        break;
+      case "tool_use":
+        this.toolCard(data.tool_use_id, data.tool_name, data.input);
+        break;
+      case "tool_result": {
+        const tool = this.toolCard(data.tool_use_id, "", undefined);
+        tool.result.hidden = false;
+        tool.result.textContent = outputText(data.output);
+        tool.card.classList.toggle("error", Boolean(data.is_error));
+        tool.state.textContent = data.is_error ? "error" : "done";
+        break;
+      }
+      case "permission_request":
+        this.prompt(data.correlation_id, permissionCard(data, this.send));
+        break;
+      case "ask_user_question":
+        this.prompt(data.correlation_id, questionCard(data, this.send));
+        break;
+      case "hook_decision_request":
+        this.prompt(data.correlation_id, hookCard(data, this.send));
+        break;
+      case "result":
+        this.result(data);
+        break;
+      case "error":
+        this.error(data);
+        break;
+      case "mcp_status_change":
+        this.note(`MCP server ${data.server_name}: ${data.status}`);
+        break;
+      case "api_retry":
+        this.note(`model API retry ${data.attempt}/${data.max_retries} (${data.error_status ?? "no status"} ${data.error ?? ""})`, "note warn");
+        break;
+      case "done":
+        this.note("session ended", "note ended");
+        this.setTurn(false);
+        break;
+      default:
+        this.note(`${event} ${JSON.stringify(data)}`);
+    }
+    if (seq !== null && seq !== undefined) this.list.dataset.lastSeq = String(seq);
+  }
+
+  delta(data) {
+    const delta = data.delta || {};
+    const entry = this.assistant(data.message_id);
+    if (!entry.streamed) {
+      entry.streamed = el("div", "streaming");
+      entry.body.append(entry.streamed);
+      entry.item.classList.add("is-streaming");
+    }
+    if (delta.type === "text" && typeof delta.text === "string") {
+      entry.streamed.append(delta.text);
+    } else if (delta.type === "thinking" && typeof delta.thinking === "string") {
+      entry.streamed.append(el("span", "thinking", delta.thinking));
+    }
+  }
+
+  complete(data) {
+    const message = data.message || {};
+    const entry = this.assistant(data.message_id ?? message.id);
+    entry.body.replaceChildren();
+    entry.streamed = null;
+    entry.item.classList.remove("is-streaming");
+    entry.item.classList.add("complete");
+    if (message.model) {
+      entry.role.textContent = `assistant · ${message.model}`;
+      entry.item.dataset.model = message.model;
+    }
+    for (const block of message.content || []) {
+      if (block.type === "text") {
+        const text = el("div", "text");
+        text.append(renderMarkdown(block.text || ""));
+        entry.body.append(text);
+      } else if (block.type === "thinking") {
+        const details = el("details", "thinking");
+        details.append(el("summary", null, "thinking"), el("pre", null, block.thinking || ""));
+        entry.body.append(details);
+      } else if (block.type === "tool_use") {
+        entry.body.append(el("div", "muted", `→ ${block.name}`));
+      } else {
+        entry.body.append(el("pre", "json", json(block)));
+      }
+    }
+    if (!entry.body.hasChildNodes()) entry.item.hidden = true;
+  }
+
+  prompt(id, card) {
+    this.prompts.set(id, card);
+    this.add(card);
+    const first = card.querySelector("button, input");
+    if (first && document.activeElement === document.body) first.focus();
+  }
+
+  result(data) {
+    const parts = [`turn ${data.subtype}`];
+    if (typeof data.total_cost_usd === "number") parts.push(`$${data.total_cost_usd.toFixed(4)}`);
+    const u = data.usage;
+    if (u && typeof u === "object") {
+      const tokens = [];
+      if (u.input_tokens !== undefined) tokens.push(`${u.input_tokens} in`);
+      if (u.output_tokens !== undefined) tokens.push(`${u.output_tokens} out`);
+      if (u.cache_read_input_tokens) tokens.push(`${u.cache_read_input_tokens} cache read`);
+      if (tokens.length) parts.push(tokens.join(" / ") + " tokens");
+    }
+    if (typeof data.duration_ms === "number") parts.push(`${(data.duration_ms / 1000).toFixed(1)} s`);
+    const line = this.note(parts.join(" · "), `note result ${data.is_error ? "error" : ""}`);
+    line.dataset.subtype = data.subtype;
+    for (const tool of this.tools.values()) {
+      if (tool.state.textContent === "running") tool.state.textContent = "no result";
+    }
+    this.setTurn(false);
+  }
+
+  error(data) {
+    if (data.code === "permission_cancelled" && this.prompts.has(data.correlation_id)) {
+      const card = this.prompts.get(data.correlation_id);
+      card.classList.add("withdrawn");
+      card.querySelectorAll("button, input, textarea").forEach((c) => (c.disabled = true));
+      const status = card.querySelector(".prompt-status");
+      if (status) status.textContent = "withdrawn by the agent";
+      return;
+    }
+    const item = el("li", "error-banner");
+    item.setAttribute("role", "alert");
+    item.dataset.code = data.code || "";
+    item.append(el("strong", null, data.code || "error"), " ", data.message || "");
+    this.add(item);
+  }
+}
