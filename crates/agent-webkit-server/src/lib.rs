@@ -1,6 +1,7 @@
 //! `agent-webkit-server`: the HTTP + SSE server for agent sessions.
 //!
-//! Every flag also reads an environment variable (shown by `--help`). Logs go to stderr,
+//! Every flag also reads an environment variable (shown by `--help`), and every setting can
+//! come from a TOML file (`--config`, see [`config_file`]). Logs go to stderr,
 //! filtered by `RUST_LOG` (default `info`). On start it prints one line to stdout,
 //! `agent-webkit-server listening on http://ADDR`, which scripts can wait for.
 //!
@@ -28,6 +29,8 @@ use agent_webkit_replay::ReplayAgentFactory;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
+
+pub mod config_file;
 
 /// Which agent runs behind each session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +67,13 @@ enum Framework {
 #[derive(Debug, Parser)]
 #[command(name = "agent-webkit-server", version, about)]
 pub struct Cli {
+    /// TOML file of settings: keys are the flag names with `_` (`idle_timeout = 60`,
+    /// `allowed_models = ["sonnet"]`); flags and environment variables override it.
+    #[arg(long, env = "AGENT_WEBKIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (TOML, secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Address to bind.
     #[arg(long, env = "AGENT_WEBKIT_HOST", default_value = "127.0.0.1")]
     pub host: String,
@@ -792,7 +802,19 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let loaded = match config_file::load() {
+        Ok(loaded) => loaded,
+        Err(config_file::ConfigError::Flags(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if loaded.cli.print_config {
+        print!("{}", loaded.effective_toml());
+        return ExitCode::SUCCESS;
+    }
+    let cli = loaded.cli;
     let outcome = match cli.framework {
         Framework::Axum => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
