@@ -17,6 +17,8 @@
 //! - [`policy`] — what clients may choose (permission modes, models, rule destinations).
 //! - [`limits`] — timeouts and caps against slow or greedy clients.
 //! - CORS (`--cors-origin`) is answered inside [`http`], configured by [`config`].
+//! - `openapi` (feature `openapi`) — the OpenAPI 3.1 document served at `/openapi.json`,
+//!   generated from [`models`].
 //!
 //! ## The public API
 //!
@@ -38,6 +40,8 @@ pub mod event_log;
 pub mod http;
 pub mod limits;
 pub mod models;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod permission;
 pub mod persist;
 pub mod policy;

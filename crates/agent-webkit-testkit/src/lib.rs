@@ -5,7 +5,8 @@
 //! - [`Client`] speaks wire protocol 1.0 over real HTTP (create, input, delete, stream);
 //! - [`SseStream`] parses an SSE response into [`SseFrame`]s, keepalive comments included;
 //! - [`cache_dir::cache_root`] is the folder xtask installs pinned downloads into;
-//! - [`http_fuzz`] generates hostile HTTP requests (proptest) and judges the answers.
+//! - [`http_fuzz`] generates hostile HTTP requests (proptest) and judges the answers;
+//! - [`tap`] records every response a server sends through a transparent relay.
 //!
 //! The scripted agent lives in `agent-webkit-replay` and is re-exported here as [`replay`].
 
@@ -29,6 +30,7 @@ pub use fake_claude::fake_claude_path;
 
 pub mod mock_api;
 pub mod real_cli;
+pub mod tap;
 
 /// Whether process `pid` is still running (Linux `/proc`; a zombie counts as gone: it has
 /// exited and only waits to be reaped).
@@ -470,7 +472,7 @@ fn find_frame_end(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\n\n")
 }
 
-fn parse_frame(raw: &str) -> SseFrame {
+pub(crate) fn parse_frame(raw: &str) -> SseFrame {
     let mut frame = SseFrame {
         id: None,
         event: String::new(),
