@@ -104,7 +104,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Runs `cmd` with its output captured, killing it after `limit`.
-fn run_bounded(mut cmd: Command, what: &str, limit: Duration) -> Result<Output, String> {
+pub(crate) fn run_bounded(mut cmd: Command, what: &str, limit: Duration) -> Result<Output, String> {
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -129,7 +129,7 @@ fn run_bounded(mut cmd: Command, what: &str, limit: Duration) -> Result<Output, 
     }
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{} {}",
         String::from_utf8_lossy(&output.stdout).trim(),
@@ -154,7 +154,7 @@ fn server_cmd(bin: &Path, name: &str, as_user: Option<&str>, cwd: &Path) -> Comm
     cmd
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -200,3 +200,12 @@ fn printed_configuration_round_trips() {
     assert_eq!(first, second);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The example config file shipped in deploy/ is accepted.
+#[test]
+fn shipped_example_is_valid() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/server.toml");
+    let (config, _) = printed(&["--config", file], &[]);
+    assert_eq!(config["port"].as_integer(), Some(8001));
+    assert_eq!(config["max_connections"].as_integer(), Some(4096));
+}
