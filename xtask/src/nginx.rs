@@ -1,4 +1,4 @@
-//! The distribution's nginx for the reverse-proxy test (`tests/nginx_proxy.rs` of the server,
+//! The distribution's nginx for the reverse-proxy test (`crates/agent-webkit-server/tests/nginx_proxy.rs`,
 //! which runs `deploy/nginx.conf` in front of two servers): found on `PATH` or in `/usr/sbin`;
 //! when missing and we are root, `apt-get install -y nginx`. Only the executable is provided
 //! (`AGENT_WEBKIT_NGINX`); the test starts and stops nginx itself, in a temporary prefix.

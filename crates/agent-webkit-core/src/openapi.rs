@@ -2,14 +2,15 @@
 //!
 //! Generated, not written: every body and event payload schema is derived from the wire types
 //! in [`crate::models`] (`utoipa::ToSchema`, their doc comments as descriptions), and the
-//! paths come from [`endpoints`], one entry per endpoint. The SSE stream is described as
+//! paths come from `endpoints()`, one entry per endpoint. The SSE stream is described as
 //! `text/event-stream` whose schema `ServerSentEvent` is a `oneOf` of one frame per
 //! [`EventKind`] (`event` name, `id` seq, `data` payload schema), mapped by an exhaustive
 //! `match`, so a new event kind does not compile until it has a schema.
 //!
-//! To document a new endpoint, add one entry to [`endpoints`]:
+//! To document a new endpoint, add one entry to `endpoints()`:
 //! `Op::get("/sessions/{id}", "getSession", "One session").auth().json::<SessionDetail>(200, "The session").errors(&[401, 404])`
-//! (derive `ToSchema` on its body types, behind `cfg_attr(feature = "openapi", ...)`).
+//! (derive `ToSchema` on its body types, behind `cfg_attr(feature = "openapi", ...)`), or
+//! `.text(200, "text/plain", "…")` for a body that is not JSON (metrics, an HTML page).
 
 use std::sync::OnceLock;
 
@@ -197,6 +198,16 @@ impl Op {
     /// A JSON response of any shape.
     fn any_json(self, status: u16, description: &str) -> Self {
         let content = json!({"application/json": {"schema": {"type": "object"}}});
+        self.response(
+            status,
+            json!({"description": description, "content": content}),
+        )
+    }
+
+    /// A response of another media type (`text/plain` metrics, `text/html` pages), any body.
+    #[allow(dead_code)] // for endpoints being added (/metrics, the console)
+    fn text(self, status: u16, media: &str, description: &str) -> Self {
+        let content = json!({ media: {"schema": {"type": "string"}} });
         self.response(
             status,
             json!({"description": description, "content": content}),
