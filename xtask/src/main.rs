@@ -18,6 +18,8 @@
 //! afterwards, whatever the tests did. `cargo xtask with-postgres <cmd…>` runs one command the same way.
 //! And it provides headless Chromium + chromedriver for the web console's browser tests (see
 //! [`browser`]), or `AGENT_WEBKIT_BROWSER_SKIP=<reason>` (fatal under `CI`).
+//! And it finds (or apt-get installs) the distribution's nginx for the reverse-proxy test (see
+//! [`nginx`]), exporting `AGENT_WEBKIT_NGINX`, or `AGENT_WEBKIT_NGINX_SKIP=<reason>`.
 
 mod bench;
 mod bench_lifecycle;
@@ -29,6 +31,7 @@ mod browser;
 mod cache_dir;
 mod claude_cli;
 mod js_client;
+mod nginx;
 mod postgres;
 mod python_original;
 mod tidy;
@@ -205,6 +208,26 @@ fn provide_postgres(tests: &mut Command) -> (Option<postgres::PgHandle>, Option<
     }
 }
 
+/// Finds (or installs) nginx and puts its path (or the reason it is missing) into `tests`' env;
+/// returns the skip reason, if any. Never fails the run (the test itself fails in CI).
+fn provide_nginx(tests: &mut Command) -> Option<String> {
+    eprintln!("xtask: ==> nginx (reverse-proxy test)");
+    match nginx::ensure() {
+        Ok((bin, version)) => {
+            eprintln!("xtask: nginx: {} ({version})", bin.display());
+            tests.env(nginx::BIN_ENV, &bin).env_remove(nginx::SKIP_ENV);
+            None
+        }
+        Err(reason) => {
+            eprintln!("{}", nginx::skip_banner(&reason));
+            tests
+                .env(nginx::SKIP_ENV, &reason)
+                .env_remove(nginx::BIN_ENV);
+            Some(reason)
+        }
+    }
+}
+
 fn stop_postgres(handle: Option<postgres::PgHandle>) {
     if let Some(mut handle) = handle {
         let started = Instant::now();
@@ -285,6 +308,7 @@ fn test(args: &[String]) -> Result<(), String> {
         return Err("CI is set and headless Chromium could not be provided".into());
     }
     let (pg, pg_skipped) = provide_postgres(&mut tests);
+    let nginx_skipped = provide_nginx(&mut tests);
     let outcome = run("cargo test (unit, integration, property, HTTP)", &mut tests);
     // Stopped whatever the outcome (and on drop, should anything above panic).
     stop_postgres(pg);
@@ -300,6 +324,9 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     if let Some(reason) = &browser_skipped {
         eprintln!("{}", browser::skip_banner(reason));
+    }
+    if let Some(reason) = &nginx_skipped {
+        eprintln!("{}", nginx::skip_banner(reason));
     }
     outcome?;
     let mut doc = cargo();

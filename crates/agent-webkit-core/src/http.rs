@@ -49,7 +49,10 @@ use crate::config::{AllowedRoots, AppConfig, ConfigError};
 use crate::cors::Cors;
 use crate::event_log::{LoggedEvent, SubscribeError};
 use crate::limits::{ServerLimits, SubscriberCaps, SubscriberPermit};
-use crate::models::{CreateSessionRequest, CreateSessionResponse, EventKind, InboundMessage};
+use crate::models::{
+    AgentCounts, CreateSessionRequest, CreateSessionResponse, ErrorBody, ErrorData, EventKind,
+    HealthResponse, InboundMessage,
+};
 use crate::policy::ClientPolicy;
 use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
@@ -188,11 +191,11 @@ impl ApiResponse {
 
     /// An error response: `{"detail": ...}`, plus `"code"` when given.
     pub fn error(status: u16, detail: impl std::fmt::Display, code: Option<&str>) -> Self {
-        let mut body = json!({ "detail": detail.to_string() });
-        if let Some(code) = code {
-            body["code"] = json!(code);
-        }
-        Self::json(status, &body)
+        let body = ErrorBody {
+            detail: detail.to_string(),
+            code: code.map(str::to_owned),
+        };
+        Self::json(status, &json!(body))
     }
 
     fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
@@ -230,6 +233,7 @@ enum Route<'a> {
     Health,
     Ready,
     Metrics,
+    OpenApi,
     Sessions,
     Session(&'a str),
     Stream(&'a str),
@@ -243,6 +247,9 @@ fn route(path: &str) -> Route<'_> {
         "/readyz" => return Route::Ready,
         "/metrics" => return Route::Metrics,
         _ => {}
+    }
+    if path == "/openapi.json" {
+        return Route::OpenApi;
     }
     let Some(rest) = path.strip_prefix("/sessions") else {
         return Route::NotFound;
@@ -269,6 +276,7 @@ impl Route<'_> {
             Route::Health => "/healthz",
             Route::Ready => "/readyz",
             Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
             Route::Sessions => "/sessions",
             Route::Session(_) => "/sessions/{id}",
             Route::Stream(_) => "/sessions/{id}/stream",
@@ -484,7 +492,7 @@ impl Api {
             Route::NotFound => {
                 return crate::site::respond(self.inner.site.as_deref(), method, path)
             }
-            Route::Health | Route::Ready | Route::Metrics => "GET",
+            Route::Health | Route::Ready | Route::Metrics | Route::OpenApi => "GET",
             Route::Sessions => "GET, POST",
             Route::Input(_) => "POST",
             Route::Session(_) => "GET, DELETE",
@@ -495,18 +503,27 @@ impl Api {
                 .with_header("allow", allowed);
         }
         if let Route::Health = route {
-            let mut health = json!({"status": "ok", "protocol_version": PROTOCOL_VERSION});
-            // Agent counts for operators: only to a caller who may use the API.
-            if self.inner.auth.check(headers.get("authorization")).is_ok() {
-                let registry = &self.inner.registry;
-                health["agents"] = json!({
-                    "live": registry.live_agents(),
-                    "warm_spares": registry.warm_spares(),
-                    "hibernated": registry.hibernated_agents(),
-                    "max_live": registry.config().max_live_agents,
-                });
-            }
-            return ApiResponse::json(200, &health);
+            let registry = &self.inner.registry;
+            let health = HealthResponse {
+                status: "ok".to_owned(),
+                protocol_version: PROTOCOL_VERSION.to_owned(),
+                // Agent counts for operators: only to a caller who may use the API.
+                agents: self
+                    .inner
+                    .auth
+                    .check(headers.get("authorization"))
+                    .is_ok()
+                    .then(|| AgentCounts {
+                        live: registry.live_agents(),
+                        warm_spares: registry.warm_spares(),
+                        hibernated: registry.hibernated_agents(),
+                        max_live: registry.config().max_live_agents,
+                    }),
+            };
+            return ApiResponse::json(200, &json!(health));
+        }
+        if let Route::OpenApi = route {
+            return openapi_response();
         }
         if let Route::Ready = route {
             return match self.inner.readiness.check().await {
@@ -533,7 +550,7 @@ impl Api {
                 headers: vec![("content-type", Cow::Borrowed(crate::metrics::CONTENT_TYPE))],
                 body: ResponseBody::Full(Bytes::from(self.metrics_text().await)),
             },
-            Route::Health | Route::Ready | Route::NotFound => {
+            Route::Health | Route::Ready | Route::OpenApi | Route::NotFound => {
                 ApiResponse::error(404, "Not Found", None)
             }
         }
@@ -1041,6 +1058,22 @@ fn sse_stream(
     ))
 }
 
+/// `GET /openapi.json`: the document (`crate::openapi`), or 404 without the `openapi` feature.
+fn openapi_response() -> ApiResponse {
+    #[cfg(feature = "openapi")]
+    {
+        ApiResponse {
+            status: 200,
+            headers: vec![("content-type", Cow::Borrowed("application/json"))],
+            body: ResponseBody::Full(crate::openapi::document_bytes()),
+        }
+    }
+    #[cfg(not(feature = "openapi"))]
+    {
+        ApiResponse::error(404, "Not Found", None)
+    }
+}
+
 /// Joins a batch into one chunk (one socket write); a single event is shared, not copied.
 fn frames(batch: &[LoggedEvent]) -> (Bytes, bool) {
     let end = batch
@@ -1063,7 +1096,7 @@ fn frames(batch: &[LoggedEvent]) -> (Bytes, bool) {
 /// The frame that ends a lagging subscriber's stream: an `error` event without an `id`, so
 /// the client's cursor stays on the last event it really received.
 fn lagged_frame(err: &SubscribeError) -> Bytes {
-    let data = json!({"code": "evicted", "message": err.to_string()});
+    let data = json!(ErrorData::new("evicted", err.to_string()));
     Bytes::from(format!("event: error\ndata: {data}\n\n"))
 }
 
@@ -1224,6 +1257,7 @@ mod tests {
         assert!(matches!(route("/sessions/a/b/c"), Route::NotFound));
         assert!(matches!(route("/sessionsX"), Route::NotFound));
         assert!(matches!(route("/healthz"), Route::Health));
+        assert!(matches!(route("/openapi.json"), Route::OpenApi));
     }
 
     #[test]

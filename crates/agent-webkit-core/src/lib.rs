@@ -20,6 +20,8 @@
 //! - [`audit`] — who did what to which session (structured events, optional sinks).
 //! - [`site`] — the hook for static pages beside the API (the web console), and their headers.
 //! - CORS (`--cors-origin`) is answered inside [`http`], configured by [`config`].
+//! - `openapi` (feature `openapi`) — the OpenAPI 3.1 document served at `/openapi.json`,
+//!   generated from [`models`].
 //!
 //! ## The public API
 //!
@@ -44,6 +46,8 @@ pub mod limits;
 pub mod listing;
 pub mod metrics;
 pub mod models;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod permission;
 pub mod persist;
 pub mod policy;

@@ -3,6 +3,9 @@
 //! Field order in every outbound struct is the order the original server emits, so the compact
 //! JSON we produce is byte-identical for the same values. Pass-through objects (content blocks,
 //! tool inputs) are `serde_json::Value`s with key order preserved.
+//!
+//! With the `openapi` feature every wire type derives its JSON Schema (`utoipa::ToSchema`,
+//! doc comments as descriptions), from which `crate::openapi` builds the OpenAPI document.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,6 +18,7 @@ use crate::PROTOCOL_VERSION;
 
 /// Body of `POST /sessions`. Every field is optional; unknown fields are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSessionRequest {
     /// Model name (for the replay agent: the scenario name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +59,7 @@ impl CreateSessionRequest {
 
 /// Response of `POST /sessions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSessionResponse {
     /// The new session's id (UUID v4).
     pub session_id: String,
@@ -68,6 +73,7 @@ pub struct CreateSessionResponse {
 
 /// User message content: a plain string or an array of content blocks (text, image).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum UserContent {
     /// Plain text.
@@ -117,6 +123,7 @@ impl From<&str> for UserContent {
 
 /// `allow` or `deny`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Behavior {
     /// Let the tool run.
@@ -127,6 +134,7 @@ pub enum Behavior {
 
 /// `permission_response`: the client's decision on a `permission_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PermissionResponse {
     /// The `correlation_id` of the `permission_request` being answered.
     pub correlation_id: String,
@@ -148,6 +156,7 @@ pub struct PermissionResponse {
 
 /// One message posted to `POST /sessions/{id}/input`, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum InboundMessage {
     /// A user turn.
@@ -482,6 +491,7 @@ impl std::fmt::Display for EventKind {
 
 /// `session_ready` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionReadyData {
     /// The session id.
     pub session_id: String,
@@ -501,6 +511,7 @@ impl SessionReadyData {
 
 /// `message_delta` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageDeltaData {
     /// The assistant message this delta belongs to.
     pub message_id: String,
@@ -510,6 +521,7 @@ pub struct MessageDeltaData {
 
 /// The assistant message inside `message_complete`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssistantMessageBody {
     /// Message id.
     pub id: String,
@@ -525,6 +537,7 @@ pub struct AssistantMessageBody {
 
 /// `message_complete` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageCompleteData {
     /// Same as `message.id`.
     pub message_id: String,
@@ -534,6 +547,7 @@ pub struct MessageCompleteData {
 
 /// `tool_use` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolUseData {
     /// The assistant message holding the block.
     pub message_id: String,
@@ -547,6 +561,7 @@ pub struct ToolUseData {
 
 /// `tool_result` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolResultData {
     /// The tool_use this result answers.
     pub tool_use_id: String,
@@ -558,6 +573,7 @@ pub struct ToolResultData {
 
 /// `permission_request` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PermissionRequestData {
     /// Id to answer with (the tool_use id).
     pub correlation_id: String,
@@ -571,6 +587,7 @@ pub struct PermissionRequestData {
 
 /// `ask_user_question` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AskUserQuestionData {
     /// Id to answer with.
     pub correlation_id: String,
@@ -580,6 +597,7 @@ pub struct AskUserQuestionData {
 
 /// `hook_decision_request` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HookDecisionRequestData {
     /// Id to answer with.
     pub correlation_id: String,
@@ -591,6 +609,7 @@ pub struct HookDecisionRequestData {
 
 /// `result` data: `session_id`, `subtype`, then every other field the agent reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultData {
     /// The agent's session id.
     pub session_id: String,
@@ -603,6 +622,7 @@ pub struct ResultData {
 
 /// `error` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorData {
     /// Machine-readable code (`agent_exited`, `query_failed`, `permission_cancelled`, ...).
     pub code: String,
@@ -626,6 +646,7 @@ impl ErrorData {
 
 /// `mcp_status_change` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct McpStatusChangeData {
     /// MCP server name.
     pub server_name: String,
@@ -635,6 +656,7 @@ pub struct McpStatusChangeData {
 
 /// ours: `api_retry` data — one failed model call the agent is about to retry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiRetryData {
     /// This retry's number (1 for the first retry).
     pub attempt: u64,
@@ -652,6 +674,7 @@ pub struct ApiRetryData {
 
 /// `done` data: always `{}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DoneData {}
 
 /// A typed outbound event: what a client parses out of one SSE frame.
@@ -739,4 +762,47 @@ impl OutboundEvent {
             EventKind::ApiRetry => OutboundEvent::ApiRetry(serde_json::from_str(data)?),
         })
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other response bodies
+// ---------------------------------------------------------------------------------------------
+
+/// The body of every error response: `{"detail": ...}`, plus a machine-readable `code` for
+/// most (`session_limit`, `invalid_cwd`, `backpressure`, ...; see docs/protocol-extensions.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// Human-readable explanation.
+    pub detail: String,
+    /// Machine-readable code, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// Response of `GET /healthz` (liveness; no auth needed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthResponse {
+    /// Always `ok`.
+    pub status: String,
+    /// Always [`PROTOCOL_VERSION`].
+    pub protocol_version: String,
+    /// Agent counts, only for a caller that passes auth (or with auth disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<AgentCounts>,
+}
+
+/// The agent counts in [`HealthResponse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentCounts {
+    /// Sessions' live agents (starting or waking included).
+    pub live: usize,
+    /// Idle warm spares.
+    pub warm_spares: usize,
+    /// Hibernated sessions.
+    pub hibernated: usize,
+    /// The bound on live agents + spares (`--max-live-agents`; `null`: unbounded).
+    pub max_live: Option<usize>,
 }

@@ -1,6 +1,7 @@
 //! `agent-webkit-server`: the HTTP + SSE server for agent sessions.
 //!
-//! Every flag also reads an environment variable (shown by `--help`). Logs go to stderr,
+//! Every flag also reads an environment variable (shown by `--help`), and every setting can
+//! come from a TOML file (`--config`, see [`config_file`]). Logs go to stderr,
 //! filtered by `RUST_LOG` (default `info`), as text or JSON lines (`--log-format`); traces
 //! are exported over OTLP when the `OTEL_*` variables ask for it ([`telemetry`]). On start it prints one line to stdout,
 //! `agent-webkit-server listening on http://ADDR`, which scripts can wait for.
@@ -38,6 +39,8 @@ mod metrics_listener;
 pub mod observability;
 pub mod telemetry;
 
+pub mod config_file;
+
 /// Which agent runs behind each session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum AgentKind {
@@ -73,6 +76,13 @@ enum Framework {
 #[derive(Debug, Parser)]
 #[command(name = "agent-webkit-server", version, about)]
 pub struct Cli {
+    /// TOML file of settings: keys are the flag names with `_` (`idle_timeout = 60`,
+    /// `allowed_models = ["sonnet"]`); flags and environment variables override it.
+    #[arg(long, env = "AGENT_WEBKIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (TOML, secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Address to bind.
     #[arg(long, env = "AGENT_WEBKIT_HOST", default_value = "127.0.0.1")]
     pub host: String,
@@ -857,7 +867,19 @@ async fn checkpoint_on_stop(data_dir: Option<&agent_webkit_sqlite::DataDir>) {
 
 /// The server: parses the flags and serves until SIGINT / SIGTERM.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let loaded = match config_file::load() {
+        Ok(loaded) => loaded,
+        Err(config_file::ConfigError::Flags(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if loaded.cli.print_config {
+        print!("{}", loaded.effective_toml());
+        return ExitCode::SUCCESS;
+    }
+    let cli = loaded.cli;
     if let Some(Command::MintToken(args)) = &cli.command {
         return match args.mint() {
             Ok(token) => {

@@ -8,6 +8,7 @@
 //! - [`http_fuzz`] generates hostile HTTP requests (proptest) and judges the answers;
 //! - [`cut_proxy`] is a TCP proxy that drops every open connection on demand;
 //! - `browser` (feature `browser`) drives headless Chromium over WebDriver.
+//! - [`tap`] records every response a server sends through a transparent relay.
 //!
 //! The scripted agent lives in `agent-webkit-replay` and is re-exported here as [`replay`].
 
@@ -35,6 +36,7 @@ pub use fake_claude::fake_claude_path;
 
 pub mod mock_api;
 pub mod real_cli;
+pub mod tap;
 
 /// Whether process `pid` is still running (Linux `/proc`; a zombie counts as gone: it has
 /// exited and only waits to be reaped).
@@ -476,7 +478,7 @@ fn find_frame_end(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\n\n")
 }
 
-fn parse_frame(raw: &str) -> SseFrame {
+pub(crate) fn parse_frame(raw: &str) -> SseFrame {
     let mut frame = SseFrame {
         id: None,
         event: String::new(),

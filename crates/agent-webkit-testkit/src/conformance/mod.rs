@@ -13,11 +13,13 @@
 //! headers that matter, SSE frames), so two adapters can be compared for identical answers.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::real_cli::TempDir;
+use crate::tap::{Recording, Tap};
 use crate::{Client, Result, ServerProcess, SseFrame, SseStream, TestkitError};
 
 /// Returns `Err(TestkitError::Unexpected)` with a formatted message unless `cond` holds.
@@ -105,6 +107,8 @@ pub struct Target {
     pub agent: Agent,
     /// Extra arguments for every server this target starts.
     pub extra_args: Vec<String>,
+    /// When set, every server is reached through a [`Tap`] recording into it.
+    pub recording: Option<Arc<Recording>>,
 }
 
 /// One user message, plus the session configuration it needs (the replay agent picks its
@@ -139,7 +143,15 @@ impl Target {
             framework: framework.to_owned(),
             agent,
             extra_args: Vec::new(),
+            recording: None,
         }
+    }
+
+    /// The same target with every server behind a recording [`Tap`] (its `base_url` is the
+    /// tap's, so raw-TCP checks go through it too).
+    pub fn with_recording(mut self, recording: Arc<Recording>) -> Self {
+        self.recording = Some(recording);
+        self
     }
 
     /// The same target with extra arguments for every server.
@@ -196,8 +208,16 @@ impl Target {
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         // Quiet servers unless the developer asks for logs.
         let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-        let process =
+        let mut process =
             ServerProcess::spawn_with_env(&self.binary, &refs, &[("RUST_LOG", &log)]).await?;
+        let tap = match &self.recording {
+            Some(recording) => {
+                let tap = Tap::start(&process.base_url, Arc::clone(recording)).await?;
+                process.base_url.clone_from(&tap.base_url);
+                Some(tap)
+            }
+            None => None,
+        };
         let client = process.client(Some(TOKEN));
         Ok(Server {
             client,
@@ -205,6 +225,7 @@ impl Target {
             agent: self.agent,
             work: work.display().to_string(),
             _dir: dir,
+            _tap: tap,
         })
     }
 
@@ -299,6 +320,7 @@ pub struct Server {
     agent: Agent,
     work: String,
     _dir: TempDir,
+    _tap: Option<Tap>,
 }
 
 impl Server {
