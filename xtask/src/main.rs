@@ -300,7 +300,8 @@ fn test(args: &[String]) -> Result<(), String> {
         );
     }
     let mut tests = cargo();
-    tests.args(["test", "--workspace", "--all-targets"]);
+    // Every failing binary is reported, not only the first.
+    tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     let skipped = provide_real_cli(&mut tests);
     let js_skipped = provide_js_client(&mut tests);
     let browser_skipped = provide_browser(&mut tests);

@@ -313,7 +313,16 @@ async fn a_spare_that_died_while_waiting_is_never_handed_out() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    // At once, before or after the pool noticed: the session must get a working CLI.
+    // Once it has exited (a zombie at least: the kernel has ended it, whether or not the pool
+    // reaped it yet), before or after the pool noticed: the session must get a working CLI.
+    // Not "at once": between kill(2) returning and the process exiting, a spare still looks
+    // alive to anyone, and one dying after the hand-off is an agent crash like any other.
+    let started = Instant::now();
+    while alive(pid.into()) {
+        assert!(started.elapsed() < T, "spare {pid} survived SIGKILL");
+        // Bounded poll: the death of a process we only signalled is no awaitable event.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let session = h.session(SessionConfig::default()).await;
     let mut r = Reader::new(&session);
     assert_eq!(

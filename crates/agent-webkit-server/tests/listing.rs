@@ -279,3 +279,73 @@ async fn audit_rows_land_in_postgres_and_old_ones_are_pruned() {
         .get(0);
     assert_eq!(kept, 6, "recent rows are kept");
 }
+
+/// Ownership is persisted: after a restart on the same data directory, each JWT principal
+/// lists only its own sessions, another principal's session answers exactly like an unknown one
+/// on every endpoint (and a DELETE of it does nothing), and its owner resumes it.
+#[tokio::test]
+async fn ownership_survives_a_restart() {
+    use agent_webkit_testkit::jwt_keys::{claims, hs256, SECRET};
+    let dir = TempDir::new("listing-owner-restart").unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let args = [
+        "--jwt-secret",
+        SECRET,
+        "--agent",
+        "replay",
+        "--data-dir",
+        &data,
+    ];
+    let alice = hs256(&claims("alice")).unwrap();
+    let bob = hs256(&claims("bob")).unwrap();
+    let mut a = ServerProcess::spawn(BIN, &args).await.unwrap();
+    let mine = a
+        .client(Some(&alice))
+        .create(&json!({"model": "echo"}))
+        .await
+        .unwrap();
+    echo_turn(&a.client(Some(&alice)), &mine, "alice's secret").await;
+    let theirs = a
+        .client(Some(&bob))
+        .create(&json!({"model": "echo"}))
+        .await
+        .unwrap();
+    a.terminate(T).await.unwrap();
+
+    let b = ServerProcess::spawn(BIN, &args).await.unwrap();
+    let (ca, cb) = (b.client(Some(&alice)), b.client(Some(&bob)));
+    let listed = |page: &Value| -> Vec<String> {
+        page["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["session_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed(&get(&ca, "/sessions").await), [mine.clone()]);
+    assert_eq!(listed(&get(&cb, "/sessions").await), [theirs.clone()]);
+    // Bob probes alice's session: every answer is the unknown-id answer.
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    for id in [mine.as_str(), unknown] {
+        let detail = cb
+            .request(reqwest::Method::GET, &format!("/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(detail.status(), 404, "detail of {id}");
+        let stream = cb.stream_raw(id, Some("0")).await.unwrap();
+        assert_eq!(stream.status(), 404, "stream of {id}");
+        let input = cb
+            .input(id, &json!({"type": "user_message", "content": "hi"}))
+            .await
+            .unwrap();
+        assert_eq!(input.status(), 404, "input to {id}");
+        assert_eq!(cb.delete(id).await.unwrap(), 204, "delete of {id}");
+    }
+    // Still alice's, and she resumes it.
+    assert_eq!(listed(&get(&ca, "/sessions").await), [mine.clone()]);
+    let detail = get(&ca, &format!("/sessions/{mine}")).await;
+    assert_eq!(detail["title"], "alice's secret", "{detail}");
+    echo_turn(&ca, &mine, "again").await;
+    assert_eq!(listed(&get(&cb, "/sessions").await), [theirs]);
+}
