@@ -6,10 +6,10 @@
 //! [`StaticSite`], which the server plugs into
 //! [`AppConfig::site`](agent_webkit_core::config::AppConfig::site); core adds the
 //! Content-Security-Policy and the other security headers. Besides the assets it serves
-//! `/console/config.json` ([`ConsoleInfo`]): which agent runs and, for the replay agent, the
-//! scenario names, so the page can offer them in a list.
+//! `/console/config.json` ([`ConsoleConfig`], from [`ConsoleInfo`]): which agent runs and, for
+//! the replay agent, the scenario names, so the page can offer them in a list.
 
-use agent_webkit_core::site::{StaticFile, StaticSite};
+use agent_webkit_core::site::{ConsoleConfig, StaticFile, StaticSite};
 use bytes::Bytes;
 
 /// What the page learns from `/console/config.json`.
@@ -69,12 +69,12 @@ pub struct Console {
 impl Console {
     /// The console for a server running `info.agent`.
     pub fn new(info: &ConsoleInfo) -> Self {
-        let config = serde_json::json!({
-            "agent": info.agent,
-            "scenarios": info.scenarios,
-        });
+        let config = ConsoleConfig {
+            agent: info.agent.clone(),
+            scenarios: info.scenarios.clone(),
+        };
         Self {
-            config: Bytes::from(config.to_string()),
+            config: Bytes::from(serde_json::to_vec(&config).unwrap_or_default()),
         }
     }
 
@@ -122,6 +122,10 @@ mod tests {
             assert!(!file.body.is_empty(), "{path}");
         }
         let config = console.file("/console/config.json").unwrap();
+        assert_eq!(
+            &config.body[..],
+            br#"{"agent":"replay","scenarios":["read_allow"]}"#
+        );
         let config: serde_json::Value = serde_json::from_slice(&config.body).unwrap();
         assert_eq!(config["scenarios"][0], "read_allow");
         assert!(console.file("/console/nope.js").is_none());

@@ -527,7 +527,7 @@ impl Api {
         }
         if let Route::Ready = route {
             return match self.inner.readiness.check().await {
-                Ok(()) => ApiResponse::json(200, &json!({"status": "ready"})),
+                Ok(()) => ApiResponse::json(200, &json!(crate::readiness::ReadyBody::READY)),
                 Err(not_ready) => ApiResponse::json(503, &not_ready.body()),
             };
         }

@@ -78,6 +78,7 @@ impl<'a> Caller<'a> {
 
 /// Where a session is, as a listing shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// Live agent, no turn running, nothing pending.
@@ -122,6 +123,7 @@ impl SessionState {
 
 /// One session in a listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
     /// Session id.
     pub session_id: String,
@@ -149,6 +151,7 @@ pub struct SessionInfo {
 
 /// A pending prompt's event, as the stream sent it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingPrompt {
     /// `permission_request`, `ask_user_question` or `hook_decision_request`.
     pub event: String,
@@ -160,6 +163,7 @@ pub struct PendingPrompt {
 
 /// One session in detail (`GET /sessions/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionDetail {
     /// What the listing shows.
     #[serde(flatten)]
@@ -174,6 +178,7 @@ pub struct SessionDetail {
 
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionPage {
     /// The sessions, newest activity first.
     pub sessions: Vec<SessionInfo>,

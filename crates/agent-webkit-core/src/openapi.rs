@@ -10,7 +10,7 @@
 //! To document a new endpoint, add one entry to `endpoints()`:
 //! `Op::get("/sessions/{id}", "getSession", "One session").auth().json::<SessionDetail>(200, "The session").errors(&[401, 404])`
 //! (derive `ToSchema` on its body types, behind `cfg_attr(feature = "openapi", ...)`), or
-//! `.text(200, "text/plain", "…")` for a body that is not JSON (metrics, an HTML page).
+//! `.text(200, &["text/plain"], "…")` for a body that is not JSON (metrics, an HTML page).
 
 use std::sync::OnceLock;
 
@@ -20,12 +20,15 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
+use crate::listing::{SessionDetail, SessionPage, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::models::{
     ApiRetryData, AskUserQuestionData, CreateSessionRequest, CreateSessionResponse, DoneData,
     ErrorBody, ErrorData, EventKind, HealthResponse, HookDecisionRequestData, InboundMessage,
     McpStatusChangeData, MessageCompleteData, MessageDeltaData, PermissionRequestData, ResultData,
     SessionReadyData, ToolResultData, ToolUseData,
 };
+use crate::readiness::{NotReadyBody, ReadyBody};
+use crate::site::{ConsoleConfig, CONTENT_SECURITY_POLICY};
 use crate::PROTOCOL_VERSION;
 
 type Schemas = Vec<(String, RefOr<Schema>)>;
@@ -48,7 +51,18 @@ fn endpoints() -> Vec<Op> {
             .auth()
             .body::<CreateSessionRequest>(false)
             .json::<CreateSessionResponse>(200, "The new session; subscribe to its stream next")
-            .errors(&[400, 401, 408, 413, 502, 503]),
+            .errors(&[400, 401, 403, 408, 413, 429, 502, 503]),
+        Op::get("/sessions", "listSessions", "The sessions the caller may see, newest activity first (keyset pages)")
+            .auth()
+            .query("limit", json!({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}), "Page size")
+            .query("cursor", json!({"type": "string"}), "A previous page's `next_cursor` (opaque)")
+            .query("state", json!({"type": "string"}), "Only sessions in these states (comma-separated or repeated): `idle`, `running`, `waiting`, `hibernated`, `remote`, `ended`")
+            .json::<SessionPage>(200, "One page; continue while `next_cursor` is not null")
+            .errors(&[400, 401, 503]),
+        Op::get("/sessions/{id}", "getSession", "One session with its pending prompts (another principal's is answered like an unknown one)")
+            .auth()
+            .json::<SessionDetail>(200, "The session")
+            .errors(&[401, 404, 503]),
         Op::get("/sessions/{id}/stream", "streamSession", "Subscribe to a session's events (Server-Sent Events), from the start of the ring or after `Last-Event-ID`")
             .auth()
             .last_event_id()
@@ -59,14 +73,33 @@ fn endpoints() -> Vec<Op> {
             .body::<InboundMessage>(true)
             .empty(204, "Accepted (queued, applied or answered)")
             .errors(&[400, 401, 403, 404, 408, 409, 413, 501, 502, 503, 504]),
-        Op::delete("/sessions/{id}", "deleteSession", "End a session everywhere (its streams end with `done`); unknown ids too")
+        Op::delete("/sessions/{id}", "deleteSession", "End a session everywhere (its streams end with `done`); unknown ids, and another principal's sessions (left alone), too")
             .auth()
             .empty(204, "Deleted")
-            .errors(&[401]),
+            .errors(&[401, 503]),
         Op::get("/healthz", "health", "Liveness (no auth); agent counts for a caller that passes auth")
             .json::<HealthResponse>(200, "The server is up"),
+        Op::get("/readyz", "ready", "Readiness (no auth): whether a working session can be created now (cached 1 s)")
+            .json::<ReadyBody>(200, "Ready")
+            .json::<NotReadyBody>(503, "Not ready: draining, the agent cannot start, or the session database does not answer"),
+        Op::get("/metrics", "metrics", "Prometheus metrics (text format 0.0.4)")
+            .auth()
+            .text(200, &["text/plain"], "The metrics")
+            .errors(&[401]),
         Op::get("/openapi.json", "openapi", "This document (no auth)")
             .any_json(200, "The OpenAPI 3.1 document"),
+        Op::get("/", "console", "The web console page (no auth; 404 with `--no-console`)")
+            .static_file()
+            .text(200, &["text/html"], "The page")
+            .errors(&[404]),
+        Op::get("/console/config.json", "consoleConfig", "What the console page learns about the server (no auth; 404 with `--no-console`)")
+            .static_file()
+            .json::<ConsoleConfig>(200, "The agent and, for the replay agent, its scenario names")
+            .errors(&[404]),
+        Op::get("/console/{file}", "consoleAsset", "The console's scripts, style sheet and icon (no auth; 404 with `--no-console`)")
+            .static_file()
+            .text(200, &["text/javascript", "text/css", "image/svg+xml"], "The file")
+            .errors(&[404]),
     ]
 }
 
@@ -97,15 +130,15 @@ fn event_payload(kind: EventKind) -> (&'static str, Register) {
 /// What an error status means on this API (the `code`s are in docs/protocol-extensions.md).
 fn status_description(status: u16) -> &'static str {
     match status {
-        400 => "Bad request: malformed body or field, refused by the client policy (`permission_mode_not_allowed`, `model_not_allowed`, `permission_destination_not_allowed`), `invalid_cwd`, or a bad `Last-Event-ID`",
-        401 => "Missing or wrong bearer token (`www-authenticate: Bearer`)",
-        403 => "`take_over_refused`: this server's policy refuses a session stored by another",
-        404 => "No such session (never existed, deleted, or removed after its retention)",
+        400 => "Bad request: malformed body or field, refused by the client policy (`permission_mode_not_allowed`, `model_not_allowed`, `permission_destination_not_allowed`), `invalid_cwd`, a bad `Last-Event-ID`, or a listing query it cannot use (`invalid_query`)",
+        401 => "Missing or wrong bearer token, or a refused JWT (`www-authenticate: Bearer`)",
+        403 => "`permission_mode_forbidden`: a permission mode the caller's token does not allow (create, `set_permission_mode`, a `setMode` update); `take_over_refused`: this server's policy refuses a session stored by another",
+        404 => "No such session (never existed, deleted, removed after its retention, or another principal's); for a static page: no such file, or `--no-console`",
         408 => "`body_timeout`: the body did not arrive in time (the connection is closed)",
         409 => "`conflict` (prompt not pending: first reply wins), `session_ended`, or `agent_exited`",
         412 => "`evicted`: `Last-Event-ID` is not in the ring any more (or is beyond the last event)",
         413 => "`payload_too_large`: the body is over the limit",
-        429 => "`subscriber_limit`: the session has its most subscribers (`Retry-After`)",
+        429 => "`subscriber_limit`: the session has its most subscribers (`Retry-After`); `quota_exceeded`: the caller has its most sessions (no `Retry-After`: delete one)",
         501 => "`unsupported`: the agent cannot do this",
         502 => "The agent failed: `agent_start_failed`, `agent_error`",
         503 => "Refused for now, nothing was done: `session_limit`, `at_capacity`, `shutting_down`, `persistence_unavailable`, `agent_unavailable`, `session_owned_elsewhere`, `backpressure`, `backpressure_bytes`, `subscriber_capacity` (`Retry-After` where a retry can help)",
@@ -204,10 +237,12 @@ impl Op {
         )
     }
 
-    /// A response of another media type (`text/plain` metrics, `text/html` pages), any body.
-    #[allow(dead_code)] // for endpoints being added (/metrics, the console)
-    fn text(self, status: u16, media: &str, description: &str) -> Self {
-        let content = json!({ media: {"schema": {"type": "string"}} });
+    /// A response of other media types (`text/plain` metrics, `text/html` pages), any body.
+    fn text(self, status: u16, media: &[&str], description: &str) -> Self {
+        let content: Map<String, Value> = media
+            .iter()
+            .map(|m| ((*m).to_owned(), json!({"schema": {"type": "string"}})))
+            .collect();
         self.response(
             status,
             json!({"description": description, "content": content}),
@@ -232,22 +267,49 @@ impl Op {
         self
     }
 
+    /// Adds a parameter.
+    fn parameter(mut self, parameter: Value) -> Self {
+        match self.operation.get_mut("parameters") {
+            Some(Value::Array(params)) => params.push(parameter),
+            _ => {
+                self.operation
+                    .insert("parameters".into(), Value::Array(vec![parameter]));
+            }
+        }
+        self
+    }
+
+    /// An optional query parameter.
+    fn query(self, name: &str, schema: Value, description: &str) -> Self {
+        self.parameter(json!({
+            "name": name,
+            "in": "query",
+            "required": false,
+            "description": description,
+            "schema": schema,
+        }))
+    }
+
     /// The `Last-Event-ID` request header.
-    fn last_event_id(mut self) -> Self {
-        let header = json!({
+    fn last_event_id(self) -> Self {
+        self.parameter(json!({
             "name": "Last-Event-ID",
             "in": "header",
             "required": false,
             "description": "Resume after this seq (the `id` of the last event received); absent or empty: from the start of the ring",
             "schema": {"type": "string", "pattern": "^\\s*[0-9]*\\s*$"},
-        });
-        match self.operation.get_mut("parameters") {
-            Some(Value::Array(params)) => params.push(header),
-            _ => {
-                self.operation
-                    .insert("parameters".into(), Value::Array(vec![header]));
-            }
-        }
+        }))
+    }
+
+    /// A static file of the web console: served with a Content-Security-Policy and the other
+    /// security headers (`docs/protocol-extensions.md`), no auth.
+    fn static_file(mut self) -> Self {
+        self.operation.insert(
+            "description".into(),
+            json!(format!(
+                "Served with `content-security-policy: {CONTENT_SECURITY_POLICY}`, `x-content-type-options: nosniff`, `x-frame-options: DENY`, `referrer-policy: no-referrer`, `cache-control: no-cache`. Other methods: 404."
+            )),
+        );
         self
     }
 
@@ -289,6 +351,52 @@ fn server_sent_event(schemas: &mut Schemas) -> Value {
     })
 }
 
+/// A `#[serde(flatten)]` field derives as `allOf: [<flattened type>, <own fields>]`; the
+/// document shows such a type as the one object it is on the wire (the flattened type's fields
+/// and its own), so that a schema admitting no unlisted property stays usable.
+fn merge_flattened(components: &mut Map<String, Value>) {
+    let names: Vec<String> = components.keys().cloned().collect();
+    for name in names {
+        let Some(parts) = components[&name].get("allOf").and_then(Value::as_array) else {
+            continue;
+        };
+        let mut properties = Map::new();
+        let mut required: Vec<Value> = Vec::new();
+        let mut mergeable = true;
+        for part in parts {
+            let part = match part["$ref"].as_str() {
+                Some(target) => target
+                    .strip_prefix("#/components/schemas/")
+                    .and_then(|target| components.get(target)),
+                None => Some(part),
+            };
+            match part {
+                Some(part) if part["type"] == "object" && part.get("properties").is_some() => {
+                    if let Some(own) = part["properties"].as_object() {
+                        properties.extend(own.clone());
+                    }
+                    if let Some(own) = part["required"].as_array() {
+                        required.extend(own.iter().cloned());
+                    }
+                }
+                _ => mergeable = false,
+            }
+        }
+        if mergeable {
+            let description = components[&name]["description"].clone();
+            components.insert(
+                name,
+                json!({
+                    "type": "object",
+                    "description": description,
+                    "required": required,
+                    "properties": properties,
+                }),
+            );
+        }
+    }
+}
+
 /// Builds the document.
 pub fn document() -> Value {
     let mut schemas: Schemas = Vec::new();
@@ -312,6 +420,7 @@ pub fn document() -> Value {
         }
     }
     components.insert("ServerSentEvent".into(), sse);
+    merge_flattened(&mut components);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -355,6 +464,21 @@ mod tests {
             .unwrap();
         assert_eq!(frames.len(), EventKind::ALL.len());
         assert_eq!(doc["openapi"], "3.1.0");
+        // A flattened type is one object on the wire, and in the document.
+        let detail = &schemas["SessionDetail"];
+        assert_eq!(detail["type"], "object", "{detail}");
+        for field in [
+            "session_id",
+            "usage",
+            "pending_prompts",
+            "last_seq",
+            "prompts",
+        ] {
+            assert!(
+                detail["properties"].get(field).is_some(),
+                "{field}: {detail}"
+            );
+        }
         let input = &schemas["InboundMessage"];
         for ty in [
             "user_message",

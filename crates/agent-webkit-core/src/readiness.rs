@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::json;
 
 use crate::agent::AgentClientFactory;
@@ -33,8 +34,44 @@ pub struct NotReady {
 impl NotReady {
     /// The `/readyz` body.
     pub fn body(&self) -> serde_json::Value {
-        json!({"status": "not_ready", "reason": self.reason, "detail": self.detail})
+        json!(NotReadyBody {
+            status: "not_ready",
+            reason: self.reason,
+            detail: self.detail.clone(),
+        })
     }
+}
+
+/// The `GET /readyz` body when ready (200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReadyBody {
+    /// Always `ready`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^ready$"))]
+    pub status: &'static str,
+}
+
+impl ReadyBody {
+    /// The only value: `{"status":"ready"}`.
+    pub const READY: ReadyBody = ReadyBody { status: "ready" };
+}
+
+/// The `GET /readyz` body when not ready (503), from [`NotReady::body`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotReadyBody {
+    /// Always `not_ready`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^not_ready$"))]
+    pub status: &'static str,
+    /// Stable reason code: `draining` (shutting down), `agent_unavailable` (e.g. the CLI is
+    /// missing), `persistence_unavailable` (the session database does not answer).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, pattern = "^(draining|agent_unavailable|persistence_unavailable)$")
+    )]
+    pub reason: &'static str,
+    /// For people.
+    pub detail: String,
 }
 
 /// The readiness state an [`Api`](crate::http::Api) keeps.
@@ -121,5 +158,28 @@ impl Readiness {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The bodies on the wire (`docs/protocol-extensions.md`).
+    #[test]
+    fn bodies() {
+        assert_eq!(
+            serde_json::to_string(&ReadyBody::READY).unwrap(),
+            r#"{"status":"ready"}"#
+        );
+        let not_ready = NotReady {
+            reason: "draining",
+            detail: "the server is shutting down".into(),
+        };
+        assert_eq!(
+            not_ready.body().to_string(),
+            r#"{"status":"not_ready","reason":"draining","detail":"the server is shutting down"}"#
+        );
     }
 }

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use serde::Serialize;
 
 use crate::http::{ApiResponse, ResponseBody};
 
@@ -20,6 +21,17 @@ pub struct StaticFile {
     pub content_type: &'static str,
     /// Its bytes (usually `Bytes::from_static` over `include_bytes!`).
     pub body: Bytes,
+}
+
+/// The body of the console's `GET /console/config.json`: what the page learns about the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsoleConfig {
+    /// The agent behind sessions (`replay`, `claude`).
+    pub agent: String,
+    /// With the replay agent, every scenario name (what a session's `model` may be; the
+    /// synthetic stream as its pattern `stream:N[:ms[:bytes]]`); empty for other agents.
+    pub scenarios: Vec<String>,
 }
 
 /// Static files served under the API's mount point at paths the API does not use.

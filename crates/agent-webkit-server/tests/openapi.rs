@@ -77,6 +77,8 @@ const CHECKS: &[&str] = &[
     "check_idle_eviction_waits_for_subscriber",
     "check_crash_ends_session",
     "check_crash_then_subscribe",
+    "check_list_and_detail",
+    "check_list_pagination_under_concurrent_creates",
     "check_ended_retention",
     "check_permission_mode_policy",
     "check_model_policy",
@@ -89,6 +91,11 @@ const CHECKS: &[&str] = &[
     "check_slow_headers_closed",
     "check_connection_cap",
     "check_shutdown_drain",
+    "check_jwt_sessions_are_private",
+    "check_jwt_refusals",
+    "check_jwks_rotation",
+    "check_session_quota",
+    "check_claim_restrictions",
 ];
 
 type Check =
@@ -139,6 +146,8 @@ fn all_checks() -> Vec<(&'static str, Check)> {
         check_idle_eviction_waits_for_subscriber,
         check_crash_ends_session,
         check_crash_then_subscribe,
+        check_list_and_detail,
+        check_list_pagination_under_concurrent_creates,
         check_ended_retention,
         check_permission_mode_policy,
         check_model_policy,
@@ -151,6 +160,11 @@ fn all_checks() -> Vec<(&'static str, Check)> {
         check_slow_headers_closed,
         check_connection_cap,
         check_shutdown_drain,
+        check_jwt_sessions_are_private,
+        check_jwt_refusals,
+        check_jwks_rotation,
+        check_session_quota,
+        check_claim_restrictions,
     )
 }
 
@@ -461,6 +475,101 @@ async fn axum_conformance_responses_match_the_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actix_conformance_responses_match_the_document() {
     conformance_matches_document("actix").await;
+}
+
+/// The endpoints the conformance suite does not reach — readiness (ready and not), metrics, the
+/// console's pages and config, the listing's refusals — recorded the same way and checked
+/// against the document.
+#[tokio::test]
+async fn operational_and_console_responses_match_the_document() {
+    let recording = Recording::new();
+    let quiet = [("RUST_LOG", "warn")];
+    let ready = ServerProcess::spawn_with_env(BIN, &["--agent", "replay", "--token", "t"], &quiet)
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("openapi-no-cli-{}", std::process::id()));
+    let missing_cli = dir.join("claude").display().to_string();
+    let not_ready = ServerProcess::spawn_with_env(
+        BIN,
+        &[
+            "--agent",
+            "claude",
+            "--token",
+            "t",
+            "--store",
+            "memory",
+            "--claude-path",
+            &missing_cli,
+        ],
+        &quiet,
+    )
+    .await
+    .unwrap();
+    for (server, requests) in [
+        (
+            &ready,
+            &[
+                ("/readyz", None),
+                ("/metrics", Some("t")),
+                ("/metrics", None),
+                ("/", None),
+                ("/console/app.js", None),
+                ("/console/console.css", None),
+                ("/console/icon.svg", None),
+                ("/console/config.json", None),
+                ("/console/nope.js", None),
+                ("/sessions?limit=0", Some("t")),
+                ("/sessions?state=busy", Some("t")),
+                ("/sessions?limit=2&state=idle,ended", Some("t")),
+                ("/sessions", None),
+                ("/sessions/00000000-0000-4000-8000-000000000000", Some("t")),
+            ][..],
+        ),
+        (&not_ready, &[("/readyz", None)][..]),
+    ] {
+        let tap = agent_webkit_testkit::tap::Tap::start(&server.base_url, Arc::clone(&recording))
+            .await
+            .unwrap();
+        let client = agent_webkit_testkit::Client::new(&tap.base_url, None);
+        for (path, token) in requests {
+            let response = client
+                .with_token(*token)
+                .request(reqwest::Method::GET, path)
+                .send()
+                .await
+                .unwrap();
+            response.bytes().await.unwrap();
+        }
+    }
+    let doc = agent_webkit_core::openapi::document();
+    let mut validators = Validators::new(&doc);
+    let mut seen = Seen::default();
+    let exchanges = recording.exchanges();
+    let problems: Vec<String> = exchanges
+        .iter()
+        .flat_map(|exchange| check_exchange(&doc, &mut validators, exchange, &mut seen))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let seen: Vec<&str> = seen.operations.keys().map(String::as_str).collect();
+    for operation in [
+        "get /readyz 200",
+        "get /readyz 503",
+        "get /metrics 200",
+        "get /metrics 401",
+        "get / 200",
+        "get /console/{file} 200",
+        "get /console/{file} 404",
+        "get /console/config.json 200",
+        "get /sessions 200",
+        "get /sessions 400",
+        "get /sessions 401",
+        "get /sessions/{id} 404",
+    ] {
+        assert!(
+            seen.contains(&operation),
+            "{operation} not recorded: {seen:?}"
+        );
+    }
 }
 
 /// The validator is strict: a field the document does not list fails.

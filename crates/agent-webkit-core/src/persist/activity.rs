@@ -18,6 +18,7 @@ use crate::store::{fold_session_summary, SessionKey};
 
 /// Token and cost totals, summed over a session's `result` events.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct UsageTotals {
     /// Sum of `usage.input_tokens`.
