@@ -322,8 +322,8 @@ async fn ownership_survives_a_restart() {
             .map(|e| e["session_id"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(listed(&get(&ca, "/sessions").await), [mine.clone()]);
-    assert_eq!(listed(&get(&cb, "/sessions").await), [theirs.clone()]);
+    assert_eq!(listed(&get(&ca, "/sessions").await), [mine.as_str()]);
+    assert_eq!(listed(&get(&cb, "/sessions").await), [theirs.as_str()]);
     // Bob probes alice's session: every answer is the unknown-id answer.
     let unknown = "00000000-0000-4000-8000-000000000000";
     for id in [mine.as_str(), unknown] {
@@ -343,7 +343,7 @@ async fn ownership_survives_a_restart() {
         assert_eq!(cb.delete(id).await.unwrap(), 204, "delete of {id}");
     }
     // Still alice's, and she resumes it.
-    assert_eq!(listed(&get(&ca, "/sessions").await), [mine.clone()]);
+    assert_eq!(listed(&get(&ca, "/sessions").await), [mine.as_str()]);
     let detail = get(&ca, &format!("/sessions/{mine}")).await;
     assert_eq!(detail["title"], "alice's secret", "{detail}");
     echo_turn(&ca, &mine, "again").await;
