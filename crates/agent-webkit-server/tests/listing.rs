@@ -4,13 +4,16 @@
 //! sessions as `remote`, then, once the first host is killed and its leases expire, as
 //! `hibernated`, and after taking one over as live. Also: the audit table receives the rows of
 //! the actions taken, and `--audit-retention-days` prunes old ones. The PostgreSQL tests need
-//! `AGENT_WEBKIT_PG_DSN` (exported by `cargo xtask test`); they skip loudly otherwise.
+//! `AGENT_WEBKIT_PG_DSN` (exported by `cargo xtask test`); they skip loudly otherwise. And
+//! ownership: after a restart and across hosts, a JWT principal sees and resumes only its own
+//! sessions; another principal gets the unknown-id answers and takes nothing over.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use agent_webkit_testkit::jwt_keys::{claims, hs256, SECRET};
 use agent_webkit_testkit::real_cli::TempDir;
 use agent_webkit_testkit::{Client, ServerProcess};
 use common::{connect, dsn_or_skip, fresh_database};
@@ -285,7 +288,6 @@ async fn audit_rows_land_in_postgres_and_old_ones_are_pruned() {
 /// on every endpoint (and a DELETE of it does nothing), and its owner resumes it.
 #[tokio::test]
 async fn ownership_survives_a_restart() {
-    use agent_webkit_testkit::jwt_keys::{claims, hs256, SECRET};
     let dir = TempDir::new("listing-owner-restart").unwrap();
     let data = dir.path().join("data").display().to_string();
     let args = [
@@ -314,38 +316,108 @@ async fn ownership_survives_a_restart() {
 
     let b = ServerProcess::spawn(BIN, &args).await.unwrap();
     let (ca, cb) = (b.client(Some(&alice)), b.client(Some(&bob)));
-    let listed = |page: &Value| -> Vec<String> {
-        page["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["session_id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(listed(&get(&ca, "/sessions").await), [mine.as_str()]);
-    assert_eq!(listed(&get(&cb, "/sessions").await), [theirs.as_str()]);
+    assert_eq!(ids(&get(&ca, "/sessions").await), [mine.as_str()]);
+    assert_eq!(ids(&get(&cb, "/sessions").await), [theirs.as_str()]);
     // Bob probes alice's session: every answer is the unknown-id answer.
+    assert_invisible(&cb, &mine).await;
+    // Still alice's, and she resumes it.
+    assert_eq!(ids(&get(&ca, "/sessions").await), [mine.as_str()]);
+    let detail = get(&ca, &format!("/sessions/{mine}")).await;
+    assert_eq!(detail["title"], "alice's secret", "{detail}");
+    echo_turn(&ca, &mine, "again").await;
+    assert_eq!(ids(&get(&cb, "/sessions").await), [theirs]);
+}
+
+/// The ids a listing page shows, in order.
+fn ids(page: &Value) -> Vec<String> {
+    page["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["session_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `client`'s principal gets, for session `id`, exactly the answers of an unknown id: 404 on
+/// detail, stream and input; 204 on DELETE (which does nothing).
+async fn assert_invisible(client: &Client, id: &str) {
     let unknown = "00000000-0000-4000-8000-000000000000";
-    for id in [mine.as_str(), unknown] {
-        let detail = cb
+    for id in [id, unknown] {
+        let detail = client
             .request(reqwest::Method::GET, &format!("/sessions/{id}"))
             .send()
             .await
             .unwrap();
         assert_eq!(detail.status(), 404, "detail of {id}");
-        let stream = cb.stream_raw(id, Some("0")).await.unwrap();
+        let stream = client.stream_raw(id, Some("0")).await.unwrap();
         assert_eq!(stream.status(), 404, "stream of {id}");
-        let input = cb
+        let input = client
             .input(id, &json!({"type": "user_message", "content": "hi"}))
             .await
             .unwrap();
         assert_eq!(input.status(), 404, "input to {id}");
-        assert_eq!(cb.delete(id).await.unwrap(), 204, "delete of {id}");
+        assert_eq!(client.delete(id).await.unwrap(), 204, "delete of {id}");
     }
-    // Still alice's, and she resumes it.
-    assert_eq!(listed(&get(&ca, "/sessions").await), [mine.as_str()]);
-    let detail = get(&ca, &format!("/sessions/{mine}")).await;
-    assert_eq!(detail["title"], "alice's secret", "{detail}");
-    echo_turn(&ca, &mine, "again").await;
-    assert_eq!(listed(&get(&cb, "/sessions").await), [theirs]);
+}
+
+/// Ownership across hosts sharing PostgreSQL: another host lists each principal's sessions to
+/// it alone, before and after the first host dies; another principal's probes neither see nor
+/// take over the session (it stays hibernated), and its owner resumes it there.
+#[tokio::test]
+async fn ownership_survives_failover_to_another_host() {
+    let Some(admin) = dsn_or_skip("listing_owner_failover") else {
+        return;
+    };
+    let db = fresh_database(&admin).await;
+    let host = |name: &'static str| {
+        let db = db.clone();
+        async move {
+            let args = [
+                "--jwt-secret",
+                SECRET,
+                "--agent",
+                "replay",
+                "--database-url",
+                &db,
+                "--host-id",
+                name,
+                "--lease",
+                "1",
+            ];
+            ServerProcess::spawn(BIN, &args).await.unwrap()
+        }
+    };
+    let alice = hs256(&claims("alice")).unwrap();
+    let bob = hs256(&claims("bob")).unwrap();
+    let a = host("host-a").await;
+    let b = host("host-b").await;
+    let mine = a
+        .client(Some(&alice))
+        .create(&json!({"model": "echo"}))
+        .await
+        .unwrap();
+    echo_turn(&a.client(Some(&alice)), &mine, "alice on a").await;
+    let theirs = a
+        .client(Some(&bob))
+        .create(&json!({"model": "echo"}))
+        .await
+        .unwrap();
+    let (ca, cb) = (b.client(Some(&alice)), b.client(Some(&bob)));
+    assert_eq!(ids(&get(&ca, "/sessions").await), [mine.as_str()]);
+    assert_eq!(ids(&get(&cb, "/sessions").await), [theirs.as_str()]);
+    assert_invisible(&cb, &mine).await;
+
+    drop(a); // SIGKILL: its leases run out within a second
+    until_state(&ca, &mine, "hibernated").await;
+    assert_invisible(&cb, &mine).await;
+    let page = get(&ca, "/sessions").await;
+    assert_eq!(
+        entry(&page, &mine)["state"],
+        "hibernated",
+        "bob's probes took nothing over: {page}"
+    );
+    echo_turn(&ca, &mine, "alice on b").await;
+    let page = until_state(&ca, &mine, "idle").await;
+    assert_eq!(entry(&page, &mine)["usage"]["turns"], 2, "{page}");
+    assert_eq!(ids(&get(&cb, "/sessions").await), [theirs.as_str()]);
 }
