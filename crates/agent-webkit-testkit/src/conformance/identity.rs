@@ -14,6 +14,23 @@ use agent_webkit_core::auth::mint::now_secs;
 /// Every answer an intruder could get about session `id`: stream (fresh and resumed), inputs
 /// (valid, and a body that does not parse) and DELETE, as (status, content-type, connection,
 /// body), the session id replaced so answers about two ids compare.
+/// The session ids `GET /sessions` shows `client`.
+async fn listed_ids(client: &Client) -> Result<Vec<String>> {
+    let page = Reply::read(client.request(Method::GET, "/sessions").send().await?).await?;
+    ensure_eq!(page.status, 200, "GET /sessions: {}", page.body);
+    let page: Value = serde_json::from_str(&page.body)
+        .map_err(|e| crate::TestkitError::Unexpected(format!("GET /sessions: {e}")))?;
+    Ok(page["sessions"]
+        .as_array()
+        .map(|sessions| {
+            sessions
+                .iter()
+                .filter_map(|s| s["session_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 async fn probe(client: &Client, id: &str) -> Result<Vec<(u16, String)>> {
     let answer = |label: &str, reply: Reply| {
         let header = |name: &str| reply.header(name).unwrap_or("-").to_owned();
@@ -49,6 +66,11 @@ async fn probe(client: &Client, id: &str) -> Result<Vec<(u16, String)>> {
     for (label, response) in inputs {
         answers.push(answer(label, Reply::read(response).await?));
     }
+    let detail = client
+        .request(Method::GET, &format!("/sessions/{id}"))
+        .send()
+        .await?;
+    answers.push(answer("detail", Reply::read(detail).await?));
     let delete = client
         .request(Method::DELETE, &format!("/sessions/{id}"))
         .send()
@@ -100,6 +122,19 @@ pub async fn check_jwt_sessions_are_private(target: &Target) -> Result<()> {
         ensure_eq!(theirs[0].0, 404, "{name}: stream {:?}", theirs[0]);
         ensure!(theirs[0].1.ends_with(&not_found), "{:?}", theirs[0]);
     }
+    // Each lists only its own; the shared token none of them; an admin both.
+    for (name, client, expected) in [
+        ("alice", &alice, vec![id.clone()]),
+        ("bob", &bob, vec![bobs.clone()]),
+        ("shared token", &server.client, vec![]),
+    ] {
+        ensure_eq!(listed_ids(client).await?, expected, "{name}'s listing");
+    }
+    let mut all = listed_ids(&admin).await?;
+    all.sort();
+    let mut both = vec![id.clone(), bobs.clone()];
+    both.sort();
+    ensure_eq!(all, both, "the admin's listing");
     // Nothing reached Alice's session (an intruder's message would have run first): her
     // turn is the first, and the only one.
     let reply = Reply::read(alice.input(&id, &turn.message()).await?).await?;
