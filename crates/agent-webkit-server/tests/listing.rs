@@ -117,7 +117,20 @@ async fn sessions_are_listed_after_a_restart() {
     assert_eq!(detail["prompts"], json!([]), "{detail}");
     // Taken over by its next request: live again, totals continued.
     echo_turn(&cb, &first, "again").await;
-    let live = get(&cb, "/sessions").await;
+    // The order comes from the stored rows, whose activity is written with the session's
+    // event batches: bounded poll until the resumed session's row leads.
+    let deadline = Instant::now() + T;
+    let live = loop {
+        let page = get(&cb, "/sessions").await;
+        if page["sessions"][0]["session_id"] == first.as_str() {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the newest activity is first: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let listed = entry(&live, &first);
     assert_eq!(listed["state"], "idle", "{listed}");
     assert_eq!(listed["usage"]["turns"], 2, "{listed}");
@@ -125,10 +138,6 @@ async fn sessions_are_listed_after_a_restart() {
     assert_eq!(
         listed["permission_mode"], "plan",
         "resumed with the mode last set: {listed}"
-    );
-    assert_eq!(
-        live["sessions"][0]["session_id"], first,
-        "the newest activity is first: {live}"
     );
 }
 

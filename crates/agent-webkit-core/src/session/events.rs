@@ -101,6 +101,13 @@ impl EventTranslator {
             }
             AgentMessage::Result(result) => {
                 session.activity.result(&result.extra);
+                if result.ends_turn {
+                    // Before the event: a client that has seen the `result` and then asks for
+                    // the session's state (listing, detail) sees the turn over.
+                    session
+                        .turn_running
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
                 session.append(
                     EventKind::Result,
                     &ResultData {
