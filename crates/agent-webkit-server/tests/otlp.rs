@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use agent_webkit_testkit::fake_claude::{fake_claude_server, RECORD_DIR_ENV};
 use agent_webkit_testkit::real_cli::TempDir;
+use agent_webkit_testkit::Client;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -172,13 +173,7 @@ async fn a_trace_reaches_the_otlp_receiver_and_the_cli() {
     .await
     .unwrap();
     let client = server.client(None);
-    let response = client
-        .request(reqwest::Method::POST, "/sessions")
-        .header("traceparent", traceparent())
-        .json(&json!({"cwd": work}))
-        .send()
-        .await
-        .unwrap();
+    let response = create_traced(&client, &work).await;
     assert_eq!(response.status(), 200);
     let id = response.json::<Value>().await.unwrap()["session_id"]
         .as_str()
@@ -259,13 +254,7 @@ async fn without_export_the_incoming_traceparent_is_passed_as_is() {
     .await
     .unwrap();
     let client = server.client(None);
-    let response = client
-        .request(reqwest::Method::POST, "/sessions")
-        .header("traceparent", traceparent())
-        .json(&json!({"cwd": work}))
-        .send()
-        .await
-        .unwrap();
+    let response = create_traced(&client, &work).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         cli_env(&record).get("TRACEPARENT"),
@@ -288,4 +277,15 @@ async fn without_export_the_incoming_traceparent_is_passed_as_is() {
     // No traceparent on the request: none reaches the CLI (not even the server's own).
     client.create(&json!({"cwd": work})).await.unwrap();
     assert_eq!(cli_env(&record).get("TRACEPARENT"), None);
+}
+
+/// `POST /sessions` in `work` under the test's incoming `traceparent`.
+async fn create_traced(client: &Client, work: &str) -> reqwest::Response {
+    client
+        .request(reqwest::Method::POST, "/sessions")
+        .header("traceparent", traceparent())
+        .json(&json!({ "cwd": work }))
+        .send()
+        .await
+        .unwrap()
 }

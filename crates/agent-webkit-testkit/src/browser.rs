@@ -190,15 +190,19 @@ impl Browser {
         }
     }
 
-    /// Waits for the element `css` to exist, then clicks it.
-    pub async fn click(&self, css: &str, timeout: Duration) -> Result<()> {
-        let element = self
-            .client
+    /// Waits (up to `timeout`) for the element `css` to exist.
+    async fn element(&self, css: &str, timeout: Duration) -> Result<fantoccini::elements::Element> {
+        self.client
             .wait()
             .at_most(timeout)
             .for_element(Locator::Css(css))
             .await
-            .map_err(|e| TestkitError::Timeout(format!("element {css}: {e}")))?;
+            .map_err(|e| TestkitError::Timeout(format!("element {css}: {e}")))
+    }
+
+    /// Waits for the element `css` to exist, then clicks it.
+    pub async fn click(&self, css: &str, timeout: Duration) -> Result<()> {
+        let element = self.element(css, timeout).await?;
         element
             .click()
             .await
@@ -207,13 +211,7 @@ impl Browser {
 
     /// Waits for the element `css`, clears it and types `text` into it.
     pub async fn type_into(&self, css: &str, text: &str, timeout: Duration) -> Result<()> {
-        let element = self
-            .client
-            .wait()
-            .at_most(timeout)
-            .for_element(Locator::Css(css))
-            .await
-            .map_err(|e| TestkitError::Timeout(format!("element {css}: {e}")))?;
+        let element = self.element(css, timeout).await?;
         element
             .clear()
             .await
