@@ -73,6 +73,10 @@ fn endpoints() -> Vec<Op> {
             .body::<InboundMessage>(true)
             .empty(204, "Accepted (queued, applied or answered)")
             .errors(&[400, 401, 403, 404, 408, 409, 413, 501, 502, 503, 504]),
+        Op::get("/sessions/{id}/context", "getContextUsage", "The context-window usage the agent estimates now (409 while hibernated)")
+            .auth()
+            .json::<crate::context_usage::ContextResponse>(200, "The agent's estimate")
+            .errors(&[401, 403, 404, 409, 501, 502, 503, 504]),
         Op::delete("/sessions/{id}", "deleteSession", "End a session everywhere (its streams end with `done`); unknown ids, and another principal's sessions (left alone), too")
             .auth()
             .empty(204, "Deleted")

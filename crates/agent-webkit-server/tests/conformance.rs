@@ -88,6 +88,7 @@ macro_rules! conformance_suite {
                 check_claim_restrictions,
                 check_caller_chosen_session_id,
                 check_concurrent_creates_of_one_id,
+                check_context_unsupported_and_usage_event,
             );
         }
     };

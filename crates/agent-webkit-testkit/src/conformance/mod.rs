@@ -53,6 +53,7 @@ macro_rules! ensure_eq {
 }
 
 mod burst;
+mod context_cost;
 mod create;
 mod hardening;
 mod identity;
@@ -64,6 +65,7 @@ mod stream;
 mod transcript;
 
 pub use burst::*;
+pub use context_cost::*;
 pub use create::*;
 pub use hardening::*;
 pub use identity::*;

@@ -196,7 +196,13 @@ pub async fn check_resume_evicted_cursor(target: &Target) -> Result<()> {
     let turn = target.paced_turn();
     let (id, mut live) = server.start_turn(&turn).await?;
     // The paced turn leaves the live subscriber plenty of time: it never falls a ring behind.
-    let all = live.until("result", T).await?;
+    let mut all = live.until("result", T).await?;
+    // A result that reports usage is followed by the `usage` event (an extension).
+    let reports_usage = all.last().is_some_and(|f| !f.json()["usage"].is_null());
+    let end = if reports_usage { "usage" } else { "result" };
+    if reports_usage {
+        all.extend(live.until(end, T).await?);
+    }
     ensure_dense(&all, 1)?;
     let last = all.len() as u64;
     ensure!(last >= 10, "the paced turn has enough events ({last})");
@@ -205,7 +211,7 @@ pub async fn check_resume_evicted_cursor(target: &Target) -> Result<()> {
         .client
         .stream(&id, Some(&(oldest - 1).to_string()))
         .await?;
-    let replay = ok.until("result", T).await?;
+    let replay = ok.until(end, T).await?;
     ensure_eq!(
         replay.iter().map(|f| f.raw.as_str()).collect::<Vec<_>>(),
         all[(oldest - 1) as usize..]
