@@ -54,19 +54,18 @@ fn prepare(dir: &TempDir) {
 
 /// Every CLI process's argv, oldest first.
 fn argvs(dir: &Path) -> Vec<(u64, Vec<String>)> {
-    let mut records: Vec<(std::time::SystemTime, Value)> =
-        std::fs::read_dir(dir.join("records"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .map(|e| {
-                let modified = e.metadata().unwrap().modified().unwrap();
-                (
-                    modified,
-                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap(),
-                )
-            })
-            .collect();
+    let mut records: Vec<(std::time::SystemTime, Value)> = std::fs::read_dir(dir.join("records"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| {
+            let modified = e.metadata().unwrap().modified().unwrap();
+            (
+                modified,
+                serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap(),
+            )
+        })
+        .collect();
     records.sort_by_key(|(t, _)| *t);
     records
         .into_iter()
@@ -159,9 +158,19 @@ async fn a_chosen_id_hibernates_wakes_and_survives_a_restart() {
     assert!(uuid::Uuid::parse_str(&agent_id).is_ok(), "{agent_id}");
     assert!(!runs[0].1.iter().any(|a| a.contains(ID)), "{:?}", runs[0].1);
 
-    // Hibernated: still taken; the next message wakes it under the same agent id.
+    // Hibernated: still taken; a context request wakes it under the same agent id (the fake
+    // CLI has no context usage: 501 from the woken agent), and so does the next message.
     wait_dead(runs[0].0).await;
     expect_taken(&client, dir.path()).await;
+    let r = client
+        .request(reqwest::Method::GET, &format!("/sessions/{ID}/context"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+    let runs = argvs(dir.path());
+    assert_eq!(runs.len(), 2, "woken for the context request");
+    assert_eq!(flag(&runs[1].1, "--resume"), Some(agent_id.clone()));
     say(&client, "second").await;
     let frames = stream.until("result", T).await.unwrap();
     assert!(
@@ -169,8 +178,10 @@ async fn a_chosen_id_hibernates_wakes_and_survives_a_restart() {
         "{frames:?}"
     );
     let runs = argvs(dir.path());
-    assert_eq!(runs.len(), 2);
-    assert_eq!(flag(&runs[1].1, "--resume"), Some(agent_id.clone()));
+    assert_eq!(
+        flag(&runs.last().unwrap().1, "--resume"),
+        Some(agent_id.clone())
+    );
     let last = *seqs(&frames).last().unwrap();
     drop(stream);
 

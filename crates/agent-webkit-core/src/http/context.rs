@@ -1,5 +1,5 @@
 //! `GET /sessions/{id}/context`: the context-window usage the session's agent estimates now
-//! ([`ContextResponse`]). A hibernated session is not woken for it (409 `session_hibernated`).
+//! ([`ContextResponse`]); a hibernated session is woken for it.
 
 use serde_json::json;
 
@@ -7,7 +7,7 @@ use super::{Api, ApiResponse};
 use crate::agent::AgentError;
 use crate::auth::principal::Principal;
 use crate::context_usage::ContextResponse;
-use crate::session::{AgentState, SessionError};
+use crate::session::SessionError;
 
 impl Api {
     /// Answers `GET /sessions/{id}/context`: 200 [`ContextResponse`]; 404 unknown (or another
@@ -19,13 +19,6 @@ impl Api {
         };
         if session.has_ended() {
             return ApiResponse::error(409, "The session has ended", Some("session_ended"));
-        }
-        if session.agent_state() != AgentState::Live {
-            return ApiResponse::error(
-                409,
-                "The session's agent is hibernated; send a message to wake it",
-                Some("session_hibernated"),
-            );
         }
         match session.context_usage().await {
             Ok(usage) => ApiResponse::json(

@@ -7,7 +7,8 @@
 //! drops its message stream and its capacity permit. The session itself — id, event log and
 //! seqs, subscribers, runtime settings — stays; nothing is appended to the log.
 //!
-//! The next user message *wakes* it: the loop asks its [`Revive`] (built by the registry) for
+//! The next user message (or a request that needs a live agent, such as the context usage)
+//! *wakes* it: the loop asks its [`Revive`] (built by the registry) for
 //! a new agent resumed from the transcript store ([`AgentContext::resume`]), started with the
 //! model and permission mode changed at runtime, then sends the message. While hibernated,
 //! `set_model` / `set_permission_mode` are only recorded and `interrupt` is a no-op.
@@ -95,8 +96,12 @@ pub(crate) struct AgentSlot {
     pub(crate) permit: Option<crate::agent::slots::AgentSlot>,
 }
 
-/// A hibernation request to the loop; answered with whether it hibernated.
-pub(crate) type HibernateRequest = tokio::sync::oneshot::Sender<bool>;
+/// A request to the loop about its agent, answered with whether it was done: hibernate it
+/// now, or wake it for a request that needs a live agent (`GET /sessions/{id}/context`).
+pub(crate) enum LoopRequest {
+    Hibernate(tokio::sync::oneshot::Sender<bool>),
+    Wake(tokio::sync::oneshot::Sender<bool>),
+}
 
 impl Session {
     /// Where the session's agent is in its lifecycle.
@@ -124,7 +129,7 @@ impl Session {
             return false;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.control.try_send(tx).is_err() {
+        if self.control.try_send(LoopRequest::Hibernate(tx)).is_err() {
             return false;
         }
         // A loop busy elsewhere (its own wake-up, waiting for a slot) answers late: never wait
@@ -132,6 +137,22 @@ impl Session {
         // each other.
         let patience = self.disconnect_timeout + Duration::from_secs(1);
         matches!(tokio::time::timeout(patience, rx).await, Ok(Ok(true)))
+    }
+
+    /// Wakes a hibernated agent for a request that needs it live (not a user message: a
+    /// failure appends nothing); `true` once the agent is live.
+    pub(crate) async fn wake_for_request(&self) -> bool {
+        if self.agent_state() == AgentState::Live {
+            return true;
+        }
+        if !self.can_hibernate() || self.cancel.is_cancelled() {
+            return false;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.control.send(LoopRequest::Wake(tx)).await.is_err() {
+            return false;
+        }
+        matches!(rx.await, Ok(true))
     }
 
     /// Records a runtime setting; applied to the next agent at wake-up.
@@ -184,6 +205,31 @@ impl Session {
         prompts: &mut mpsc::UnboundedReceiver<ToSession>,
         content: &UserContent,
     ) -> Option<AgentMessageStream> {
+        match self.revive_agent(prompts).await? {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                let text = match content {
+                    UserContent::Text(text) => format!("{:?}", preview(text)),
+                    UserContent::Blocks(blocks) => format!("{} content block(s)", blocks.len()),
+                };
+                self.append(
+                    EventKind::Error,
+                    &ErrorData::new(
+                        err.code(),
+                        format!("The user message ({text}) was not sent: {err}. Send it again."),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Starts a new agent for a hibernated session (`None`: it cannot hibernate); on failure
+    /// the session stays hibernated.
+    pub(super) async fn revive_agent(
+        &self,
+        prompts: &mut mpsc::UnboundedReceiver<ToSession>,
+    ) -> Option<Result<AgentMessageStream, WakeError>> {
         let revive = self.revive.as_ref()?;
         self.agent.lock().state = AgentState::Waking;
         let started = std::time::Instant::now();
@@ -218,23 +264,12 @@ impl Session {
                     }
                 }
                 tracing::info!(session_id = %self.id, elapsed = ?started.elapsed(), "session woken");
-                Some(woken.connection.messages)
+                Some(Ok(woken.connection.messages))
             }
             Err(err) => {
                 self.agent.lock().state = AgentState::Hibernated;
                 tracing::warn!(session_id = %self.id, error = %err, "waking the session failed");
-                let text = match content {
-                    UserContent::Text(text) => format!("{:?}", preview(text)),
-                    UserContent::Blocks(blocks) => format!("{} content block(s)", blocks.len()),
-                };
-                self.append(
-                    EventKind::Error,
-                    &ErrorData::new(
-                        err.code(),
-                        format!("The user message ({text}) was not sent: {err}. Send it again."),
-                    ),
-                );
-                None
+                Some(Err(err))
             }
         }
     }

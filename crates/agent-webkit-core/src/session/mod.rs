@@ -51,7 +51,7 @@ use crate::persist::ActivityCell;
 
 use self::events::EventTranslator;
 pub use self::lifecycle::AgentState;
-use self::lifecycle::{AgentSlot, HibernateRequest};
+use self::lifecycle::{AgentSlot, LoopRequest};
 pub(crate) use self::lifecycle::{Revive, RuntimeSettings, WakeError, Woken};
 pub use self::subscriber::{Probe, SessionSubscriber};
 
@@ -166,7 +166,7 @@ pub struct Session {
     runtime: Mutex<RuntimeSettings>,
     revive: Option<Arc<dyn Revive>>,
     /// Hibernation requests to the loop.
-    control: mpsc::Sender<HibernateRequest>,
+    control: mpsc::Sender<LoopRequest>,
     inbound: mpsc::Sender<UserContent>,
     inbound_capacity: usize,
     inbound_bytes: crate::limits::InboundBytes,
@@ -587,7 +587,7 @@ impl Session {
         messages: AgentMessageStream,
         mut inbound: mpsc::Receiver<UserContent>,
         mut prompts: mpsc::UnboundedReceiver<ToSession>,
-        mut control: mpsc::Receiver<HibernateRequest>,
+        mut control: mpsc::Receiver<LoopRequest>,
     ) {
         // `None` while hibernated.
         let mut messages = Some(messages);
@@ -620,16 +620,30 @@ impl Session {
                         break err;
                     }
                 }
-                Some(reply) = control.recv() => {
-                    let idle = !turn_open && query.is_none() && inbound.is_empty();
-                    // Whatever the agent sent before is translated first.
-                    if let Err(err) = self.drain(&mut messages, &mut translator, &mut turn_open) {
-                        let _ = reply.send(false);
-                        break err;
+                Some(request) = control.recv() => match request {
+                    LoopRequest::Wake(reply) => {
+                        if messages.is_none() {
+                            let woken = tokio::select! {
+                                () = self.cancel.cancelled() => return,
+                                woken = self.revive_agent(&mut prompts) => woken,
+                            };
+                            if let Some(Ok(stream)) = woken {
+                                messages = Some(stream);
+                            }
+                        }
+                        let _ = reply.send(messages.is_some());
                     }
-                    let hibernated = self.hibernate_now(idle && !turn_open, &mut messages).await;
-                    let _ = reply.send(hibernated);
-                }
+                    LoopRequest::Hibernate(reply) => {
+                        let idle = !turn_open && query.is_none() && inbound.is_empty();
+                        // Whatever the agent sent before is translated first.
+                        if let Err(err) = self.drain(&mut messages, &mut translator, &mut turn_open) {
+                            let _ = reply.send(false);
+                            break err;
+                        }
+                        let hibernated = self.hibernate_now(idle && !turn_open, &mut messages).await;
+                        let _ = reply.send(hibernated);
+                    }
+                },
                 outcome = poll_opt(&mut query) => {
                     query = None;
                     if let Err(err) = outcome {

@@ -44,7 +44,11 @@ pub async fn check_context_unsupported_and_usage_event(target: &Target) -> Resul
         ensure_eq!(usage["turn"], result["usage"], "turn = the result's usage");
         ensure_eq!(usage["cost"], cost, "the event's cost = the detail's");
     } else {
-        ensure_eq!(cost, json!({"total_cost_usd": 0.0, "by_model": {}}), "no usage reported");
+        ensure_eq!(
+            cost,
+            json!({"total_cost_usd": 0.0, "by_model": {}}),
+            "no usage reported"
+        );
     }
     let context = get(format!("/sessions/{id}/context")).await?;
     context.expect_error_code(501, Some("unsupported"))?;
