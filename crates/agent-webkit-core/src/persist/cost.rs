@@ -8,7 +8,7 @@
 //! agent processes (hibernation, restart, failover: each starts a new one, whose counters
 //! start again from zero, since a resumed CLI runs in a fresh config directory), so the
 //! session adds each result's *increase* over the same process's previous result
-//! ([`ProcessCounters`], reset when a new agent process starts). A counter that went down is
+//! (`ProcessCounters`, reset when a new agent process starts). A counter that went down is
 //! taken as a process that started from zero. The sums are persisted with the session's
 //! activity, so they survive restarts and take-overs.
 
