@@ -688,7 +688,7 @@ pub struct UsageData {
     /// The session's usage and cost per model so far (the agent's estimates).
     pub cost: crate::persist::CostTotals,
     /// The `usage` of the `result` just sent (that turn's own tokens), `null` if it had none.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub turn: Value,
 }
 

@@ -51,7 +51,7 @@ fn endpoints() -> Vec<Op> {
             .auth()
             .body::<CreateSessionRequest>(false)
             .json::<CreateSessionResponse>(200, "The new session; subscribe to its stream next")
-            .errors(&[400, 401, 403, 408, 413, 429, 502, 503]),
+            .errors(&[400, 401, 403, 408, 409, 413, 429, 502, 503]),
         Op::get("/sessions", "listSessions", "The sessions the caller may see, newest activity first (keyset pages)")
             .auth()
             .query("limit", json!({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}), "Page size")

@@ -84,6 +84,8 @@ async fn turn(
         .unwrap();
     assert_eq!(r.status(), 204);
     let frames = stream.until("result", T).await.unwrap();
+    // No `agent_restarted` either: a stored log ending with `usage` is a finished turn.
+    assert!(frames.iter().all(|f| f.event != "error"), "{frames:?}");
     let result = frames.last().unwrap().json();
     assert_eq!(result["subtype"], "success", "{result}");
     let next = stream.next_event_within(T).await.unwrap().unwrap();

@@ -96,6 +96,9 @@ const CHECKS: &[&str] = &[
     "check_jwks_rotation",
     "check_session_quota",
     "check_claim_restrictions",
+    "check_caller_chosen_session_id",
+    "check_concurrent_creates_of_one_id",
+    "check_context_unsupported_and_usage_event",
 ];
 
 type Check =
@@ -165,6 +168,9 @@ fn all_checks() -> Vec<(&'static str, Check)> {
         check_jwks_rotation,
         check_session_quota,
         check_claim_restrictions,
+        check_caller_chosen_session_id,
+        check_concurrent_creates_of_one_id,
+        check_context_unsupported_and_usage_event,
     )
 }
 

@@ -57,9 +57,10 @@ fn unfinished_turn(events: &[StoredEvent]) -> (bool, Vec<String>) {
         .rposition(|e| e.event == EventKind::Result.as_str())
         .map_or(0, |i| i + 1);
     let tail = &events[start..];
-    let interrupted = tail
-        .iter()
-        .any(|e| e.event != EventKind::SessionReady.as_str());
+    // The `usage` event that follows a `result` belongs to the ended turn.
+    let interrupted = tail.iter().any(|e| {
+        e.event != EventKind::SessionReady.as_str() && e.event != EventKind::Usage.as_str()
+    });
     let prompts = tail
         .iter()
         .filter(|e| {
