@@ -178,12 +178,14 @@ impl ClaudeAgentFactory {
             ))
         });
         let (tx, rx) = mpsc::channel(MESSAGE_BUFFER);
+        let mut translator = Translator::for_session(options, &ctx.config);
+        shared.mcp.wire(&mut translator, &tx);
         let reader = tokio::spawn(reader_loop(
             Arc::clone(&shared),
             spare.lines,
             tx,
             batcher,
-            Translator::for_session(options, &ctx.config),
+            translator,
         ));
         if let Some(model) = ctx
             .config
@@ -217,6 +219,7 @@ impl ClaudeAgentFactory {
                     e.into_agent_error(&["not_found", "invalid_request", "invalid_mode"])
                 })?;
         }
+        crate::mcp::start_session_servers(&shared, &ctx.config).await?;
         tracing::info!(
             session_id = %ctx.session_id,
             agent_session_id = %spare.cli_session_id,
@@ -358,12 +361,14 @@ impl AgentClientFactory for ClaudeAgentFactory {
             ))
         });
         let (tx, rx) = mpsc::channel(MESSAGE_BUFFER);
+        let mut translator = Translator::for_session(options, &ctx.config);
+        shared.mcp.wire(&mut translator, &tx);
         let reader = tokio::spawn(reader_loop(
             Arc::clone(&shared),
             LineReader::new(stdout, options.line_limit()),
             tx,
             batcher,
-            Translator::for_session(options, &ctx.config),
+            translator,
         ));
         let info = match shared.request(init, options.timeouts.initialize).await {
             Ok(info) => info,
@@ -400,6 +405,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             materialized = resumed,
             "Claude CLI ready"
         );
+        crate::mcp::start_session_servers(&shared, &ctx.config).await?;
         guard.0 = None;
         Ok(connection(options, shared, reader, rx, info))
     }
@@ -459,6 +465,7 @@ fn new_shared(
         closing: AtomicBool::new(false),
         dead: Mutex::new(None),
         background: Mutex::new(crate::background::BackgroundWork::default()),
+        mcp: crate::mcp::McpReport::default(),
     })
 }
 

@@ -58,6 +58,8 @@ use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
+mod mcp;
+
 /// The SSE keepalive comment frame.
 pub(crate) const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
 /// Most events written to a socket in one chunk.
@@ -238,6 +240,7 @@ enum Route<'a> {
     Session(&'a str),
     Stream(&'a str),
     Input(&'a str),
+    Mcp(&'a str),
     NotFound,
 }
 
@@ -265,6 +268,7 @@ fn route(path: &str) -> Route<'_> {
         (Some(id), None, None) if !id.is_empty() => Route::Session(id),
         (Some(id), Some("stream"), None) if !id.is_empty() => Route::Stream(id),
         (Some(id), Some("input"), None) if !id.is_empty() => Route::Input(id),
+        (Some(id), Some("mcp"), None) if !id.is_empty() => Route::Mcp(id),
         _ => Route::NotFound,
     }
 }
@@ -281,13 +285,14 @@ impl Route<'_> {
             Route::Session(_) => "/sessions/{id}",
             Route::Stream(_) => "/sessions/{id}/stream",
             Route::Input(_) => "/sessions/{id}/input",
+            Route::Mcp(_) => "/sessions/{id}/mcp",
             Route::NotFound => "other",
         }
     }
 
     fn session_id(&self) -> Option<&str> {
         match self {
-            Route::Session(id) | Route::Stream(id) | Route::Input(id) => Some(id),
+            Route::Session(id) | Route::Stream(id) | Route::Input(id) | Route::Mcp(id) => Some(id),
             _ => None,
         }
     }
@@ -496,7 +501,7 @@ impl Api {
             Route::Sessions => "GET, POST",
             Route::Input(_) => "POST",
             Route::Session(_) => "GET, DELETE",
-            Route::Stream(_) => "GET",
+            Route::Stream(_) | Route::Mcp(_) => "GET",
         };
         if !allowed.split(", ").any(|m| m == method) {
             return ApiResponse::error(405, "Method Not Allowed", None)
@@ -545,6 +550,7 @@ impl Api {
             Route::Session(id) => self.delete(id, &principal).await,
             Route::Stream(id) => self.stream(id, headers, &principal).await,
             Route::Input(id) => self.input(id, headers, body, &principal).await,
+            Route::Mcp(id) => self.mcp_list(id, &principal).await,
             Route::Metrics => ApiResponse {
                 status: 200,
                 headers: vec![("content-type", Cow::Borrowed(crate::metrics::CONTENT_TYPE))],
@@ -679,6 +685,10 @@ impl Api {
                 return ApiResponse::error(400, INVALID_CWD, Some("invalid_cwd"));
             }
         };
+        let mcp_servers = match self.mcp_create_servers(request.mcp_servers.as_ref()) {
+            Ok(servers) => servers,
+            Err(response) => return response,
+        };
         let _quota = match self.inner.quotas.reserve(
             principal,
             self.inner.auth.max_sessions_per_principal,
@@ -696,6 +706,7 @@ impl Api {
             cwd,
             tool_input_deltas: request.tool_input_deltas,
             owner: principal.sub.clone(),
+            mcp_servers,
         };
         let settings = json!({
             "model": config.model,
@@ -887,6 +898,9 @@ impl Api {
                 Some("session_ended"),
             );
         }
+        if message.is_mcp() {
+            return self.mcp_input(id, &session, message, principal).await;
+        }
         let audit = AuditEvent::for_input(self.actor(principal), id, &message);
         match apply(&session, message).await {
             Ok(()) => {
@@ -987,6 +1001,12 @@ async fn apply(session: &Arc<Session>, message: InboundMessage) -> Result<(), Se
             correlation_id,
             decision,
         } => session.resolve_hook(&correlation_id, decision),
+        // Answered by `mcp::mcp_input` before this point.
+        InboundMessage::McpToggle { .. }
+        | InboundMessage::McpReconnect { .. }
+        | InboundMessage::McpSetServers { .. } => Err(SessionError::Agent(
+            AgentError::Unsupported("MCP messages outside the MCP handler"),
+        )),
     }
 }
 

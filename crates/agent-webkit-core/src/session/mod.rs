@@ -22,6 +22,7 @@
 
 mod events;
 mod lifecycle;
+mod mcp;
 mod subscriber;
 #[cfg(test)]
 mod tests;
