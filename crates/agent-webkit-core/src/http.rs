@@ -978,7 +978,8 @@ fn take_over_check(roots: AllowedRoots, policy: ClientPolicy) -> crate::registry
         }
         policy
             .check_session(config.model.as_deref(), config.permission_mode.as_deref())
-            .map_err(|err| err.to_string())
+            .map_err(|err| err.to_string())?;
+        mcp::check_stored(&policy, config.mcp_servers.as_ref())
     })
 }
 

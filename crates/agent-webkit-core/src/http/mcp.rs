@@ -107,6 +107,18 @@ impl Api {
     }
 }
 
+/// The take-over check of a stored session's client servers against this host's policy.
+pub(super) fn check_stored(
+    policy: &crate::policy::ClientPolicy,
+    servers: Option<&Map<String, Value>>,
+) -> Result<(), String> {
+    let Some(servers) = servers else {
+        return Ok(());
+    };
+    let servers = parse_servers(&Value::Object(servers.clone())).map_err(|e| e.to_string())?;
+    policy.mcp.check_all(&servers).map_err(|e| e.to_string())
+}
+
 fn mcp_error(id: &str, err: McpError) -> ApiResponse {
     match err {
         McpError::UnknownServer(_) => ApiResponse::error(404, &err, Some("unknown_mcp_server")),
