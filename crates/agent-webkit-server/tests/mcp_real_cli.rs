@@ -13,7 +13,7 @@ use std::time::Duration;
 use agent_webkit_testkit::fake_mcp::fake_mcp_path;
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
 use agent_webkit_testkit::real_cli::{offline_env, TempDir};
-use agent_webkit_testkit::{require_real_cli, Client, ServerProcess, SseStream};
+use agent_webkit_testkit::{claude_children, require_real_cli, Client, ServerProcess, SseStream};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
@@ -416,4 +416,82 @@ async fn default_policy_axum() {
 #[tokio::test]
 async fn default_policy_actix() {
     default_policy("actix").await;
+}
+
+/// A set replaced while the agent is hibernated is recorded, and the woken agent starts with it.
+async fn hibernated(framework: &str) {
+    let test = format!("hibernated_{framework}");
+    let cli = require_real_cli!(&test);
+    let mock = MockAnthropicApi::start().await.unwrap();
+    let home = TempDir::new("mcp-home").unwrap();
+    let work = TempDir::new("mcp-work").unwrap();
+    let fake = fake_mcp_path().unwrap();
+    let fake_str = fake.to_str().unwrap();
+    let server = server(
+        &cli,
+        framework,
+        &mock,
+        home.path(),
+        work.path(),
+        &["--client-mcp-command", fake_str, "--hibernate-after", "1"],
+    )
+    .await;
+    let server_pid = server.pid().unwrap();
+    let client = server.client(None);
+    let id = client
+        .create(&json!({"cwd": work.path(), "mcp_servers": {"alpha": {"command": fake_str}}}))
+        .await
+        .unwrap();
+    let mut stream = client.stream(&id, None).await.unwrap();
+    until_status(&mut stream, "alpha", "connected").await;
+    // No event says that a process is gone: poll /proc, bounded.
+    let deadline = std::time::Instant::now() + T;
+    while !claude_children(server_pid).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quiet CLI was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = get_mcp(&client, &id).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (409, &json!("session_hibernated")),
+        "{body}"
+    );
+    let (status, body) = input(
+        &client,
+        &id,
+        json!({"type": "mcp_set_servers", "servers": {"beta": {"command": fake_str, "args": ["--tool", "bye"]}}}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = input(
+        &client,
+        &id,
+        json!({"type": "user_message", "content": "wake up"}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    until_status(&mut stream, "beta", "connected").await;
+    let frames = stream.until("result", T).await.unwrap();
+    assert_eq!(frames.last().unwrap().json()["subtype"], "success");
+    let (status, listing) = get_mcp(&client, &id).await;
+    assert_eq!(status, 200, "{listing}");
+    assert!(server_named(&listing, "alpha").is_none(), "{listing}");
+    assert_eq!(
+        server_named(&listing, "beta").unwrap()["tools"],
+        json!(["bye"])
+    );
+    assert_eq!(client.delete(&id).await.unwrap(), 204);
+}
+
+#[tokio::test]
+async fn hibernated_axum() {
+    hibernated("axum").await;
+}
+
+#[tokio::test]
+async fn hibernated_actix() {
+    hibernated("actix").await;
 }
