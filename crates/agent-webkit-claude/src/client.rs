@@ -45,6 +45,14 @@ impl ClaudeClient {
         self.shared.process.pid()
     }
 
+    fn live(&self) -> Result<(), AgentError> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            Err(AgentError::Disconnected)
+        } else {
+            Ok(())
+        }
+    }
+
     async fn control(&self, request: Value, invalid_codes: &[&str]) -> Result<Value, AgentError> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(AgentError::Disconnected);
@@ -129,6 +137,31 @@ impl AgentClient for ClaudeClient {
         self.control(json!({"subtype": "stop_task", "task_id": task_id}), &[])
             .await?;
         Ok(())
+    }
+
+    async fn mcp_status(
+        &self,
+    ) -> Result<Vec<agent_webkit_core::mcp::status::McpServerStatus>, AgentError> {
+        self.live()?;
+        self.shared.mcp_status().await
+    }
+
+    async fn mcp_toggle(&self, server_name: &str, enabled: bool) -> Result<(), AgentError> {
+        self.live()?;
+        self.shared.mcp_toggle(server_name, enabled).await
+    }
+
+    async fn mcp_reconnect(&self, server_name: &str) -> Result<(), AgentError> {
+        self.live()?;
+        self.shared.mcp_reconnect(server_name).await
+    }
+
+    async fn mcp_set_servers(
+        &self,
+        servers: &serde_json::Map<String, Value>,
+    ) -> Result<Value, AgentError> {
+        self.live()?;
+        self.shared.mcp_set_servers(servers).await
     }
 
     async fn disconnect(&self) -> Result<(), AgentError> {

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) dead: Mutex<Option<String>>,
     /// Background tasks the CLI still runs (the session must not hibernate meanwhile).
     pub(crate) background: Mutex<crate::background::BackgroundWork>,
+    /// MCP status reports after runtime changes.
+    pub(crate) mcp: crate::mcp::McpReport,
 }
 
 impl Shared {

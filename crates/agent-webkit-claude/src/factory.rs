@@ -181,12 +181,14 @@ impl ClaudeAgentFactory {
             ))
         });
         let (tx, rx) = mpsc::channel(MESSAGE_BUFFER);
+        let mut translator = Translator::for_session(options, &ctx.config);
+        shared.mcp.wire(&mut translator, &tx);
         let reader = tokio::spawn(reader_loop(
             Arc::clone(&shared),
             spare.lines,
             tx,
             batcher,
-            Translator::for_session(options, &ctx.config),
+            translator,
         ));
         if let Some(model) = ctx
             .config
@@ -220,6 +222,7 @@ impl ClaudeAgentFactory {
                     e.into_agent_error(&["not_found", "invalid_request", "invalid_mode"])
                 })?;
         }
+        crate::mcp::start_session_servers(&shared, &ctx.config).await?;
         tracing::info!(
             session_id = %ctx.session_id,
             agent_session_id = %spare.cli_session_id,
@@ -361,12 +364,14 @@ impl AgentClientFactory for ClaudeAgentFactory {
             ))
         });
         let (tx, rx) = mpsc::channel(MESSAGE_BUFFER);
+        let mut translator = Translator::for_session(options, &ctx.config);
+        shared.mcp.wire(&mut translator, &tx);
         let reader = tokio::spawn(reader_loop(
             Arc::clone(&shared),
             LineReader::new(stdout, options.line_limit()),
             tx,
             batcher,
-            Translator::for_session(options, &ctx.config),
+            translator,
         ));
         let info = match shared.request(init, options.timeouts.initialize).await {
             Ok(info) => info,
@@ -403,6 +408,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             materialized = resumed,
             "Claude CLI ready"
         );
+        crate::mcp::start_session_servers(&shared, &ctx.config).await?;
         guard.0 = None;
         Ok(connection(options, shared, reader, rx, info))
     }
@@ -462,6 +468,7 @@ fn new_shared(
         closing: AtomicBool::new(false),
         dead: Mutex::new(None),
         background: Mutex::new(crate::background::BackgroundWork::default()),
+        mcp: crate::mcp::McpReport::default(),
     })
 }
 

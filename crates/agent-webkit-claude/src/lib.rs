@@ -21,6 +21,8 @@
 //! - [`factory`] — [`ClaudeAgentFactory`]: launch and `initialize` handshake.
 //! - [`spares`] — warm spares: CLIs started ahead of demand, taken by new sessions.
 //! - `rekey` (private) — files a spare's transcript under the session that took it.
+//! - [`mcp`] — MCP servers at runtime (status, toggle, reconnect, replace) and their
+//!   status reports.
 //! - [`client`] — [`ClaudeClient`], the command side of a session (user messages, interrupt,
 //!   `set_*`, disconnect).
 //! - `control` (private) — state shared per session; host → CLI control requests.
@@ -51,6 +53,7 @@ pub mod discover;
 pub mod env;
 pub mod factory;
 pub mod failure;
+pub mod mcp;
 pub mod mirror;
 pub mod options;
 pub mod process;

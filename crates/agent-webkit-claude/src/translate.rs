@@ -47,8 +47,8 @@ pub struct Translator {
     stream_message: Option<String>,
     /// (message id, block index) → (tool_use_id, tool name) for input deltas.
     tool_blocks: HashMap<(String, u64), (String, String)>,
-    /// Last reported status per MCP server.
-    mcp: HashMap<String, String>,
+    /// Last reported status per MCP server (shared with the runtime reports, `crate::mcp`).
+    mcp: crate::mcp::McpStatuses,
 }
 
 /// What is kept of the coalesced message besides its blocks: the latest frame's fields.
@@ -70,6 +70,11 @@ impl Translator {
             thinking_deltas,
             ..Self::default()
         }
+    }
+
+    /// Shares the record of reported MCP statuses with the runtime reports.
+    pub(crate) fn share_mcp_statuses(&mut self, statuses: crate::mcp::McpStatuses) {
+        self.mcp = statuses;
     }
 
     /// A translator configured from the bridge's options and the session's create options
@@ -313,8 +318,9 @@ impl Translator {
             else {
                 continue;
             };
-            if self.mcp.get(name).map(String::as_str) != Some(status) {
-                self.mcp.insert(name.to_owned(), status.to_owned());
+            let mut known = self.mcp.lock();
+            if known.get(name).map(String::as_str) != Some(status) {
+                known.insert(name.to_owned(), status.to_owned());
                 out.push(AgentMessage::McpStatus {
                     server_name: name.to_owned(),
                     status: status.to_owned(),

@@ -43,6 +43,10 @@ pub struct SessionConfig {
     /// caller-chosen id: a fresh UUID v4, since the Claude CLI takes only UUIDs); `None`: the
     /// server's id. See [`AgentContext::agent_session_id`].
     pub agent_session_id: Option<String>,
+    /// The client's MCP servers (create option `mcp_servers`, replaced by `mcp_set_servers`),
+    /// already allowed by the operator's policy and normalised
+    /// ([`crate::mcp::config::to_agent_json`]); `None`: none.
+    pub mcp_servers: Option<Map<String, Value>>,
 }
 
 /// Everything a factory gets to build the agent of one session.
@@ -172,6 +176,31 @@ pub trait AgentClient: Send + Sync + 'static {
     async fn stop_task(&self, task_id: &str) -> Result<(), AgentError>;
     /// Shuts the agent down; its message stream ends afterwards. Must be idempotent.
     async fn disconnect(&self) -> Result<(), AgentError>;
+
+    /// The agent's MCP servers and their status. Default: [`AgentError::Unsupported`].
+    async fn mcp_status(&self) -> Result<Vec<crate::mcp::status::McpServerStatus>, AgentError> {
+        Err(AgentError::Unsupported("MCP servers"))
+    }
+
+    /// Enables or disables one MCP server. Default: [`AgentError::Unsupported`].
+    async fn mcp_toggle(&self, server_name: &str, enabled: bool) -> Result<(), AgentError> {
+        let _ = (server_name, enabled);
+        Err(AgentError::Unsupported("MCP servers"))
+    }
+
+    /// Reconnects one MCP server. Default: [`AgentError::Unsupported`].
+    async fn mcp_reconnect(&self, server_name: &str) -> Result<(), AgentError> {
+        let _ = server_name;
+        Err(AgentError::Unsupported("MCP servers"))
+    }
+
+    /// Replaces the client's MCP servers with `servers` (normalised configs by name; the
+    /// operator's servers stay); returns the agent's account of it (for the Claude CLI
+    /// `{"added", "removed", "errors"}`). Default: [`AgentError::Unsupported`].
+    async fn mcp_set_servers(&self, servers: &Map<String, Value>) -> Result<Value, AgentError> {
+        let _ = servers;
+        Err(AgentError::Unsupported("MCP servers"))
+    }
 
     /// Whether the agent still works between turns (a background task, a subagent): a busy
     /// agent is not hibernated. Default: `false`.

@@ -38,6 +38,9 @@ pub enum AuditAction {
     SetModel,
     /// A `set_permission_mode`.
     SetPermissionMode,
+    /// An `mcp_toggle`, `mcp_reconnect` or `mcp_set_servers` (detail: the type and server
+    /// names, never a config).
+    Mcp,
 }
 
 impl AuditAction {
@@ -53,6 +56,7 @@ impl AuditAction {
             AuditAction::Interrupt => "interrupt",
             AuditAction::SetModel => "set_model",
             AuditAction::SetPermissionMode => "set_permission_mode",
+            AuditAction::Mcp => "mcp",
         }
     }
 }
@@ -127,6 +131,10 @@ impl AuditEvent {
                 Some(json!({ "permission_mode": mode })),
             ),
             InboundMessage::UserMessage { .. } | InboundMessage::StopTask { .. } => return None,
+            // Audited by the MCP handler (`http::mcp`), which knows the outcome.
+            InboundMessage::McpToggle { .. }
+            | InboundMessage::McpReconnect { .. }
+            | InboundMessage::McpSetServers { .. } => return None,
         };
         let mut event = Self::new(actor, session_id, action);
         event.correlation_id = correlation_id;

@@ -59,6 +59,7 @@ use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
 mod context;
+mod mcp;
 
 /// The SSE keepalive comment frame.
 pub(crate) const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
@@ -241,6 +242,7 @@ enum Route<'a> {
     Stream(&'a str),
     Input(&'a str),
     Context(&'a str),
+    Mcp(&'a str),
     NotFound,
 }
 
@@ -269,6 +271,7 @@ fn route(path: &str) -> Route<'_> {
         (Some(id), Some("stream"), None) if !id.is_empty() => Route::Stream(id),
         (Some(id), Some("input"), None) if !id.is_empty() => Route::Input(id),
         (Some(id), Some("context"), None) if !id.is_empty() => Route::Context(id),
+        (Some(id), Some("mcp"), None) if !id.is_empty() => Route::Mcp(id),
         _ => Route::NotFound,
     }
 }
@@ -286,15 +289,18 @@ impl Route<'_> {
             Route::Stream(_) => "/sessions/{id}/stream",
             Route::Input(_) => "/sessions/{id}/input",
             Route::Context(_) => "/sessions/{id}/context",
+            Route::Mcp(_) => "/sessions/{id}/mcp",
             Route::NotFound => "other",
         }
     }
 
     fn session_id(&self) -> Option<&str> {
         match self {
-            Route::Session(id) | Route::Stream(id) | Route::Input(id) | Route::Context(id) => {
-                Some(id)
-            }
+            Route::Session(id)
+            | Route::Stream(id)
+            | Route::Input(id)
+            | Route::Context(id)
+            | Route::Mcp(id) => Some(id),
             _ => None,
         }
     }
@@ -504,7 +510,7 @@ impl Api {
             Route::Input(_) => "POST",
             Route::Context(_) => "GET",
             Route::Session(_) => "GET, DELETE",
-            Route::Stream(_) => "GET",
+            Route::Stream(_) | Route::Mcp(_) => "GET",
         };
         if !allowed.split(", ").any(|m| m == method) {
             return ApiResponse::error(405, "Method Not Allowed", None)
@@ -554,6 +560,7 @@ impl Api {
             Route::Stream(id) => self.stream(id, headers, &principal).await,
             Route::Input(id) => self.input(id, headers, body, &principal).await,
             Route::Context(id) => self.context(id, &principal).await,
+            Route::Mcp(id) => self.mcp_list(id, &principal).await,
             Route::Metrics => ApiResponse {
                 status: 200,
                 headers: vec![("content-type", Cow::Borrowed(crate::metrics::CONTENT_TYPE))],
@@ -695,6 +702,10 @@ impl Api {
                 return ApiResponse::error(400, INVALID_CWD, Some("invalid_cwd"));
             }
         };
+        let mcp_servers = match self.mcp_create_servers(request.mcp_servers.as_ref()) {
+            Ok(servers) => servers,
+            Err(response) => return response,
+        };
         let _quota = match self.inner.quotas.reserve(
             principal,
             self.inner.auth.max_sessions_per_principal,
@@ -713,6 +724,7 @@ impl Api {
             tool_input_deltas: request.tool_input_deltas,
             owner: principal.sub.clone(),
             session_id: request.session_id,
+            mcp_servers,
             ..SessionConfig::default()
         };
         let settings = json!({
@@ -908,6 +920,9 @@ impl Api {
                 Some("session_ended"),
             );
         }
+        if message.is_mcp() {
+            return self.mcp_input(id, &session, message, principal).await;
+        }
         let audit = AuditEvent::for_input(self.actor(principal), id, &message);
         match apply(&session, message).await {
             Ok(()) => {
@@ -985,7 +1000,8 @@ fn take_over_check(roots: AllowedRoots, policy: ClientPolicy) -> crate::registry
         }
         policy
             .check_session(config.model.as_deref(), config.permission_mode.as_deref())
-            .map_err(|err| err.to_string())
+            .map_err(|err| err.to_string())?;
+        mcp::check_stored(&policy, config.mcp_servers.as_ref())
     })
 }
 
@@ -1008,6 +1024,12 @@ async fn apply(session: &Arc<Session>, message: InboundMessage) -> Result<(), Se
             correlation_id,
             decision,
         } => session.resolve_hook(&correlation_id, decision),
+        // Answered by `mcp::mcp_input` before this point.
+        InboundMessage::McpToggle { .. }
+        | InboundMessage::McpReconnect { .. }
+        | InboundMessage::McpSetServers { .. } => Err(SessionError::Agent(
+            AgentError::Unsupported("MCP messages outside the MCP handler"),
+        )),
     }
 }
 

@@ -45,6 +45,7 @@ pub mod event_log;
 pub mod http;
 pub mod limits;
 pub mod listing;
+pub mod mcp;
 pub mod metrics;
 pub mod models;
 #[cfg(feature = "openapi")]

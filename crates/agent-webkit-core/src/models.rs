@@ -37,6 +37,10 @@ pub struct CreateSessionRequest {
     /// `null`: a UUID v4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// Extension: the client's MCP servers, `{"<name>": <config>}` (see
+    /// [`crate::mcp::config`]); allowed by the operator's MCP policy or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Map<String, Value>>,
 }
 
 impl CreateSessionRequest {
@@ -58,6 +62,7 @@ impl CreateSessionRequest {
             cwd: opt_string(&obj, "cwd")?,
             tool_input_deltas: opt_bool(&obj, "tool_input_deltas")?,
             session_id: opt_string(&obj, "session_id")?,
+            mcp_servers: opt_object(&obj, "mcp_servers")?,
         })
     }
 }
@@ -204,6 +209,23 @@ pub enum InboundMessage {
         /// `{"hookSpecificOutput":{"hookEventName":"PreToolUse","permissionDecision":"deny"}}`.
         decision: Map<String, Value>,
     },
+    /// Enable or disable one MCP server (ours, an extension).
+    McpToggle {
+        /// The server's name.
+        server_name: String,
+        /// `true`: enable; `false`: disable.
+        enabled: bool,
+    },
+    /// Reconnect one MCP server (ours, an extension).
+    McpReconnect {
+        /// The server's name.
+        server_name: String,
+    },
+    /// Replace the client's MCP servers (ours, an extension): `{"<name>": <config>}`.
+    McpSetServers {
+        /// The new set (an empty object removes them all).
+        servers: Map<String, Value>,
+    },
 }
 
 /// Why an inbound body was rejected (every variant is a 400).
@@ -238,6 +260,17 @@ pub enum InboundError {
 }
 
 impl InboundMessage {
+    /// Whether this is one of the MCP messages (`mcp_toggle`, `mcp_reconnect`,
+    /// `mcp_set_servers`).
+    pub fn is_mcp(&self) -> bool {
+        matches!(
+            self,
+            InboundMessage::McpToggle { .. }
+                | InboundMessage::McpReconnect { .. }
+                | InboundMessage::McpSetServers { .. }
+        )
+    }
+
     /// Parses and validates one inbound body, with a precise error for every way it can be wrong.
     pub fn from_json(body: &[u8]) -> Result<Self, InboundError> {
         let value: Value = serde_json::from_slice(body).map_err(|_| InboundError::InvalidJson)?;
@@ -365,6 +398,17 @@ impl InboundMessage {
                     decision,
                 })
             }
+            "mcp_toggle" => Ok(InboundMessage::McpToggle {
+                server_name: req_string(&obj, "server_name")?,
+                enabled: opt_bool(&obj, "enabled")?.ok_or(InboundError::MissingField("enabled"))?,
+            }),
+            "mcp_reconnect" => Ok(InboundMessage::McpReconnect {
+                server_name: req_string(&obj, "server_name")?,
+            }),
+            "mcp_set_servers" => Ok(InboundMessage::McpSetServers {
+                servers: opt_object(&obj, "servers")?
+                    .ok_or(InboundError::MissingField("servers"))?,
+            }),
             other => Err(InboundError::UnknownType(other.to_owned())),
         }
     }
@@ -395,6 +439,20 @@ fn opt_string(
         Some(_) => Err(InboundError::InvalidField {
             field,
             expected: "a string",
+        }),
+    }
+}
+
+fn opt_object(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<Map<String, Value>>, InboundError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map.clone())),
+        Some(_) => Err(InboundError::InvalidField {
+            field,
+            expected: "an object",
         }),
     }
 }

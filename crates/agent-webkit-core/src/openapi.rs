@@ -72,11 +72,16 @@ fn endpoints() -> Vec<Op> {
             .auth()
             .body::<InboundMessage>(true)
             .empty(204, "Accepted (queued, applied or answered)")
+            .any_json(200, "`mcp_set_servers` on a live agent: its account `{added, removed, errors}`")
             .errors(&[400, 401, 403, 404, 408, 409, 413, 501, 502, 503, 504]),
         Op::get("/sessions/{id}/context", "getContextUsage", "The context-window usage the agent estimates now (409 while hibernated)")
             .auth()
             .json::<crate::context_usage::ContextResponse>(200, "The agent's estimate")
             .errors(&[401, 403, 404, 409, 501, 502, 503, 504]),
+        Op::get("/sessions/{id}/mcp", "getSessionMcp", "The session's MCP servers and their status (never a config: env, headers, URLs stay on the server)")
+            .auth()
+            .json::<crate::mcp::status::McpStatusResponse>(200, "The servers")
+            .errors(&[401, 404, 409, 501, 502, 503, 504]),
         Op::delete("/sessions/{id}", "deleteSession", "End a session everywhere (its streams end with `done`); unknown ids, and another principal's sessions (left alone), too")
             .auth()
             .empty(204, "Deleted")

@@ -22,6 +22,8 @@ pub struct ClientPolicy {
     /// Whether `updated_permissions` may name settings-file destinations
     /// ([`SETTINGS_DESTINATIONS`]); otherwise only `session`.
     pub allow_settings_rules: bool,
+    /// Which MCP servers clients may add (default: none).
+    pub mcp: crate::mcp::policy::McpPolicy,
 }
 
 impl Default for ClientPolicy {
@@ -30,6 +32,7 @@ impl Default for ClientPolicy {
             permission_modes: PROMPTING_MODES.iter().map(|m| (*m).to_owned()).collect(),
             models: None,
             allow_settings_rules: false,
+            mcp: crate::mcp::policy::McpPolicy::default(),
         }
     }
 }

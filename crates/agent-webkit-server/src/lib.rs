@@ -220,6 +220,26 @@ struct HardeningArgs {
     /// `projectSettings`, `localSettings`); default: `session` rules only.
     #[arg(long, env = "AGENT_WEBKIT_ALLOW_SETTINGS_PERMISSION_RULES", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     allow_settings_permission_rules: bool,
+    /// Program clients may name as the command of their own stdio MCP servers (create option
+    /// `mcp_servers`, inbound `mcp_set_servers`): an absolute path, compared exactly
+    /// (repeatable; default: none). Arguments and environment are the client's, except
+    /// `${...}` and variables that change what runs (`PATH`, `LD_*`, `NODE_OPTIONS`, ...).
+    #[arg(
+        long = "client-mcp-command",
+        env = "AGENT_WEBKIT_CLIENT_MCP_COMMANDS",
+        value_delimiter = ',',
+        value_parser = parse_mcp_command
+    )]
+    client_mcp_commands: Vec<String>,
+    /// URL prefix of the http/sse MCP servers clients may add (`scheme://host[:port]/...`;
+    /// repeatable; default: none).
+    #[arg(
+        long = "client-mcp-url-prefix",
+        env = "AGENT_WEBKIT_CLIENT_MCP_URL_PREFIXES",
+        value_delimiter = ',',
+        value_parser = parse_mcp_url_prefix
+    )]
+    client_mcp_url_prefixes: Vec<String>,
     /// Browser origin allowed to call the API, exact `scheme://host[:port]` (repeatable;
     /// default: none, no CORS headers).
     #[arg(
@@ -251,6 +271,18 @@ struct HardeningArgs {
     max_inbound_bytes: usize,
 }
 
+fn parse_mcp_command(value: &str) -> Result<String, String> {
+    if std::path::Path::new(value).is_absolute() {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("{value:?} is not an absolute path"))
+    }
+}
+
+fn parse_mcp_url_prefix(value: &str) -> Result<String, String> {
+    agent_webkit_core::mcp::policy::check_url_prefix(value).map(|()| value.to_owned())
+}
+
 impl HardeningArgs {
     /// The client policy; `server_mode` (the configured default permission mode) is always
     /// allowed.
@@ -276,6 +308,10 @@ impl HardeningArgs {
             .collect();
         policy.models = (!models.is_empty()).then_some(models);
         policy.allow_settings_rules = self.allow_settings_permission_rules;
+        policy.mcp = agent_webkit_core::mcp::policy::McpPolicy {
+            url_prefixes: self.client_mcp_url_prefixes.clone(),
+            commands: self.client_mcp_commands.clone(),
+        };
         policy
     }
 

@@ -30,6 +30,7 @@ pub mod cache_dir;
 pub mod conformance;
 pub mod cut_proxy;
 pub mod fake_claude;
+pub mod fake_mcp;
 pub mod http_fuzz;
 pub mod jwt_keys;
 pub use fake_claude::fake_claude_path;

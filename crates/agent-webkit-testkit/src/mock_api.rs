@@ -10,6 +10,8 @@
 //! - otherwise that last `text` block (or the string content) is searched for one directive:
 //!   - `[[bash: CMD]]` → text "Running it." + tool_use `Bash {"command":CMD,"description":"run"}`;
 //!   - `[[read: PATH]]` → tool_use `Read {"file_path":PATH}`;
+//!   - `[[tool: NAME | JSON]]` → tool_use `NAME` with the JSON object as input (`{}` when
+//!     absent or not JSON), e.g. an MCP tool `mcp__<server>__<tool>`;
 //!   - `[[write: PATH | TEXT]]` → tool_use `Write {"file_path":PATH,"content":TEXT}`;
 //!   - `[[ask: QUESTION | OPT1 | OPT2 …]]` → tool_use `AskUserQuestion` (header `Pick`);
 //!   - `[[slow: N]]` → N text deltas about 100 ms apart;
@@ -373,6 +375,15 @@ fn plan_for_text(text: &str) -> Plan {
             "Read".into(),
             json!({"file_path": args}),
         )]),
+        "tool" => {
+            let name = parts.first().cloned().unwrap_or_default();
+            let input = parts
+                .get(1..)
+                .map(|p| p.join(" | "))
+                .and_then(|json| serde_json::from_str::<Value>(&json).ok())
+                .unwrap_or_else(|| json!({}));
+            Plan::Blocks(vec![PlannedBlock::ToolUse(name, input)])
+        }
         "write" => {
             let path = parts.first().cloned().unwrap_or_default();
             let content = parts.get(1..).map(|p| p.join(" | ")).unwrap_or_default();

@@ -51,6 +51,9 @@ pub struct SessionRecord {
     /// shared token or no auth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The client's MCP servers from the create request (see [`SessionConfig::mcp_servers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl SessionRecord {
@@ -67,6 +70,7 @@ impl SessionRecord {
                 .map(|p| p.to_string_lossy().into_owned()),
             created_at_ms: now_ms(),
             owner: config.owner.clone(),
+            mcp_servers: config.mcp_servers.clone(),
         }
     }
 
@@ -79,6 +83,7 @@ impl SessionRecord {
             // Not persisted: a session taken over by another host streams that host's default.
             tool_input_deltas: None,
             owner: self.owner.clone(),
+            mcp_servers: self.mcp_servers.clone(),
             ..SessionConfig::default()
         }
     }

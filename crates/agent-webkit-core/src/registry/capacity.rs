@@ -198,6 +198,7 @@ impl Revive for Reviver {
         let mut config = self.config.clone();
         config.model = settings.model;
         config.permission_mode = settings.permission_mode;
+        config.mcp_servers = settings.mcp_servers;
         let ctx = AgentContext {
             session_id: self.id.clone(),
             config,

@@ -438,6 +438,7 @@ impl SessionRegistry {
         let settings = RuntimeSettings {
             model: config.model.clone(),
             permission_mode: config.permission_mode.clone(),
+            mcp_servers: config.mcp_servers.clone(),
         };
         let revive = self.reviver(
             &id,

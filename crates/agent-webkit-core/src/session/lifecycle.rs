@@ -45,6 +45,8 @@ pub(crate) struct RuntimeSettings {
     pub(crate) model: Option<String>,
     /// Permission mode (`None`: the agent's default).
     pub(crate) permission_mode: Option<String>,
+    /// The client's MCP servers (`mcp_set_servers`), normalised.
+    pub(crate) mcp_servers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A new agent for a hibernated session.

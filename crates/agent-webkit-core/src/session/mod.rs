@@ -23,6 +23,7 @@
 mod context;
 mod events;
 mod lifecycle;
+mod mcp;
 mod subscriber;
 #[cfg(test)]
 mod tests;
