@@ -42,6 +42,7 @@
 //! # let _ = config;
 //! ```
 
+mod attachments;
 mod background;
 mod cli_requests;
 pub mod client;

@@ -36,6 +36,10 @@ pub struct SessionConfig {
     pub tool_input_deltas: Option<bool>,
     /// The principal (JWT `sub`) that owns the session; None under a shared token or no auth.
     pub owner: Option<String>,
+    /// The session's attachment directory (see [`crate::attachments`]), set by the registry
+    /// when the agent starts: the agent must be able to read it without asking (the Claude
+    /// bridge passes it as `--add-dir`). `None`: attachments are off.
+    pub attachments_dir: Option<PathBuf>,
 }
 
 /// Everything a factory gets to build the agent of one session.

@@ -58,6 +58,8 @@ use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
+mod attachments;
+
 /// The SSE keepalive comment frame.
 pub(crate) const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
 /// Most events written to a socket in one chunk.
@@ -238,6 +240,10 @@ enum Route<'a> {
     Session(&'a str),
     Stream(&'a str),
     Input(&'a str),
+    /// `/sessions/{id}/attachments`.
+    Attachments(&'a str),
+    /// `/sessions/{id}/attachments/{attachment_id}`.
+    Attachment(&'a str, &'a str),
     NotFound,
 }
 
@@ -261,10 +267,14 @@ fn route(path: &str) -> Route<'_> {
         return Route::NotFound;
     };
     let mut parts = rest.split('/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(id), None, None) if !id.is_empty() => Route::Session(id),
-        (Some(id), Some("stream"), None) if !id.is_empty() => Route::Stream(id),
-        (Some(id), Some("input"), None) if !id.is_empty() => Route::Input(id),
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(id), None, None, None) if !id.is_empty() => Route::Session(id),
+        (Some(id), Some("stream"), None, None) if !id.is_empty() => Route::Stream(id),
+        (Some(id), Some("input"), None, None) if !id.is_empty() => Route::Input(id),
+        (Some(id), Some("attachments"), None, None) if !id.is_empty() => Route::Attachments(id),
+        (Some(id), Some("attachments"), Some(att), None) if !id.is_empty() && !att.is_empty() => {
+            Route::Attachment(id, att)
+        }
         _ => Route::NotFound,
     }
 }
@@ -281,13 +291,19 @@ impl Route<'_> {
             Route::Session(_) => "/sessions/{id}",
             Route::Stream(_) => "/sessions/{id}/stream",
             Route::Input(_) => "/sessions/{id}/input",
+            Route::Attachments(_) => "/sessions/{id}/attachments",
+            Route::Attachment(..) => "/sessions/{id}/attachments/{attachment_id}",
             Route::NotFound => "other",
         }
     }
 
     fn session_id(&self) -> Option<&str> {
         match self {
-            Route::Session(id) | Route::Stream(id) | Route::Input(id) => Some(id),
+            Route::Session(id)
+            | Route::Stream(id)
+            | Route::Input(id)
+            | Route::Attachments(id)
+            | Route::Attachment(id, _) => Some(id),
             _ => None,
         }
     }
@@ -313,6 +329,7 @@ struct ApiInner {
     quotas: Quotas,
     audit: Vec<Arc<dyn AuditSink>>,
     site: Option<Arc<dyn crate::site::StaticSite>>,
+    attachments: Option<crate::attachments::AttachmentStore>,
 }
 
 impl std::fmt::Debug for Api {
@@ -337,6 +354,22 @@ impl Api {
             return Err(ConfigError::NoRuntime);
         }
         let roots = AllowedRoots::new(&config.allowed_roots)?;
+        let mut config = config;
+        let attachments = match config.attachments.take() {
+            Some(settings) => {
+                let path = settings.root.clone();
+                Some(
+                    crate::attachments::AttachmentStore::new(settings).map_err(|err| {
+                        ConfigError::BadAttachmentsDir {
+                            path,
+                            reason: err.to_string(),
+                        }
+                    })?,
+                )
+            }
+            None => None,
+        };
+        config.registry.attachments_root = attachments.as_ref().map(|a| a.config().root.clone());
         let readiness = crate::readiness::Readiness::new(
             Arc::clone(&config.agent_factory),
             config.failover.as_ref().map(|f| Arc::clone(&f.persistence)),
@@ -349,6 +382,9 @@ impl Api {
         );
         registry.set_take_over_check(take_over_check(roots.clone(), config.policy.clone()));
         registry.start_reaper();
+        if let Some(store) = &attachments {
+            attachments::start_sweeper(store.clone(), &registry);
+        }
         let subscribers = SubscriberCaps::new(
             config.limits.max_subscribers_per_session,
             config.limits.max_subscribers,
@@ -368,6 +404,7 @@ impl Api {
                 quotas: Quotas::default(),
                 audit: config.audit_sinks,
                 site: config.site,
+                attachments,
             }),
         })
     }
@@ -402,6 +439,9 @@ impl Api {
     /// Closes every session (ending their streams with `done`) and refuses new ones.
     pub async fn shutdown(&self) {
         self.inner.registry.shutdown().await;
+        if let Some(store) = &self.inner.attachments {
+            store.shutdown().await;
+        }
     }
 
     /// Handles one request (see the module docs for what the adapter passes).
@@ -496,6 +536,8 @@ impl Api {
             Route::Sessions => "GET, POST",
             Route::Input(_) => "POST",
             Route::Session(_) => "GET, DELETE",
+            Route::Attachments(_) => "GET, POST",
+            Route::Attachment(..) => "DELETE",
             Route::Stream(_) => "GET",
         };
         if !allowed.split(", ").any(|m| m == method) {
@@ -545,6 +587,16 @@ impl Api {
             Route::Session(id) => self.delete(id, &principal).await,
             Route::Stream(id) => self.stream(id, headers, &principal).await,
             Route::Input(id) => self.input(id, headers, body, &principal).await,
+            Route::Attachments(id) if method == "GET" => {
+                self.list_attachments(id, &principal).await
+            }
+            Route::Attachments(id) => {
+                self.upload_attachment(id, query, headers, body, &principal)
+                    .await
+            }
+            Route::Attachment(id, attachment_id) => {
+                self.delete_attachment(id, attachment_id, &principal).await
+            }
             Route::Metrics => ApiResponse {
                 status: 200,
                 headers: vec![("content-type", Cow::Borrowed(crate::metrics::CONTENT_TYPE))],
@@ -630,6 +682,9 @@ impl Api {
         match crate::auth::ownership::may_see(&self.inner.registry, principal, id).await {
             Ok(true) => {
                 self.inner.registry.remove(id).await;
+                if let Some(store) = &self.inner.attachments {
+                    store.remove_session(id).await;
+                }
                 self.audit(AuditEvent::new(
                     self.actor(principal),
                     id,
@@ -696,6 +751,7 @@ impl Api {
             cwd,
             tool_input_deltas: request.tool_input_deltas,
             owner: principal.sub.clone(),
+            ..Default::default()
         };
         let settings = json!({
             "model": config.model,
@@ -878,6 +934,9 @@ impl Api {
         if let Err(err) = principal_check(principal, &message) {
             tracing::info!(session_id = id, error = %err, "inbound message refused: permission mode");
             return ApiResponse::error(403, &err, Some(ModeForbidden::CODE));
+        }
+        if let Err(response) = self.check_attachment_references(id, &message).await {
+            return response;
         }
         if session.has_ended() {
             // Kept readable after its agent ended; nothing can act on an input any more.

@@ -77,6 +77,8 @@ impl SessionRecord {
             // Not persisted: a session taken over by another host streams that host's default.
             tool_input_deltas: None,
             owner: self.owner.clone(),
+            // Set again by the registry from its attachment root when the agent starts.
+            ..Default::default()
         }
     }
 }
