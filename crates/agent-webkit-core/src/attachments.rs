@@ -7,7 +7,7 @@
 //! rename, so the agent never sees half a file; its metadata (id, name, size, media type) is
 //! kept beside it in `.meta/<attachment id>.json`, so the list survives a restart. A user
 //! message names an attachment with `{"type": "attachment", "attachment_id": "..."}`; the
-//! session turns that block, just before the message reaches the agent ([`expand`]), into a
+//! session turns that block, just before the message reaches the agent (`expand`), into a
 //! text block naming the file's path, name, size and type, followed for a small image by an
 //! image content block. The session's directory is removed when the session is deleted, and
 //! by a sweep once the session is gone otherwise (ended, retention over).
