@@ -131,13 +131,24 @@ async fn turn(client: &Client, id: &str, stream: &mut SseStream, content: Value)
         .await
         .unwrap();
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
-    let frames = stream.until("result", T).await.unwrap();
-    assert!(
-        !frames.iter().any(|f| f.event == "permission_request"),
-        "no permission prompt is needed to read an attachment: {:?}",
-        frames.iter().map(|f| &f.event).collect::<Vec<_>>()
-    );
-    frames
+    let mut frames = Vec::new();
+    loop {
+        let frame = stream
+            .next_event_within(T)
+            .await
+            .unwrap()
+            .expect("the stream ended");
+        assert_ne!(
+            frame.event, "permission_request",
+            "no permission prompt is needed to read an attachment: {}",
+            frame.data
+        );
+        let done = frame.event == "result";
+        frames.push(frame);
+        if done {
+            return frames;
+        }
+    }
 }
 
 fn text_of(content: &Value) -> String {
