@@ -456,3 +456,50 @@ async fn a_warm_spare_reads_attachments_without_a_prompt() {
         .unwrap();
     assert!(output.contains("spare bytes"), "{output}");
 }
+
+/// With the default store (SQLite in `--data-dir`) the attachments live in
+/// `<data dir>/attachments` and survive a restart: the list is rebuilt from the directory and a
+/// user message may still name them. (The replay agent: no model is involved.)
+#[tokio::test]
+async fn attachments_survive_a_restart_with_the_sqlite_store() {
+    let dir = TempDir::new("att-restart").unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--no-auth",
+        "--agent",
+        "replay",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut first = ServerProcess::spawn(BIN, &args).await.unwrap();
+    let client = first.client(None);
+    let id = client.create(&json!({"model": "echo"})).await.unwrap();
+    let (status, kept) = upload(&client, &id, "kept.txt", "text/plain", b"kept".to_vec()).await;
+    assert_eq!(status, 201, "{kept}");
+    let expected = data
+        .canonicalize()
+        .unwrap()
+        .join("attachments")
+        .join(&id)
+        .join("kept.txt");
+    assert_eq!(kept["path"], expected.to_str().unwrap());
+    first.terminate(T).await.unwrap();
+
+    let second = ServerProcess::spawn(BIN, &args).await.unwrap();
+    let client = second.client(None);
+    let (status, list) = call(&client, Method::GET, &format!("/sessions/{id}/attachments")).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["attachments"], json!([kept.clone()]));
+    let r = client
+        .input(
+            &id,
+            &json!({"type": "user_message", "content": [
+                {"type": "attachment", "attachment_id": kept["attachment_id"]},
+            ]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(client.delete(&id).await.unwrap(), 204);
+    assert!(!expected.parent().unwrap().exists());
+}
