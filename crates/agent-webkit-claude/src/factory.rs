@@ -223,6 +223,19 @@ impl ClaudeAgentFactory {
                 })?;
         }
         crate::mcp::start_session_servers(&shared, &ctx.config).await?;
+        if let Some(dir) = &ctx.config.attachments_dir {
+            // What `--add-dir` gives a CLI started for the session (crate::options).
+            // Not fatal: without it the agent asks before reading an attachment.
+            if let Err(err) = shared
+                .request(
+                    crate::attachments::add_directory_request(dir),
+                    options.timeouts.control,
+                )
+                .await
+            {
+                tracing::warn!(session_id = %ctx.session_id, error = ?err, "the warm spare did not take the attachment directory");
+            }
+        }
         tracing::info!(
             session_id = %ctx.session_id,
             agent_session_id = %spare.cli_session_id,

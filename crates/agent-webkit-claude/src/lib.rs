@@ -44,6 +44,7 @@
 //! # let _ = config;
 //! ```
 
+mod attachments;
 mod background;
 mod cli_requests;
 pub mod client;

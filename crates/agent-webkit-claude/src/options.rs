@@ -361,6 +361,11 @@ where
             None => args.push(format!("--{name}")),
         }
     }
+    if let Some(dir) = &inputs.session.attachments_dir {
+        // The session's attachments: readable without a prompt, and named in the system
+        // prompt's working directories (the CLI ignores a directory that does not exist).
+        flag(&mut args, "add-dir", &dir.to_string_lossy());
+    }
     args.push("--input-format".into());
     args.push("stream-json".into());
 
@@ -462,6 +467,7 @@ mod tests {
             cwd: Some(PathBuf::from("/tmp")),
             tool_input_deltas: None,
             owner: None,
+            attachments_dir: Some(PathBuf::from("/data/attachments/3f1c")),
             ..SessionConfig::default()
         };
         let spec = launch_spec(
@@ -493,6 +499,7 @@ mod tests {
                 "--setting-sources=",
                 "--debug",
                 "--effort=-high",
+                "--add-dir=/data/attachments/3f1c",
                 "--input-format",
                 "stream-json",
             ]

@@ -47,6 +47,10 @@ pub struct SessionConfig {
     /// already allowed by the operator's policy and normalised
     /// ([`crate::mcp::config::to_agent_json`]); `None`: none.
     pub mcp_servers: Option<Map<String, Value>>,
+    /// The session's attachment directory (see [`crate::attachments`]), set by the registry
+    /// when the agent starts: the agent must be able to read it without asking (the Claude
+    /// bridge passes it as `--add-dir`). `None`: attachments are off.
+    pub attachments_dir: Option<PathBuf>,
 }
 
 /// Everything a factory gets to build the agent of one session.

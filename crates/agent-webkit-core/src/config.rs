@@ -48,6 +48,8 @@ pub struct AppConfig {
     pub audit_sinks: Vec<Arc<dyn crate::audit::AuditSink>>,
     /// Static pages served at paths the API does not use (the web console); `None`: 404.
     pub site: Option<Arc<dyn crate::site::StaticSite>>,
+    /// Where session attachments are kept (`None`: the attachment endpoints answer 501).
+    pub attachments: Option<crate::attachments::AttachmentsConfig>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -65,6 +67,7 @@ impl std::fmt::Debug for AppConfig {
             .field("cors_origins", &self.cors_origins)
             .field("audit_sinks", &self.audit_sinks.len())
             .field("site", &self.site)
+            .field("attachments", &self.attachments)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +90,7 @@ impl AppConfig {
             cors_origins: Vec::new(),
             audit_sinks: vec![Arc::new(crate::audit::TracingAuditSink)],
             site: None,
+            attachments: None,
         }
     }
 
@@ -139,6 +143,14 @@ pub enum ConfigError {
     /// Built outside a Tokio runtime.
     #[error("agent-webkit must be started inside a Tokio runtime")]
     NoRuntime,
+    /// The attachment directory cannot be created.
+    #[error("attachment directory {path} is not usable: {reason}")]
+    BadAttachmentsDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Canonical allowed roots for session working directories.

@@ -60,6 +60,7 @@ use crate::PROTOCOL_VERSION;
 
 mod context;
 mod mcp;
+mod attachments;
 
 /// The SSE keepalive comment frame.
 pub(crate) const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
@@ -243,6 +244,10 @@ enum Route<'a> {
     Input(&'a str),
     Context(&'a str),
     Mcp(&'a str),
+    /// `/sessions/{id}/attachments`.
+    Attachments(&'a str),
+    /// `/sessions/{id}/attachments/{attachment_id}`.
+    Attachment(&'a str, &'a str),
     NotFound,
 }
 
@@ -266,12 +271,16 @@ fn route(path: &str) -> Route<'_> {
         return Route::NotFound;
     };
     let mut parts = rest.split('/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(id), None, None) if !id.is_empty() => Route::Session(id),
-        (Some(id), Some("stream"), None) if !id.is_empty() => Route::Stream(id),
-        (Some(id), Some("input"), None) if !id.is_empty() => Route::Input(id),
-        (Some(id), Some("context"), None) if !id.is_empty() => Route::Context(id),
-        (Some(id), Some("mcp"), None) if !id.is_empty() => Route::Mcp(id),
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(id), None, None, None) if !id.is_empty() => Route::Session(id),
+        (Some(id), Some("stream"), None, None) if !id.is_empty() => Route::Stream(id),
+        (Some(id), Some("input"), None, None) if !id.is_empty() => Route::Input(id),
+        (Some(id), Some("context"), None, None) if !id.is_empty() => Route::Context(id),
+        (Some(id), Some("mcp"), None, None) if !id.is_empty() => Route::Mcp(id),
+        (Some(id), Some("attachments"), None, None) if !id.is_empty() => Route::Attachments(id),
+        (Some(id), Some("attachments"), Some(att), None) if !id.is_empty() && !att.is_empty() => {
+            Route::Attachment(id, att)
+        }
         _ => Route::NotFound,
     }
 }
@@ -290,6 +299,8 @@ impl Route<'_> {
             Route::Input(_) => "/sessions/{id}/input",
             Route::Context(_) => "/sessions/{id}/context",
             Route::Mcp(_) => "/sessions/{id}/mcp",
+            Route::Attachments(_) => "/sessions/{id}/attachments",
+            Route::Attachment(..) => "/sessions/{id}/attachments/{attachment_id}",
             Route::NotFound => "other",
         }
     }
@@ -300,7 +311,9 @@ impl Route<'_> {
             | Route::Stream(id)
             | Route::Input(id)
             | Route::Context(id)
-            | Route::Mcp(id) => Some(id),
+            | Route::Mcp(id)
+            | Route::Attachments(id)
+            | Route::Attachment(id, _) => Some(id),
             _ => None,
         }
     }
@@ -326,6 +339,7 @@ struct ApiInner {
     quotas: Quotas,
     audit: Vec<Arc<dyn AuditSink>>,
     site: Option<Arc<dyn crate::site::StaticSite>>,
+    attachments: Option<crate::attachments::AttachmentStore>,
 }
 
 impl std::fmt::Debug for Api {
@@ -350,6 +364,22 @@ impl Api {
             return Err(ConfigError::NoRuntime);
         }
         let roots = AllowedRoots::new(&config.allowed_roots)?;
+        let mut config = config;
+        let attachments = match config.attachments.take() {
+            Some(settings) => {
+                let path = settings.root.clone();
+                Some(
+                    crate::attachments::AttachmentStore::new(settings).map_err(|err| {
+                        ConfigError::BadAttachmentsDir {
+                            path,
+                            reason: err.to_string(),
+                        }
+                    })?,
+                )
+            }
+            None => None,
+        };
+        config.registry.attachments_root = attachments.as_ref().map(|a| a.config().root.clone());
         let readiness = crate::readiness::Readiness::new(
             Arc::clone(&config.agent_factory),
             config.failover.as_ref().map(|f| Arc::clone(&f.persistence)),
@@ -362,6 +392,9 @@ impl Api {
         );
         registry.set_take_over_check(take_over_check(roots.clone(), config.policy.clone()));
         registry.start_reaper();
+        if let Some(store) = &attachments {
+            attachments::start_sweeper(store.clone(), &registry);
+        }
         let subscribers = SubscriberCaps::new(
             config.limits.max_subscribers_per_session,
             config.limits.max_subscribers,
@@ -381,6 +414,7 @@ impl Api {
                 quotas: Quotas::default(),
                 audit: config.audit_sinks,
                 site: config.site,
+                attachments,
             }),
         })
     }
@@ -415,6 +449,9 @@ impl Api {
     /// Closes every session (ending their streams with `done`) and refuses new ones.
     pub async fn shutdown(&self) {
         self.inner.registry.shutdown().await;
+        if let Some(store) = &self.inner.attachments {
+            store.shutdown().await;
+        }
     }
 
     /// Handles one request (see the module docs for what the adapter passes).
@@ -510,6 +547,8 @@ impl Api {
             Route::Input(_) => "POST",
             Route::Context(_) => "GET",
             Route::Session(_) => "GET, DELETE",
+            Route::Attachments(_) => "GET, POST",
+            Route::Attachment(..) => "DELETE",
             Route::Stream(_) | Route::Mcp(_) => "GET",
         };
         if !allowed.split(", ").any(|m| m == method) {
@@ -561,6 +600,16 @@ impl Api {
             Route::Input(id) => self.input(id, headers, body, &principal).await,
             Route::Context(id) => self.context(id, &principal).await,
             Route::Mcp(id) => self.mcp_list(id, &principal).await,
+            Route::Attachments(id) if method == "GET" => {
+                self.list_attachments(id, &principal).await
+            }
+            Route::Attachments(id) => {
+                self.upload_attachment(id, query, headers, body, &principal)
+                    .await
+            }
+            Route::Attachment(id, attachment_id) => {
+                self.delete_attachment(id, attachment_id, &principal).await
+            }
             Route::Metrics => ApiResponse {
                 status: 200,
                 headers: vec![("content-type", Cow::Borrowed(crate::metrics::CONTENT_TYPE))],
@@ -646,6 +695,9 @@ impl Api {
         match crate::auth::ownership::may_see(&self.inner.registry, principal, id).await {
             Ok(true) => {
                 self.inner.registry.remove(id).await;
+                if let Some(store) = &self.inner.attachments {
+                    store.remove_session(id).await;
+                }
                 self.audit(AuditEvent::new(
                     self.actor(principal),
                     id,
@@ -911,6 +963,9 @@ impl Api {
         if let Err(err) = principal_check(principal, &message) {
             tracing::info!(session_id = id, error = %err, "inbound message refused: permission mode");
             return ApiResponse::error(403, &err, Some(ModeForbidden::CODE));
+        }
+        if let Err(response) = self.check_attachment_references(id, &message).await {
+            return response;
         }
         if session.has_ended() {
             // Kept readable after its agent ended; nothing can act on an input any more.

@@ -36,6 +36,7 @@
 #![deny(unreachable_pub)]
 
 pub mod agent;
+pub mod attachments;
 pub mod audit;
 pub mod auth;
 pub mod config;

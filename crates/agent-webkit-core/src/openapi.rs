@@ -20,6 +20,7 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
+use crate::attachments::{Attachment, AttachmentList};
 use crate::listing::{SessionDetail, SessionPage, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::models::{
     ApiRetryData, AskUserQuestionData, CreateSessionRequest, CreateSessionResponse, DoneData,
@@ -86,6 +87,20 @@ fn endpoints() -> Vec<Op> {
             .auth()
             .empty(204, "Deleted")
             .errors(&[401, 503]),
+        Op::post("/sessions/{id}/attachments", "uploadAttachment", "Upload a file the session's agent can read (the raw body is the file; read with the attachment limit, not the general body limit)")
+            .auth()
+            .parameter(json!({"name": "name", "in": "query", "required": true, "description": "The file name: a base name (no `/` or `\\`, no leading `.`, no control characters, at most 200 bytes), percent-encoded; a name the session already holds gets a `-N` suffix", "schema": {"type": "string"}}))
+            .raw_body()
+            .json::<Attachment>(201, "Stored")
+            .errors(&[400, 401, 404, 408, 409, 413, 501, 503]),
+        Op::get("/sessions/{id}/attachments", "listAttachments", "The session's attachments, oldest first")
+            .auth()
+            .json::<AttachmentList>(200, "The attachments")
+            .errors(&[401, 404, 501, 503]),
+        Op::delete("/sessions/{id}/attachments/{attachment_id}", "deleteAttachment", "Delete one attachment")
+            .auth()
+            .empty(204, "Deleted")
+            .errors(&[401, 404, 501, 503]),
         Op::get("/healthz", "health", "Liveness (no auth); agent counts for a caller that passes auth")
             .json::<HealthResponse>(200, "The server is up"),
         Op::get("/readyz", "ready", "Readiness (no auth): whether a working session can be created now (cached 1 s)")
@@ -140,14 +155,14 @@ fn event_payload(kind: EventKind) -> (&'static str, Register) {
 /// What an error status means on this API (the `code`s are in docs/protocol-extensions.md).
 fn status_description(status: u16) -> &'static str {
     match status {
-        400 => "Bad request: malformed body or field, refused by the client policy (`permission_mode_not_allowed`, `model_not_allowed`, `permission_destination_not_allowed`), `invalid_cwd`, a bad `Last-Event-ID`, or a listing query it cannot use (`invalid_query`)",
+        400 => "Bad request: malformed body or field, refused by the client policy (`permission_mode_not_allowed`, `model_not_allowed`, `permission_destination_not_allowed`), `invalid_cwd`, a bad `Last-Event-ID`, a listing query it cannot use (`invalid_query`), `invalid_attachment_name`, or a user message naming an attachment the session does not hold (`unknown_attachment`)",
         401 => "Missing or wrong bearer token, or a refused JWT (`www-authenticate: Bearer`)",
         403 => "`permission_mode_forbidden`: a permission mode the caller's token does not allow (create, `set_permission_mode`, a `setMode` update); `take_over_refused`: this server's policy refuses a session stored by another",
         404 => "No such session (never existed, deleted, removed after its retention, or another principal's); for a static page: no such file, or `--no-console`",
         408 => "`body_timeout`: the body did not arrive in time (the connection is closed)",
-        409 => "`conflict` (prompt not pending: first reply wins), `session_ended`, or `agent_exited`",
+        409 => "`conflict` (prompt not pending: first reply wins), `session_ended`, `agent_exited`, or `too_many_attachments`",
         412 => "`evicted`: `Last-Event-ID` is not in the ring any more (or is beyond the last event)",
-        413 => "`payload_too_large`: the body is over the limit",
+        413 => "`payload_too_large`: the body is over the limit; `attachment_too_large`: an upload over the attachment limit (nothing stored)",
         429 => "`subscriber_limit`: the session has its most subscribers (`Retry-After`); `quota_exceeded`: the caller has its most sessions (no `Retry-After`: delete one)",
         501 => "`unsupported`: the agent cannot do this",
         502 => "The agent failed: `agent_start_failed`, `agent_error`",
@@ -216,6 +231,18 @@ impl Op {
             json!({
                 "required": required,
                 "content": {"application/json": {"schema": schema_ref(&T::name())}},
+            }),
+        );
+        self
+    }
+
+    /// A raw request body of any media type (an uploaded file).
+    fn raw_body(mut self) -> Self {
+        self.operation.insert(
+            "requestBody".into(),
+            json!({
+                "required": true,
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
             }),
         );
         self

@@ -12,6 +12,7 @@
 //! same API with the same flags: `examples/hyper_server.rs` does, and runs the conformance
 //! suite.
 
+mod attachments;
 mod identity;
 
 pub use identity::{Command, MintTokenArgs};
@@ -184,6 +185,8 @@ pub struct Cli {
     /// the log under the target agent_webkit::audit.
     #[arg(long, env = "AGENT_WEBKIT_AUDIT_RETENTION_DAYS", default_value_t = 90)]
     audit_retention_days: u64,
+    #[command(flatten)]
+    attachments: attachments::AttachmentArgs,
     #[command(flatten)]
     identity: identity::IdentityArgs,
     #[command(flatten)]
@@ -716,6 +719,10 @@ pub async fn with_storage(
         (None, None) => StoreKind::Sqlite,
         (Some(kind), None) => kind,
     };
+    let config =
+        attachments::configure(&cli.attachments, config, kind == StoreKind::Memory, || {
+            cli.data_dir.clone().map_or_else(default_data_dir, Ok)
+        })?;
     match kind {
         StoreKind::Memory => {
             tracing::info!("sessions are kept in memory (lost when the server stops)");

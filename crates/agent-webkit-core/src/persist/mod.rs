@@ -84,6 +84,7 @@ impl SessionRecord {
             tool_input_deltas: None,
             owner: self.owner.clone(),
             mcp_servers: self.mcp_servers.clone(),
+            // Set again by the registry from its attachment root when the agent starts.
             ..SessionConfig::default()
         }
     }

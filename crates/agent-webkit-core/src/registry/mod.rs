@@ -80,6 +80,9 @@ pub struct RegistryConfig {
     /// stream replays the log to `done`, inputs get `session_ended`. It holds no agent and does
     /// not count toward `max_sessions`. Zero: it leaves at once. Default 300 s.
     pub ended_retention: Duration,
+    /// The directory holding one attachment directory per session (see
+    /// [`crate::attachments`]); `Api::new` sets it from `AppConfig::attachments`. `None`: off.
+    pub attachments_root: Option<std::path::PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -100,6 +103,7 @@ impl Default for RegistryConfig {
             max_live_agents: None,
             capacity_wait: Duration::from_secs(30),
             ended_retention: Duration::from_secs(300),
+            attachments_root: None,
         }
     }
 }
@@ -433,6 +437,15 @@ impl SessionRegistry {
     ) -> Result<Arc<Session>, CreateError> {
         let inner = &self.inner;
         let id = id.to_owned();
+        let mut config = config;
+        let mut started = started;
+        if let Some(root) = &inner.config.attachments_root {
+            config.attachments_dir = crate::attachments::prepare_session_dir(root, &id);
+            started
+                .meta
+                .attachments_dir
+                .clone_from(&config.attachments_dir);
+        }
         let router = Arc::new(PermissionRouter::new());
         let (permissions, prompts) = PermissionHandle::for_session(Arc::clone(&router));
         let settings = RuntimeSettings {

@@ -140,6 +140,8 @@ pub(crate) struct SessionMeta {
     pub(crate) cwd: Option<String>,
     /// The principal that owns it.
     pub(crate) owner: Option<String>,
+    /// Its attachment directory (see [`crate::attachments`]).
+    pub(crate) attachments_dir: Option<std::path::PathBuf>,
 }
 
 impl SessionMeta {
@@ -148,6 +150,7 @@ impl SessionMeta {
             created_at_ms: record.created_at_ms,
             cwd: record.cwd.clone(),
             owner: record.owner.clone(),
+            attachments_dir: None,
         }
     }
 }
@@ -670,7 +673,12 @@ impl Session {
                     let Some(client) = self.client() else { continue };
                     turn_open = true;
                     self.turn.started(&self.id);
-                    query = Some(Box::pin(async move { client.query(content).await }));
+                    // Attachment blocks become what the agent reads (crate::attachments).
+                    let attachments = self.meta.attachments_dir.clone();
+                    query = Some(Box::pin(async move {
+                        let content = crate::attachments::expand(attachments, content).await;
+                        client.query(content).await
+                    }));
                 }
             }
         };
