@@ -217,7 +217,8 @@ async function sendMessage(event) {
   if (!text.trim() && attachments.length === 0) return;
   const { id, transcript } = current;
   for (const [attachmentId, a] of tray.known()) transcript.attachmentNames.set(attachmentId, a.name);
-  const content = attachments.length === 0 ? text : [...(text.trim() ? [{ type: "text", text }] : []), ...attachments];
+  // Files first, then the words about them (the order a reader meets them in).
+  const content = attachments.length === 0 ? text : [...attachments, ...(text.trim() ? [{ type: "text", text }] : [])];
   const item = transcript.userMessage(content);
   box.value = "";
   try {

@@ -104,6 +104,7 @@ export class AttachmentTray {
       item.attachment = attachment;
       chip.className = "chip ready";
       chip.dataset.attachmentId = attachment.attachment_id;
+      if (attachment.path) chip.title = attachment.path;
       name.textContent = attachment.name || file.name;
       size.textContent = formatSize(attachment.size ?? file.size);
       status.textContent = "";
