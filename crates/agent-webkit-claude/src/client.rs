@@ -116,6 +116,15 @@ impl AgentClient for ClaudeClient {
         Ok(())
     }
 
+    async fn context_usage(
+        &self,
+    ) -> Result<agent_webkit_core::context_usage::ContextUsage, AgentError> {
+        let answer = self
+            .control(json!({"subtype": "get_context_usage"}), &[])
+            .await?;
+        Ok(crate::context::normalise(&answer))
+    }
+
     async fn stop_task(&self, task_id: &str) -> Result<(), AgentError> {
         self.control(json!({"subtype": "stop_task", "task_id": task_id}), &[])
             .await?;

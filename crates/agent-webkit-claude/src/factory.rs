@@ -168,8 +168,11 @@ impl ClaudeAgentFactory {
         let shared = new_shared(options, ctx, spare.process, spare.hooks);
         let mut guard = StartGuard(Some(Arc::clone(&shared)));
         let batcher = store.map(|store| {
-            let store: Arc<dyn SessionStore> =
-                Arc::new(Rekey::new(store, &spare.cli_session_id, &ctx.session_id));
+            let store: Arc<dyn SessionStore> = Arc::new(Rekey::new(
+                store,
+                &spare.cli_session_id,
+                ctx.agent_session_id(),
+            ));
             Arc::new(MirrorBatcher::new(
                 store,
                 &spare.config_dir,
@@ -228,7 +231,7 @@ impl ClaudeAgentFactory {
         guard.0 = None;
         let mut conn = connection(options, shared, reader, rx, spare.info);
         // Results name the session as a CLI started for it would (and a resumed one does).
-        let (from, to) = (spare.cli_session_id, ctx.session_id.clone());
+        let (from, to) = (spare.cli_session_id, ctx.agent_session_id().to_owned());
         conn.messages = Box::pin(conn.messages.map(move |mut message| {
             if let Ok(AgentMessage::Result(result)) = &mut message {
                 if result.session_id == from {
@@ -297,7 +300,7 @@ impl AgentClientFactory for ClaudeAgentFactory {
             )));
         }
         let plan = resume::plan(
-            &ctx.session_id,
+            ctx.agent_session_id(),
             ctx.resume.as_deref(),
             ctx.store.as_ref(),
             &cwd,

@@ -45,6 +45,7 @@
 mod background;
 mod cli_requests;
 pub mod client;
+mod context;
 mod control;
 pub mod discover;
 pub mod env;

@@ -462,6 +462,7 @@ mod tests {
             cwd: Some(PathBuf::from("/tmp")),
             tool_input_deltas: None,
             owner: None,
+            ..SessionConfig::default()
         };
         let spec = launch_spec(
             &options,

@@ -36,6 +36,13 @@ pub struct SessionConfig {
     pub tool_input_deltas: Option<bool>,
     /// The principal (JWT `sub`) that owns the session; None under a shared token or no auth.
     pub owner: Option<String>,
+    /// The session id the caller chose (already checked by [`crate::session_id::validate`]);
+    /// `None`: the registry picks a UUID v4.
+    pub session_id: Option<String>,
+    /// The agent's own session id when it is not the server's (set by the registry for a
+    /// caller-chosen id: a fresh UUID v4, since the Claude CLI takes only UUIDs); `None`: the
+    /// server's id. See [`AgentContext::agent_session_id`].
+    pub agent_session_id: Option<String>,
 }
 
 /// Everything a factory gets to build the agent of one session.
@@ -53,6 +60,17 @@ pub struct AgentContext {
     /// [`crate::persist`]): the agent's own session id to continue (for the Claude CLI,
     /// `--resume=<id>` over the transcript materialised from `store`). `None` for new sessions.
     pub resume: Option<String>,
+}
+
+impl AgentContext {
+    /// The id a new agent session runs under: [`SessionConfig::agent_session_id`], else the
+    /// server's [`session_id`](Self::session_id). (A resume continues [`resume`](Self::resume).)
+    pub fn agent_session_id(&self) -> &str {
+        self.config
+            .agent_session_id
+            .as_deref()
+            .unwrap_or(&self.session_id)
+    }
 }
 
 impl std::fmt::Debug for AgentContext {
@@ -159,6 +177,12 @@ pub trait AgentClient: Send + Sync + 'static {
     /// agent is not hibernated. Default: `false`.
     fn is_busy(&self) -> bool {
         false
+    }
+
+    /// The context-window usage as the agent estimates it now (`GET /sessions/{id}/context`).
+    /// Default: [`AgentError::Unsupported`].
+    async fn context_usage(&self) -> Result<crate::context_usage::ContextUsage, AgentError> {
+        Err(AgentError::Unsupported("context usage"))
     }
 }
 

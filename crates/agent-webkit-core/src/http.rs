@@ -58,6 +58,8 @@ use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
+mod context;
+
 /// The SSE keepalive comment frame.
 pub(crate) const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
 /// Most events written to a socket in one chunk.
@@ -238,6 +240,7 @@ enum Route<'a> {
     Session(&'a str),
     Stream(&'a str),
     Input(&'a str),
+    Context(&'a str),
     NotFound,
 }
 
@@ -265,6 +268,7 @@ fn route(path: &str) -> Route<'_> {
         (Some(id), None, None) if !id.is_empty() => Route::Session(id),
         (Some(id), Some("stream"), None) if !id.is_empty() => Route::Stream(id),
         (Some(id), Some("input"), None) if !id.is_empty() => Route::Input(id),
+        (Some(id), Some("context"), None) if !id.is_empty() => Route::Context(id),
         _ => Route::NotFound,
     }
 }
@@ -281,13 +285,16 @@ impl Route<'_> {
             Route::Session(_) => "/sessions/{id}",
             Route::Stream(_) => "/sessions/{id}/stream",
             Route::Input(_) => "/sessions/{id}/input",
+            Route::Context(_) => "/sessions/{id}/context",
             Route::NotFound => "other",
         }
     }
 
     fn session_id(&self) -> Option<&str> {
         match self {
-            Route::Session(id) | Route::Stream(id) | Route::Input(id) => Some(id),
+            Route::Session(id) | Route::Stream(id) | Route::Input(id) | Route::Context(id) => {
+                Some(id)
+            }
             _ => None,
         }
     }
@@ -495,6 +502,7 @@ impl Api {
             Route::Health | Route::Ready | Route::Metrics | Route::OpenApi => "GET",
             Route::Sessions => "GET, POST",
             Route::Input(_) => "POST",
+            Route::Context(_) => "GET",
             Route::Session(_) => "GET, DELETE",
             Route::Stream(_) => "GET",
         };
@@ -545,6 +553,7 @@ impl Api {
             Route::Session(id) => self.delete(id, &principal).await,
             Route::Stream(id) => self.stream(id, headers, &principal).await,
             Route::Input(id) => self.input(id, headers, body, &principal).await,
+            Route::Context(id) => self.context(id, &principal).await,
             Route::Metrics => ApiResponse {
                 status: 200,
                 headers: vec![("content-type", Cow::Borrowed(crate::metrics::CONTENT_TYPE))],
@@ -660,6 +669,13 @@ impl Api {
             Ok(request) => request,
             Err(err) => return ApiResponse::error(400, err, None),
         };
+        if let Some(Err(err)) = request
+            .session_id
+            .as_deref()
+            .map(crate::session_id::validate)
+        {
+            return ApiResponse::error(400, err, Some(crate::session_id::INVALID_CODE));
+        }
         if let Err(err) = self
             .inner
             .policy
@@ -696,6 +712,8 @@ impl Api {
             cwd,
             tool_input_deltas: request.tool_input_deltas,
             owner: principal.sub.clone(),
+            session_id: request.session_id,
+            ..SessionConfig::default()
         };
         let settings = json!({
             "model": config.model,
@@ -727,6 +745,9 @@ impl Api {
             }
             Err(err @ CreateError::ShuttingDown) => {
                 ApiResponse::error(503, err, Some("shutting_down"))
+            }
+            Err(err @ CreateError::Exists(_)) => {
+                ApiResponse::error(409, err, Some(crate::session_id::EXISTS_CODE))
             }
             Err(err @ CreateError::Persistence(_)) => {
                 tracing::warn!(error = %err, "session create failed");

@@ -39,6 +39,7 @@ pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod context_usage;
 mod cors;
 pub mod event_log;
 pub mod http;
@@ -56,6 +57,7 @@ pub mod registry;
 #[cfg(test)]
 mod scripted;
 pub mod session;
+pub mod session_id;
 pub mod site;
 pub mod store;
 pub mod trace;

@@ -174,6 +174,9 @@ pub struct SessionDetail {
     /// The prompts waiting for the user, in seq order (`None` for
     /// [`SessionState::Remote`]). Each was sent at or before `last_seq`.
     pub prompts: Option<Vec<PendingPrompt>>,
+    /// Extension: usage and cost per model over the whole session, as the agent estimated
+    /// them (see [`crate::persist::CostTotals`]).
+    pub cost: crate::persist::CostTotals,
 }
 
 /// One page of a listing.
@@ -394,12 +397,13 @@ pub async fn session_detail(
             info: live_info(&session),
             last_seq,
             prompts: Some(prompts),
+            cost: session.activity().cost,
         }));
     }
     let Some(failover) = registry.failover() else {
         return Ok(None);
     };
-    if uuid::Uuid::parse_str(id).is_err() {
+    if crate::session_id::validate(id).is_err() {
         return Ok(None);
     }
     let Some(row) = failover.persistence.get(id).await? else {
@@ -411,6 +415,7 @@ pub async fn session_detail(
         return Ok(None);
     }
     let last_seq = row.last_seq;
+    let cost = row.activity.cost.clone();
     let info = stored_info(row, &failover.host_id);
     // Not live anywhere: a take-over withdraws the prompts of the turn that was running, so
     // none can be answered. Held elsewhere: not known here.
@@ -419,6 +424,7 @@ pub async fn session_detail(
         info,
         last_seq,
         prompts,
+        cost,
     }))
 }
 

@@ -33,6 +33,10 @@ pub struct CreateSessionRequest {
     /// the server's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_input_deltas: Option<bool>,
+    /// Extension: the session id the caller chooses (see [`crate::session_id`]); absent or
+    /// `null`: a UUID v4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 impl CreateSessionRequest {
@@ -53,6 +57,7 @@ impl CreateSessionRequest {
             permission_mode: opt_string(&obj, "permission_mode")?,
             cwd: opt_string(&obj, "cwd")?,
             tool_input_deltas: opt_bool(&obj, "tool_input_deltas")?,
+            session_id: opt_string(&obj, "session_id")?,
         })
     }
 }
@@ -61,7 +66,7 @@ impl CreateSessionRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSessionResponse {
-    /// The new session's id (UUID v4).
+    /// The new session's id (UUID v4, or the caller's `session_id`).
     pub session_id: String,
     /// Always [`PROTOCOL_VERSION`].
     pub protocol_version: String,
@@ -438,11 +443,13 @@ pub enum EventKind {
     Done,
     /// ours: `api_retry` — the agent retries a failed model call.
     ApiRetry,
+    /// ours: `usage` — the session's cumulative usage and cost, after a `result`.
+    Usage,
 }
 
 impl EventKind {
     /// Every event kind, in the contract's order.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::SessionReady,
         EventKind::MessageDelta,
         EventKind::MessageComplete,
@@ -456,6 +463,7 @@ impl EventKind {
         EventKind::McpStatusChange,
         EventKind::Done,
         EventKind::ApiRetry,
+        EventKind::Usage,
     ];
 
     /// The event's wire name.
@@ -474,6 +482,7 @@ impl EventKind {
             EventKind::McpStatusChange => "mcp_status_change",
             EventKind::Done => "done",
             EventKind::ApiRetry => "api_retry",
+            EventKind::Usage => "usage",
         }
     }
 
@@ -672,6 +681,17 @@ pub struct ApiRetryData {
     pub error: Option<String>,
 }
 
+/// ours: `usage` data — sent after each `result` that reported usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageData {
+    /// The session's usage and cost per model so far (the agent's estimates).
+    pub cost: crate::persist::CostTotals,
+    /// The `usage` of the `result` just sent (that turn's own tokens), `null` if it had none.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub turn: Value,
+}
+
 /// `done` data: always `{}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -706,6 +726,8 @@ pub enum OutboundEvent {
     Done,
     /// ours: `api_retry`.
     ApiRetry(ApiRetryData),
+    /// ours: `usage`.
+    Usage(UsageData),
 }
 
 impl OutboundEvent {
@@ -725,6 +747,7 @@ impl OutboundEvent {
             OutboundEvent::McpStatusChange(_) => EventKind::McpStatusChange,
             OutboundEvent::Done => EventKind::Done,
             OutboundEvent::ApiRetry(_) => EventKind::ApiRetry,
+            OutboundEvent::Usage(_) => EventKind::Usage,
         }
     }
 
@@ -760,6 +783,7 @@ impl OutboundEvent {
                 OutboundEvent::Done
             }
             EventKind::ApiRetry => OutboundEvent::ApiRetry(serde_json::from_str(data)?),
+            EventKind::Usage => OutboundEvent::Usage(serde_json::from_str(data)?),
         })
     }
 }

@@ -124,6 +124,7 @@ fn event_payload(kind: EventKind) -> (&'static str, Register) {
         EventKind::McpStatusChange => ("McpStatusChangeData", register::<McpStatusChangeData>),
         EventKind::Done => ("DoneData", register::<DoneData>),
         EventKind::ApiRetry => ("ApiRetryData", register::<ApiRetryData>),
+        EventKind::Usage => ("UsageData", register::<crate::models::UsageData>),
     }
 }
 

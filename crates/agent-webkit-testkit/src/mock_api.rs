@@ -47,6 +47,8 @@ pub const SIDE_REPLY_TEXT: &str = "Mock side reply";
 #[derive(Debug, Default)]
 struct Shared {
     requests: Mutex<Vec<Value>>,
+    /// The `usage` of every streamed reply, with its `model`.
+    replies: Mutex<Vec<Value>>,
     notify: Notify,
     message_counter: AtomicU64,
     tool_counter: AtomicU64,
@@ -115,6 +117,16 @@ impl MockAnthropicApi {
     pub fn requests(&self) -> Vec<Value> {
         self.shared
             .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// The usage every streamed reply reported (`{"model", "input_tokens", "output_tokens",
+    /// "cache_read_input_tokens", "cache_creation_input_tokens"}`), in order.
+    pub fn reply_usage(&self) -> Vec<Value> {
+        self.shared
+            .replies
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
@@ -527,6 +539,11 @@ fn reply_events(shared: &Shared, model: &str, blocks: Vec<PlannedBlock>) -> Vec<
         Duration::ZERO,
         sse("message_stop", &json!({"type": "message_stop"})),
     ));
+    if let Ok(mut replies) = shared.replies.lock() {
+        replies.push(json!({"model": model, "input_tokens": 10,
+                            "output_tokens": output_tokens.max(1),
+                            "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}));
+    }
     out
 }
 

@@ -27,7 +27,7 @@ pub(crate) async fn may_see(
     let Some(failover) = registry.failover() else {
         return Ok(true);
     };
-    if uuid::Uuid::parse_str(id).is_err() {
+    if crate::session_id::validate(id).is_err() {
         return Ok(true);
     }
     match failover.persistence.load(id, 0).await {

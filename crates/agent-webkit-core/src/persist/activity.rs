@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::cost::{CostTotals, ProcessCounters};
 use crate::models::UserContent;
 use crate::store::{fold_session_summary, SessionKey};
 
@@ -29,14 +30,16 @@ pub struct UsageTotals {
     pub cache_creation_input_tokens: u64,
     /// Sum of `usage.cache_read_input_tokens`.
     pub cache_read_input_tokens: u64,
-    /// Sum of `total_cost_usd`.
+    /// The agent's cost estimate over the session, USD: [`CostTotals::total_cost_usd`] (a
+    /// result's `total_cost_usd` is cumulative per agent process, so it is not summed as is).
     pub total_cost_usd: f64,
     /// Number of `result` events (turns ended).
     pub turns: u64,
 }
 
 impl UsageTotals {
-    /// Adds one `result` event's data (its fields other than `session_id` and `subtype`).
+    /// Adds one `result` event's tokens (its `usage`, the turn's own) and counts the turn; the
+    /// cost comes from [`CostTotals`].
     pub fn add_result(&mut self, result: &Map<String, Value>) {
         let usage = result.get("usage");
         let tokens = |name: &str| {
@@ -53,12 +56,6 @@ impl UsageTotals {
         self.cache_read_input_tokens = self
             .cache_read_input_tokens
             .saturating_add(tokens("cache_read_input_tokens"));
-        let cost = result
-            .get("total_cost_usd")
-            .and_then(Value::as_f64)
-            .filter(|c| c.is_finite() && *c >= 0.0)
-            .unwrap_or(0.0);
-        self.total_cost_usd += cost;
         self.turns = self.turns.saturating_add(1);
     }
 }
@@ -83,6 +80,9 @@ pub struct SessionActivity {
     pub model: Option<String>,
     /// The permission mode as last set (`None`: the server's default).
     pub permission_mode: Option<String>,
+    /// Usage and cost per model over the session (see [`CostTotals`]).
+    #[serde(skip_serializing_if = "CostTotals::is_empty")]
+    pub cost: CostTotals,
 }
 
 impl SessionActivity {
@@ -120,6 +120,8 @@ pub(crate) struct ActivityCell {
     /// `last_activity_ms`, apart: touched on every agent message, without the lock.
     last_activity_ms: AtomicI64,
     inner: Mutex<SessionActivity>,
+    /// The current agent process's counters at its last `result`.
+    process: Mutex<ProcessCounters>,
 }
 
 impl ActivityCell {
@@ -127,6 +129,7 @@ impl ActivityCell {
         Self {
             last_activity_ms: AtomicI64::new(activity.last_activity_ms),
             inner: Mutex::new(activity),
+            process: Mutex::new(ProcessCounters::default()),
         }
     }
 
@@ -166,9 +169,20 @@ impl ActivityCell {
         }
     }
 
-    /// A `result` event's data (its fields other than `session_id` and `subtype`).
-    pub(crate) fn result(&self, result: &Map<String, Value>) {
-        self.inner.lock().usage.add_result(result);
+    /// A `result` event's data (its fields other than `session_id` and `subtype`); returns the
+    /// session's cost totals after it when it reported usage.
+    pub(crate) fn result(&self, result: &Map<String, Value>) -> Option<CostTotals> {
+        let mut process = self.process.lock();
+        let mut activity = self.inner.lock();
+        activity.usage.add_result(result);
+        let reported = activity.cost.add_result(result, &mut process);
+        activity.usage.total_cost_usd = activity.cost.total_cost_usd;
+        reported.then(|| activity.cost.clone())
+    }
+
+    /// A new agent process runs the session (woken from hibernation): its counters start at 0.
+    pub(crate) fn new_agent_process(&self) {
+        *self.process.lock() = ProcessCounters::default();
     }
 
     pub(crate) fn ended(&self) {
@@ -195,7 +209,6 @@ mod tests {
         assert_eq!(usage.output_tokens, 10);
         assert_eq!(usage.cache_read_input_tokens, 4);
         assert_eq!(usage.cache_creation_input_tokens, 0);
-        assert!((usage.total_cost_usd - 0.5).abs() < 1e-9);
         assert_eq!(usage.turns, 3);
     }
 

@@ -61,6 +61,7 @@ pub async fn run_persistence_conformance(
         cwd: Some("/w".into()),
         tool_input_deltas: None,
         owner: Some("alice".into()),
+        ..SessionConfig::default()
     };
 
     let c = "create_then_load";
@@ -252,6 +253,20 @@ async fn listing(
             ended: i == 0,
             model: Some("changed".into()),
             permission_mode: Some("plan".into()),
+            // Per-model cost rides in the activity JSON (no column of its own).
+            cost: crate::persist::CostTotals {
+                total_cost_usd: 0.5,
+                by_model: [(
+                    "claude-x".to_owned(),
+                    crate::persist::ModelCost {
+                        input_tokens: 7,
+                        output_tokens: 3,
+                        cost_usd: 0.5,
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+            },
         };
         store
             .append_batch(&id, &[ev(1), ev(2)], Some(&activity))

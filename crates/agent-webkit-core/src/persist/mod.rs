@@ -12,6 +12,7 @@
 mod activity;
 #[cfg(any(test, feature = "testing"))]
 mod conformance;
+mod cost;
 mod memory;
 mod writer;
 
@@ -27,6 +28,7 @@ pub(crate) use activity::ActivityCell;
 pub use activity::{SessionActivity, UsageTotals};
 #[cfg(any(test, feature = "testing"))]
 pub use conformance::{run_persistence_conformance, PersistenceFailure};
+pub use cost::{CostTotals, ModelCost};
 pub use memory::InMemoryPersistence;
 pub(crate) use writer::spawn_event_writer;
 
@@ -77,6 +79,7 @@ impl SessionRecord {
             // Not persisted: a session taken over by another host streams that host's default.
             tool_input_deltas: None,
             owner: self.owner.clone(),
+            ..SessionConfig::default()
         }
     }
 }

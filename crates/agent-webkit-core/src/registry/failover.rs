@@ -116,7 +116,9 @@ impl SessionRegistry {
         let Some(failover) = self.inner.failover.clone() else {
             return Ok(None);
         };
-        if self.inner.shutting_down.load(Ordering::Acquire) || uuid::Uuid::parse_str(id).is_err() {
+        if self.inner.shutting_down.load(Ordering::Acquire)
+            || crate::session_id::validate(id).is_err()
+        {
             return Ok(None);
         }
         self.gated(id, async {

@@ -6,6 +6,7 @@
 //! live agents (slots, eviction of the least recently active, waking hibernated sessions).
 
 mod capacity;
+mod claims;
 #[cfg(test)]
 mod ended_tests;
 mod failover;
@@ -133,6 +134,9 @@ pub enum CreateError {
     /// The session could not be saved for failover (HTTP 503).
     #[error("Session persistence unavailable: {0}")]
     Persistence(String),
+    /// The caller's session id is taken (HTTP 409, code `session_exists`).
+    #[error("A session with id {0} already exists")]
+    Exists(String),
 }
 
 /// What listings know of a session being launched: its activity so far and what it was
@@ -167,6 +171,8 @@ struct Inner {
     live_agents: Option<crate::agent::slots::AgentSlots>,
     /// Whether the factory's agents can be resumed, so sessions may hibernate.
     hibernation: bool,
+    /// Caller-chosen ids of creates in flight.
+    claims: claims::IdClaims,
 }
 
 impl Inner {
@@ -311,6 +317,7 @@ impl SessionRegistry {
                 failover,
                 writers: Mutex::new(HashMap::new()),
                 resuming: Mutex::new(HashMap::new()),
+                claims: claims::IdClaims::default(),
             }),
         }
     }
@@ -362,20 +369,39 @@ impl SessionRegistry {
         }
     }
 
-    async fn start_session(&self, config: SessionConfig) -> Result<Arc<Session>, CreateError> {
+    async fn start_session(&self, mut config: SessionConfig) -> Result<Arc<Session>, CreateError> {
         let inner = &self.inner;
-        let id = uuid::Uuid::new_v4().to_string();
+        // A caller-chosen id is claimed until the session is registered (or nothing was made);
+        // the agent runs under a fresh UUID of its own (the Claude CLI takes only UUIDs).
+        let (id, _claim) = match config.session_id.clone() {
+            Some(id) => {
+                let claim = inner
+                    .claims
+                    .claim(&id, |id| inner.sessions.read().contains_key(id))
+                    .ok_or_else(|| CreateError::Exists(id.clone()))?;
+                config.agent_session_id = Some(uuid::Uuid::new_v4().to_string());
+                (id, Some(claim))
+            }
+            None => (uuid::Uuid::new_v4().to_string(), None),
+        };
         let log = Arc::new(
             EventLog::new(inner.config.ring_size).with_lag_budget(inner.config.lag_budget),
         );
-        let record = SessionRecord::new(&id, &id, &config);
+        let agent_id = config
+            .agent_session_id
+            .clone()
+            .unwrap_or_else(|| id.clone());
+        let record = SessionRecord::new(&id, &agent_id, &config);
         let activity = Arc::new(ActivityCell::new(SessionActivity::created(&record)));
         if let Some(failover) = &inner.failover {
             failover
                 .persistence
                 .create(&record, &failover.host_id, inner.config.lease)
                 .await
-                .map_err(|e| CreateError::Persistence(e.to_string()))?;
+                .map_err(|e| match e {
+                    crate::persist::PersistError::Exists(id) => CreateError::Exists(id),
+                    e => CreateError::Persistence(e.to_string()),
+                })?;
             self.attach_writer(&id, &log, failover, Arc::clone(&activity));
         }
         log.append(EventKind::SessionReady, &SessionReadyData::new(&id))
@@ -413,7 +439,11 @@ impl SessionRegistry {
             model: config.model.clone(),
             permission_mode: config.permission_mode.clone(),
         };
-        let revive = self.reviver(&id, &config, resume.as_deref());
+        let revive = self.reviver(
+            &id,
+            &config,
+            resume.as_deref().or(config.agent_session_id.as_deref()),
+        );
         let owner = config.owner.clone();
         let ctx = AgentContext {
             session_id: id.clone(),

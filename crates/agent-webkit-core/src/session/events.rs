@@ -100,7 +100,8 @@ impl EventTranslator {
                 false
             }
             AgentMessage::Result(result) => {
-                session.activity.result(&result.extra);
+                let cost = session.activity.result(&result.extra);
+                let turn = result.extra.get("usage").cloned().unwrap_or(Value::Null);
                 if result.ends_turn {
                     // Before the event: a client that has seen the `result` and then asks for
                     // the session's state (listing, detail) sees the turn over.
@@ -116,6 +117,9 @@ impl EventTranslator {
                         extra: result.extra,
                     },
                 );
+                if let Some(cost) = cost {
+                    session.append(EventKind::Usage, &crate::models::UsageData { cost, turn });
+                }
                 result.ends_turn
             }
             AgentMessage::McpStatus {

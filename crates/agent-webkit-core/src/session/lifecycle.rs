@@ -194,6 +194,7 @@ impl Session {
         {
             Ok(woken) => {
                 let client = woken.connection.client;
+                self.activity.new_agent_process();
                 {
                     let mut slot = self.agent.lock();
                     slot.client = Some(Arc::clone(&client));

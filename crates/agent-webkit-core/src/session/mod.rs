@@ -20,6 +20,7 @@
 //! agent client (while hibernated they are recorded or no-ops); user messages go through the
 //! bounded inbound queue.
 
+mod context;
 mod events;
 mod lifecycle;
 mod subscriber;

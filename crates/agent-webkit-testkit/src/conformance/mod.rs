@@ -59,6 +59,7 @@ mod identity;
 mod input;
 mod lifecycle;
 mod listing;
+mod session_id;
 mod stream;
 mod transcript;
 
@@ -69,6 +70,7 @@ pub use identity::*;
 pub use input::*;
 pub use lifecycle::*;
 pub use listing::*;
+pub use session_id::*;
 pub use stream::*;
 pub use transcript::transcript;
 
