@@ -142,7 +142,7 @@ async function showDetail(id) {
   }
   if (!detail || !current || current.id !== id) return;
   if (typeof detail.model === "string") $("model-input").placeholder = detail.model;
-  if (detail.cost) usage.showCost(detail.cost);
+  if (detail.cost) usage.detailCost(detail.cost);
   const mode = detail.permission_mode;
   if (typeof mode === "string" && [...$("mode-select").options].some((o) => o.value === mode)) {
     $("mode-select").value = mode;

@@ -23,6 +23,7 @@ export class UsagePanel {
 
   reset(sessionId) {
     this.sessionId = sessionId;
+    this.fromEvents = false;
     this.showCost(null);
     this.parts.context.replaceChildren();
     this.parts.contextButton.disabled = false;
@@ -53,9 +54,16 @@ export class UsagePanel {
     }
   }
 
+  // The detail's `cost` (when the session opens): unless a `usage` event, newer, came first.
+  detailCost(cost) {
+    if (!this.fromEvents) this.showCost(cost);
+  }
+
   // A `usage` event: {cost, turn}.
   usage(data) {
-    if (data && data.cost) this.showCost(data.cost);
+    if (!data || !data.cost) return;
+    this.fromEvents = true;
+    this.showCost(data.cost);
   }
 
   async loadContext() {

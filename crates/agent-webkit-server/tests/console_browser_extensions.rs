@@ -3,8 +3,8 @@
 //! next model request carries exactly that history), rewind (later turns leave the view, also
 //! when another client rewound; the edited file is restored; the message's text comes back to
 //! the composer), attachments (an attached file read by the agent shows in a tool card; a
-//! refused upload shows its code), and the context and cost panel. One Chromium for the
-//! scenarios, which run one after another, each against its own server, each leaving a
+//! refused upload shows its code), and the context and cost panel. One scenario per test, one
+//! at a time, each in its own Chromium against its own server, each leaving a
 //! screenshot in `target/console-screenshots/`. Every wait is on a condition in the page (or
 //! on the mock's recorded requests). Skips loudly without Chromium or the CLI (fails in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -207,8 +207,7 @@ fn pair(role: &str, text: &str) -> (String, String) {
 
 /// Fork from the first of two turns: the fork opens with that turn only, the source keeps both,
 /// and the fork's next model request carries exactly the first turn's history. "Fork session"
-/// copies the whole conversation. The cost panel shows the cumulative cost and, on demand, the
-/// context usage.
+/// copies the whole conversation.
 async fn fork(b: &Browser, cli: &Path) {
     let s = CliServer::start(cli, "axum", &[]).await;
     let source = open_session(b, &s, None).await;
@@ -217,41 +216,9 @@ async fn fork(b: &Browser, cli: &Path) {
     let users = wait_anchors(b, 2).await;
     assert_eq!(users[0]["text"], "first question", "{users:?}");
 
-    // Context and cost.
-    b.click("#usage summary", T).await.unwrap();
-    let usd = b
-        .wait_js(
-            "cost in the panel",
-            "const t = document.getElementById('usage-total'); \
-             return document.querySelector('#usage-models tr[data-model]') && Number(t.dataset.usd) > 0 && t.dataset.usd",
-            T,
-        )
+    b.click("#transcript li.msg.user[data-uuid] .fork-here", T)
         .await
         .unwrap();
-    assert!(usd.as_str().unwrap().parse::<f64>().unwrap() > 0.0);
-    b.click("#context-button", T).await.unwrap();
-    let ctx = b
-        .wait_js(
-            "context usage",
-            "const l = document.querySelector('#context .context-line'); \
-             return l && {total: Number(l.dataset.total), max: Number(l.dataset.max), text: l.textContent}",
-            T,
-        )
-        .await
-        .unwrap();
-    assert!(ctx["total"].as_u64().unwrap() > 0, "{ctx}");
-    assert!(
-        ctx["max"].as_u64().unwrap() >= ctx["total"].as_u64().unwrap(),
-        "{ctx}"
-    );
-    b.screenshot(&shot("ext_cost_context")).await.unwrap();
-
-    b.click(
-        "#transcript li.msg.user[data-uuid] .fork-here",
-        T,
-    )
-    .await
-    .unwrap();
     let forked = b
         .wait_js(
             "the fork opens",
@@ -279,7 +246,10 @@ async fn fork(b: &Browser, cli: &Path) {
         .collect();
     assert_eq!(texts, ["first question"]);
     assert!(
-        !assistant_texts(b).await.iter().any(|t| t.contains("second")),
+        !assistant_texts(b)
+            .await
+            .iter()
+            .any(|t| t.contains("second")),
         "the later turn shows in the fork"
     );
 
@@ -326,6 +296,58 @@ async fn fork(b: &Browser, cli: &Path) {
     )
     .await
     .unwrap();
+}
+
+/// The context and cost panel: the cumulative cost per model after a turn (the `usage` event),
+/// the context usage on demand, and the same cost again when the page is reloaded.
+async fn cost_and_context(b: &Browser, cli: &Path) {
+    let s = CliServer::start(cli, "actix", &[]).await;
+    let id = open_session(b, &s, None).await;
+    turn(b, "what does it cost", 1).await;
+    b.click("#usage summary", T).await.unwrap();
+    let usd = b
+        .wait_js(
+            "cost in the panel",
+            "const t = document.getElementById('usage-total'); \
+             return document.querySelector('#usage-models tr[data-model]') && Number(t.dataset.usd) > 0 && t.dataset.usd",
+            T,
+        )
+        .await
+        .unwrap();
+    assert!(usd.as_str().unwrap().parse::<f64>().unwrap() > 0.0);
+    b.click("#context-button", T).await.unwrap();
+    let ctx = b
+        .wait_js(
+            "context usage",
+            "const l = document.querySelector('#context .context-line'); \
+             return l && {total: Number(l.dataset.total), max: Number(l.dataset.max), text: l.textContent}",
+            T,
+        )
+        .await
+        .unwrap();
+    assert!(ctx["total"].as_u64().unwrap() > 0, "{ctx}");
+    assert!(
+        ctx["max"].as_u64().unwrap() >= ctx["total"].as_u64().unwrap(),
+        "{ctx}"
+    );
+    b.screenshot(&shot("ext_cost_context")).await.unwrap();
+
+    // Reopened: the same totals.
+    assert_eq!(
+        b.js("return location.hash", vec![]).await.unwrap(),
+        json!(format!("#{id}"))
+    );
+    b.client().refresh().await.unwrap();
+    b.click("#usage summary", T).await.unwrap();
+    let again = b
+        .wait_js(
+            "cost after a reload",
+            "const t = document.getElementById('usage-total'); return Number(t.dataset.usd) > 0 && t.dataset.usd",
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, usd);
 }
 
 /// Rewind: a turn rewound by another client leaves the view (the `rewound` event); then the
@@ -409,10 +431,7 @@ async fn rewind(b: &Browser, cli: &Path) {
             .any(|f| f.as_str().unwrap().ends_with("notes.txt")),
         "{plan}"
     );
-    assert!(
-        plan["warning"].as_str().unwrap().contains("Bash"),
-        "{plan}"
-    );
+    assert!(plan["warning"].as_str().unwrap().contains("Bash"), "{plan}");
     // A dry run changes nothing.
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
@@ -566,20 +585,60 @@ async fn attachments(b: &Browser, cli: &Path, limit_flag: &[&str]) {
     b.screenshot(&shot("ext_attachment")).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_fork_rewind_attachments_with_the_real_cli() {
-    let Some((chromium, driver)) = browser_or_skip("console_fork_rewind_attachments") else {
+/// One scenario at a time (each runs a Chromium and a CLI).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `scenario` in a fresh Chromium, unless the browser or the CLI is missing (loud skip).
+async fn with_browser<F, Fut>(test: &str, scenario: F)
+where
+    F: FnOnce(Browser, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Browser>,
+{
+    let Some((chromium, driver)) = browser_or_skip(test) else {
         return;
     };
-    let Some(cli) = real_cli_or_skip("console_fork_rewind_attachments") else {
+    let Some(cli) = real_cli_or_skip(test) else {
         return;
     };
+    let _turn = ONE_AT_A_TIME.lock().await;
     let b = Browser::start(&chromium, &driver).await.unwrap();
-    eprintln!("console: fork");
-    fork(&b, &cli).await;
-    eprintln!("console: rewind");
-    rewind(&b, &cli).await;
-    eprintln!("console: attachments");
-    attachments(&b, &cli, &["--max-attachment-bytes", "1024"]).await;
+    eprintln!("console: {test}");
+    let b = scenario(b, cli).await;
     b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_fork_from_a_user_message() {
+    with_browser("console_fork_from_a_user_message", |b, cli| async move {
+        fork(&b, &cli).await;
+        b
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_rewind_to_a_user_message() {
+    with_browser("console_rewind_to_a_user_message", |b, cli| async move {
+        rewind(&b, &cli).await;
+        b
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_attachments() {
+    with_browser("console_attachments", |b, cli| async move {
+        attachments(&b, &cli, &["--max-attachment-bytes", "1024"]).await;
+        b
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_cost_and_context() {
+    with_browser("console_cost_and_context", |b, cli| async move {
+        cost_and_context(&b, &cli).await;
+        b
+    })
+    .await;
 }
