@@ -93,11 +93,12 @@ export class Transcript {
           body.append(el("div", "text", block.text || ""));
         } else if (block && block.type === "attachment") {
           const name = this.attachmentNames.get(block.attachment_id) || block.attachment_id;
-          const chip = el("span", "chip sent", `📎 ${name}`);
+          const chip = el("span", "chip sent", name);
+          chip.title = "attachment";
           chip.dataset.attachmentId = block.attachment_id || "";
           body.append(chip, " ");
         } else if (block && block.type === "image") {
-          body.append(el("span", "chip sent", "🖼 image"), " ");
+          body.append(el("span", "chip sent", "image"), " ");
         } else {
           body.append(el("pre", "json", json(block)));
         }

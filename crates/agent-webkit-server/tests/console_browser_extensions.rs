@@ -573,7 +573,7 @@ async fn attachments(b: &Browser, cli: &Path, limit_flag: &[&str]) {
         )
         .await
         .unwrap();
-    assert_eq!(sent, json!(["📎 report.txt"]));
+    assert_eq!(sent, json!(["report.txt"]));
     let chips = b
         .js(
             "return document.querySelectorAll('#attachments .chip').length",
