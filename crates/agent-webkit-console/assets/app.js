@@ -95,7 +95,8 @@ function closeCurrent() {
   current = null;
 }
 
-function openSession(id) {
+// fork: {history, from} when this tab just forked it (its inherited conversation to show).
+function openSession(id, fork = null) {
   closeCurrent();
   notice("");
   $("empty").hidden = true;
@@ -112,6 +113,7 @@ function openSession(id) {
     rewind: (uuid, files) => rewind(id, transcript, uuid, files),
   };
   transcript.onUsage = (data) => usage.usage(data);
+  if (fork && fork.history.length > 0) transcript.inherit(fork.history, fork.from);
   tray.reset(id);
   usage.reset(id);
   transcript.onTurn = (open) => {
@@ -179,6 +181,8 @@ async function createSession(event) {
 // A new session from `sourceId`'s conversation (up to the turn of `messageUuid`, or all of
 // it), opened at once.
 async function forkSession(sourceId, messageUuid) {
+  // What the fork starts from, as this view shows it (the fork's own stream starts after it).
+  const history = current && current.id === sourceId ? current.transcript.history(messageUuid) : [];
   let created;
   try {
     created = await api.forkSession(sourceId, messageUuid);
@@ -189,7 +193,7 @@ async function forkSession(sourceId, messageUuid) {
   const list = tabSessions().filter((s) => s.id !== created.session_id);
   list.unshift({ id: created.session_id, label: `fork of ${sourceId.slice(0, 8)}`, created: Date.now() });
   saveTabSessions(list);
-  openSession(created.session_id);
+  openSession(created.session_id, { history, from: sourceId });
   notice(`Forked from ${sourceId}${messageUuid ? " at a message" : ""}.`, "info");
 }
 

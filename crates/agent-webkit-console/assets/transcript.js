@@ -178,6 +178,39 @@ export class Transcript {
     }
   }
 
+  // Copies of what this view shows up to the end of the turn the user message `uuid` started
+  // (everything, without a uuid): a fork's earlier conversation, inert (no handlers, no
+  // actions), to show above the fork's own events.
+  history(uuid) {
+    const items = [...this.list.children];
+    let end = items.length;
+    if (uuid) {
+      const at = items.findIndex((li) => li.classList.contains("user") && li.dataset.uuid === uuid);
+      if (at < 0) return [];
+      const next = items.findIndex((li, i) => i > at && li.classList.contains("user") && !li.classList.contains("pending"));
+      end = next < 0 ? items.length : next;
+    }
+    return items.slice(0, end).flatMap((li) => {
+      if (li.classList.contains("pending") || li.classList.contains("fork-mark")) return [];
+      const copy = li.cloneNode(true);
+      copy.classList.add("inherited");
+      if (copy.dataset.uuid) {
+        copy.dataset.sourceUuid = copy.dataset.uuid;
+        delete copy.dataset.uuid;
+      }
+      copy.querySelectorAll(".anchor-actions, .rewind-panel").forEach((n) => n.remove());
+      copy.querySelectorAll("button, input, textarea, select").forEach((c) => (c.disabled = true));
+      return [copy];
+    });
+  }
+
+  // Shows a fork's inherited conversation (from history()) with a line saying where it is from.
+  inherit(items, sourceId) {
+    for (const item of items) this.list.append(item);
+    const mark = el("li", "note fork-mark", `forked from ${sourceId}: the conversation above comes from there`);
+    this.list.append(mark);
+  }
+
   // `rewound` (from this tab or another): the later turns go when the conversation was rewound.
   rewound(data) {
     if (data.conversation && data.conversation.rewound) this.dropFrom(data.message_uuid);
