@@ -98,6 +98,7 @@ async function openRewind(item, uuid, handlers, opener) {
       body.append(list);
     }
   }
+  if (plan.files && plan.files.error) body.append(el("p", "warn rewind-files-error", `Files: ${plan.files.error}`));
   body.append(el("p", null, "This message and everything after it leave the conversation; its text comes back to the composer."));
   if (plan.not_restored) body.append(el("p", "warn rewind-not-restored", plan.not_restored));
   const actions = el("div", "actions");

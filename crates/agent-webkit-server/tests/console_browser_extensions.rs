@@ -179,12 +179,16 @@ async fn assistant_texts(b: &Browser) -> Vec<String> {
     serde_json::from_value(texts).unwrap()
 }
 
-/// A request's conversation as `(role, text)`: text blocks only, without `<system-reminder>`s.
+/// A request's conversation as `(role, text)`: user and assistant turns, text blocks only,
+/// without `<system-reminder>`s (the CLI's environment message has the role `system`).
 fn conversation(messages: &[Value]) -> Vec<(String, String)> {
     messages
         .iter()
         .filter_map(|m| {
-            let role = m["role"].as_str()?.to_owned();
+            let role = m["role"]
+                .as_str()
+                .filter(|r| *r == "user" || *r == "assistant")?;
+            let role = role.to_owned();
             let text = match &m["content"] {
                 Value::String(s) => s.clone(),
                 Value::Array(blocks) => blocks
@@ -406,8 +410,9 @@ async fn rewind(b: &Browser, cli: &Path) {
     );
 
     // This console rewinds the turn that wrote the file.
+    let write_uuid = users[1]["uuid"].as_str().unwrap();
     b.click(
-        "#transcript li.msg.user:nth-of-type(1) ~ li.msg.user .rewind-here",
+        &format!("#transcript li.msg.user[data-uuid='{write_uuid}'] .rewind-here"),
         T,
     )
     .await
