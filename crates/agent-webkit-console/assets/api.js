@@ -38,6 +38,11 @@ export class Api {
     } catch (err) {
       throw new ApiError(0, `network error: ${err.message}`, "network");
     }
+    return this.parse(res);
+  }
+
+  // A response's JSON body (null for 204); throws ApiError for a refusal.
+  async parse(res) {
     if (res.status === 204) return null;
     const text = await res.text();
     let json = null;
@@ -54,6 +59,41 @@ export class Api {
 
   createSession(body) {
     return this.request("POST", "/sessions", body);
+  }
+
+  // A new session from another one's conversation: all of it, or up to the turn the user
+  // message `messageUuid` started. `extra`: other create fields.
+  forkSession(sourceId, messageUuid, extra = {}) {
+    const fork = { session_id: sourceId };
+    if (messageUuid) fork.message_uuid = messageUuid;
+    return this.createSession({ ...extra, fork });
+  }
+
+  detail(id) {
+    return this.request("GET", `/sessions/${encodeURIComponent(id)}`);
+  }
+
+  // The context-window usage as the CLI estimates it now.
+  context(id) {
+    return this.request("GET", `/sessions/${encodeURIComponent(id)}/context`);
+  }
+
+  // Uploads one File (or Blob with a name) as the raw body; the server answers
+  // {attachment_id, name, size, media_type, path} or a refusal (ApiError with its code).
+  async uploadAttachment(id, file) {
+    const path = `/sessions/${encodeURIComponent(id)}/attachments?name=${encodeURIComponent(file.name)}`;
+    const headers = this.headers({ "content-type": file.type || "application/octet-stream" });
+    let res;
+    try {
+      res = await fetch(path, { method: "POST", headers, body: file });
+    } catch (err) {
+      throw new ApiError(0, `network error: ${err.message}`, "network");
+    }
+    return this.parse(res);
+  }
+
+  deleteAttachment(id, attachmentId) {
+    return this.request("DELETE", `/sessions/${encodeURIComponent(id)}/attachments/${encodeURIComponent(attachmentId)}`);
   }
 
   input(id, message) {

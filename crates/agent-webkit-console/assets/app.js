@@ -3,6 +3,8 @@
 
 import { Api, SessionStream } from "./api.js";
 import { Transcript } from "./transcript.js";
+import { AttachmentTray } from "./attachments.js";
+import { UsagePanel } from "./usage.js";
 
 const TOKEN_KEY = "agent-webkit.token";
 const SESSIONS_KEY = "agent-webkit.sessions";
@@ -13,6 +15,15 @@ const store = window.sessionStorage;
 const api = new Api(() => store.getItem(TOKEN_KEY) || "");
 let current = null; // {id, stream, transcript}
 let config = { agent: "", scenarios: [] };
+const tray = new AttachmentTray(api, $("attachments"), () => {
+  $("send").disabled = tray.uploading;
+});
+const usage = new UsagePanel(api, {
+  total: $("usage-total"),
+  models: $("usage-models"),
+  contextButton: $("context-button"),
+  context: $("context"),
+});
 
 function notice(text, kind = "error") {
   const box = $("notice");
@@ -84,7 +95,8 @@ function closeCurrent() {
   current = null;
 }
 
-function openSession(id) {
+// fork: {history, from} when this tab just forked it (its inherited conversation to show).
+function openSession(id, fork = null) {
   closeCurrent();
   notice("");
   $("empty").hidden = true;
@@ -95,6 +107,15 @@ function openSession(id) {
   delete list.dataset.lastSeq;
   const send = (message) => api.input(id, message);
   const transcript = new Transcript(list, send);
+  transcript.anchorHandlers = {
+    fork: (uuid) => forkSession(id, uuid),
+    dryRun: (uuid, files) => api.input(id, { type: "rewind", message_uuid: uuid, files, conversation: true, dry_run: true }),
+    rewind: (uuid, files) => rewind(id, transcript, uuid, files),
+  };
+  transcript.onUsage = (data) => usage.usage(data);
+  if (fork && fork.history.length > 0) transcript.inherit(fork.history, fork.from);
+  tray.reset(id);
+  usage.reset(id);
   transcript.onTurn = (open) => {
     $("interrupt").disabled = !open;
     $("session").dataset.turn = open ? "open" : "idle";
@@ -117,12 +138,13 @@ function openSession(id) {
 async function showDetail(id) {
   let detail;
   try {
-    detail = await api.request("GET", `/sessions/${encodeURIComponent(id)}`);
+    detail = await api.detail(id);
   } catch {
     return; // not offered (405) or not allowed: the controls start empty
   }
   if (!detail || !current || current.id !== id) return;
   if (typeof detail.model === "string") $("model-input").placeholder = detail.model;
+  if (detail.cost) usage.detailCost(detail.cost);
   const mode = detail.permission_mode;
   if (typeof mode === "string" && [...$("mode-select").options].some((o) => o.value === mode)) {
     $("mode-select").value = mode;
@@ -156,18 +178,58 @@ async function createSession(event) {
   }
 }
 
+// A new session from `sourceId`'s conversation (up to the turn of `messageUuid`, or all of
+// it), opened at once.
+async function forkSession(sourceId, messageUuid) {
+  // What the fork starts from, as this view shows it (the fork's own stream starts after it).
+  const history = current && current.id === sourceId ? current.transcript.history(messageUuid) : [];
+  let created;
+  try {
+    created = await api.forkSession(sourceId, messageUuid);
+  } catch (err) {
+    notice(`Could not fork: ${err.message}`);
+    return;
+  }
+  const list = tabSessions().filter((s) => s.id !== created.session_id);
+  list.unshift({ id: created.session_id, label: `fork of ${sourceId.slice(0, 8)}`, created: Date.now() });
+  saveTabSessions(list);
+  openSession(created.session_id, { history, from: sourceId });
+  notice(`Forked from ${sourceId}${messageUuid ? " at a message" : ""}.`, "info");
+}
+
+// Rewinds for real; the rewound message's text goes back to the composer for editing.
+async function rewind(id, transcript, uuid, files) {
+  const text = transcript.textOf(uuid);
+  const answer = await api.input(id, { type: "rewind", message_uuid: uuid, files, conversation: true, dry_run: false });
+  if (answer && answer.conversation && answer.conversation.rewound) {
+    transcript.dropFrom(uuid);
+    if (current && current.id === id) {
+      const box = $("message");
+      box.value = text;
+      box.focus();
+    }
+  }
+  return answer;
+}
+
 async function sendMessage(event) {
   event.preventDefault();
-  if (!current) return;
+  if (!current || tray.uploading) return;
   const box = $("message");
   const text = box.value;
-  if (!text.trim()) return;
+  const attachments = tray.blocks();
+  if (!text.trim() && attachments.length === 0) return;
   const { id, transcript } = current;
-  transcript.userMessage(text);
+  for (const [attachmentId, a] of tray.known()) transcript.attachmentNames.set(attachmentId, a.name);
+  // Files first, then the words about them (the order a reader meets them in).
+  const content = attachments.length === 0 ? text : [...attachments, ...(text.trim() ? [{ type: "text", text }] : [])];
+  const item = transcript.userMessage(content);
   box.value = "";
   try {
-    await api.input(id, { type: "user_message", content: text });
+    await api.input(id, { type: "user_message", content });
+    tray.clearSent();
   } catch (err) {
+    transcript.unsend(item);
     transcript.error({ code: err.code || `http_${err.status}`, message: `message not sent: ${err.message}` });
     box.value = text;
   }
@@ -259,6 +321,8 @@ function init() {
     control({ type: "set_permission_mode", mode }, `permission mode set to ${mode}`);
   });
   $("delete").addEventListener("click", deleteSession);
+  $("fork-session").addEventListener("click", () => current && forkSession(current.id, null));
+  tray.wire($("attach-input"), $("composer"));
   $("refresh-sessions").addEventListener("click", refreshSessions);
   loadConfig().then(() => {
     document.body.dataset.ready = "true";

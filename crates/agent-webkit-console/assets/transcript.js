@@ -1,10 +1,13 @@
 // The transcript of one session: wire events → DOM. Each event is applied once (the stream
 // dedupes by seq). Streaming text (message_delta) is shown as it arrives and replaced by the
 // message's final blocks at message_complete. Model output goes through renderMarkdown, which
-// builds DOM nodes and never parses HTML.
+// builds DOM nodes and never parses HTML. A user message shows at once when sent and becomes
+// an anchor (fork / rewind from it) when its `user_message` event names its uuid; a `rewound`
+// event drops that message and everything after it.
 
 import { renderMarkdown } from "./markdown.js";
 import { permissionCard, questionCard, hookCard } from "./prompts.js";
+import { anchorActions, contentText } from "./anchors.js";
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -25,6 +28,19 @@ function outputText(output) {
   return json(output);
 }
 
+// A JSON value as text with object keys sorted: the same content whatever order the server
+// writes its keys in.
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`)
+      .join(",")}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
 // Events that only happen inside a turn.
 const TURN_EVENTS = new Set([
   "message_delta",
@@ -41,6 +57,10 @@ export class Transcript {
   constructor(list, send) {
     this.list = list;
     this.send = send;
+    this.pending = []; // user messages shown but not yet anchored: {item, key}
+    this.anchorHandlers = null; // {fork, dryRun, rewind} (anchors.js)
+    this.attachmentNames = new Map(); // attachment_id → name, for showing sent messages
+    this.onUsage = () => {};
     this.messages = new Map(); // message_id → {item, body, streamed}
     this.tools = new Map(); // tool_use_id → card parts
     this.prompts = new Map(); // correlation_id → card
@@ -59,14 +79,147 @@ export class Transcript {
     return this.add(el("li", cls, text));
   }
 
-  userMessage(text) {
+  // A user message (string or blocks) as an item, not yet in the list.
+  userItem(content) {
     const item = el("li", "msg user");
+    item.dataset.content = JSON.stringify(content ?? "");
     item.append(el("div", "role", "you"));
     const body = el("div", "body");
-    body.textContent = text;
+    if (typeof content === "string") {
+      body.textContent = content;
+    } else if (Array.isArray(content)) {
+      for (const block of content) {
+        if (block && block.type === "text") {
+          body.append(el("div", "text", block.text || ""));
+        } else if (block && block.type === "attachment") {
+          const name = this.attachmentNames.get(block.attachment_id) || block.attachment_id;
+          const chip = el("span", "chip sent", name);
+          chip.title = "attachment";
+          chip.dataset.attachmentId = block.attachment_id || "";
+          body.append(chip, " ");
+        } else if (block && block.type === "image") {
+          body.append(el("span", "chip sent", "image"), " ");
+        } else {
+          body.append(el("pre", "json", json(block)));
+        }
+      }
+    }
     item.append(body);
-    this.add(item);
+    return item;
+  }
+
+  // Shown when sent (pending until its `user_message` event).
+  userMessage(content) {
+    const item = this.add(this.userItem(content));
+    item.classList.add("pending");
+    this.pending.push({ item, key: canonical(content) });
     this.setTurn(true);
+    return item;
+  }
+
+  // Takes back a pending message that the server refused.
+  unsend(item) {
+    this.pending = this.pending.filter((p) => p.item !== item);
+    item.remove();
+  }
+
+  // `user_message`: the message this tab sent (in order), or one from elsewhere / the log.
+  anchored(data) {
+    const key = canonical(data.content);
+    const at = this.pending.findIndex((p) => p.key === key);
+    let item;
+    if (at >= 0) {
+      item = this.pending[at].item;
+      this.pending.splice(at, 1);
+      item.classList.remove("pending");
+      this.list.append(item); // a queued message's turn starts now
+    } else {
+      item = this.add(this.userItem(data.content));
+    }
+    if (typeof data.uuid === "string") {
+      item.dataset.uuid = data.uuid;
+      if (this.anchorHandlers) anchorActions(item, data.uuid, this.anchorHandlers);
+    }
+    this.setTurn(true);
+  }
+
+  // The user message `uuid` and everything after it leave the view; returns its text, or
+  // null when it is not shown (already dropped).
+  dropFrom(uuid) {
+    const item = this.anchor(uuid);
+    if (!item) return null;
+    const text = this.textOf(uuid);
+    let node = item;
+    while (node) {
+      const next = node.nextElementSibling;
+      node.remove();
+      node = next;
+    }
+    const gone = (n) => !n.isConnected;
+    for (const [k, v] of this.messages) if (gone(v.item)) this.messages.delete(k);
+    for (const [k, v] of this.tools) if (gone(v.card)) this.tools.delete(k);
+    for (const [k, v] of this.prompts) if (gone(v)) this.prompts.delete(k);
+    this.pending = this.pending.filter((p) => !gone(p.item));
+    return text;
+  }
+
+  anchor(uuid) {
+    return [...this.list.querySelectorAll("li.msg.user")].find((li) => li.dataset.uuid === uuid) || null;
+  }
+
+  // The text of the anchored user message `uuid` ("" when not shown).
+  textOf(uuid) {
+    const item = this.anchor(uuid);
+    if (!item) return "";
+    try {
+      return contentText(JSON.parse(item.dataset.content || '""'));
+    } catch {
+      return "";
+    }
+  }
+
+  // Copies of what this view shows up to the end of the turn the user message `uuid` started
+  // (everything, without a uuid): a fork's earlier conversation, inert (no handlers, no
+  // actions), to show above the fork's own events.
+  history(uuid) {
+    const items = [...this.list.children];
+    let end = items.length;
+    if (uuid) {
+      const at = items.findIndex((li) => li.classList.contains("user") && li.dataset.uuid === uuid);
+      if (at < 0) return [];
+      const next = items.findIndex((li, i) => i > at && li.classList.contains("user") && !li.classList.contains("pending"));
+      end = next < 0 ? items.length : next;
+    }
+    return items.slice(0, end).flatMap((li) => {
+      if (li.classList.contains("pending") || li.classList.contains("fork-mark")) return [];
+      const copy = li.cloneNode(true);
+      copy.classList.add("inherited");
+      if (copy.dataset.uuid) {
+        copy.dataset.sourceUuid = copy.dataset.uuid;
+        delete copy.dataset.uuid;
+      }
+      copy.querySelectorAll(".anchor-actions, .rewind-panel").forEach((n) => n.remove());
+      copy.querySelectorAll("button, input, textarea, select").forEach((c) => (c.disabled = true));
+      return [copy];
+    });
+  }
+
+  // Shows a fork's inherited conversation (from history()) with a line saying where it is from.
+  inherit(items, sourceId) {
+    for (const item of items) this.list.append(item);
+    const mark = el("li", "note fork-mark", `forked from ${sourceId}: the conversation above comes from there`);
+    this.list.append(mark);
+  }
+
+  // `rewound` (from this tab or another): the later turns go when the conversation was rewound.
+  rewound(data) {
+    if (data.conversation && data.conversation.rewound) this.dropFrom(data.message_uuid);
+    const changed = (data.files && data.files.files_changed) || [];
+    const parts = ["rewound"];
+    if (data.conversation && data.conversation.rewound) parts.push("conversation");
+    if (data.files && data.files.rewound) parts.push(`${changed.length} file${changed.length === 1 ? "" : "s"} restored`);
+    const line = this.note(parts.join(" · "), "note rewound");
+    line.dataset.messageUuid = data.message_uuid || "";
   }
 
   setTurn(open) {
@@ -153,6 +306,15 @@ export class Transcript {
         break;
       case "error":
         this.error(data);
+        break;
+      case "user_message":
+        this.anchored(data);
+        break;
+      case "rewound":
+        this.rewound(data);
+        break;
+      case "usage":
+        this.onUsage(data);
         break;
       case "mcp_status_change":
         this.note(`MCP server ${data.server_name}: ${data.status}`);

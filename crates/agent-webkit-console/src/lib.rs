@@ -1,5 +1,6 @@
 //! The web console: a page served by the server at `/` that speaks only the public wire
-//! protocol (create, stream with `Last-Event-ID`, input, delete), as any client would.
+//! protocol (create, stream with `Last-Event-ID`, input, delete) and its documented extensions
+//! (fork and rewind from a user message, attachments, context and cost), as any client would.
 //!
 //! Its assets are plain ES modules and CSS under `assets/`, embedded with `include_bytes!`: no
 //! bundler, no npm, no CDN, nothing fetched at run time. [`Console`] is a
@@ -46,6 +47,21 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "/console/prompts.js",
         JS,
         include_bytes!("../assets/prompts.js"),
+    ),
+    (
+        "/console/anchors.js",
+        JS,
+        include_bytes!("../assets/anchors.js"),
+    ),
+    (
+        "/console/attachments.js",
+        JS,
+        include_bytes!("../assets/attachments.js"),
+    ),
+    (
+        "/console/usage.js",
+        JS,
+        include_bytes!("../assets/usage.js"),
     ),
     (
         "/console/icon.svg",
