@@ -58,9 +58,9 @@ use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
+mod attachments;
 mod context;
 mod mcp;
-mod attachments;
 
 /// The SSE keepalive comment frame.
 pub(crate) const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
