@@ -40,6 +40,7 @@ fn record(id: &str) -> SessionRecord {
             cwd: Some("/work/ü ☃".into()),
             tool_input_deltas: None,
             owner: None,
+            ..SessionConfig::default()
         },
     )
 }

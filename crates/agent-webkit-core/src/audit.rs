@@ -126,7 +126,9 @@ impl AuditEvent {
                 None,
                 Some(json!({ "permission_mode": mode })),
             ),
-            InboundMessage::UserMessage { .. } | InboundMessage::StopTask { .. } => return None,
+            InboundMessage::UserMessage { .. }
+            | InboundMessage::StopTask { .. }
+            | InboundMessage::Rewind(_) => return None,
         };
         let mut event = Self::new(actor, session_id, action);
         event.correlation_id = correlation_id;

@@ -58,6 +58,8 @@ use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
+mod anchors;
+
 /// The SSE keepalive comment frame.
 pub(crate) const KEEPALIVE_FRAME: &[u8] = b": keepalive\n\n";
 /// Most events written to a socket in one chunk.
@@ -656,9 +658,15 @@ impl Api {
             Ok(body) => body,
             Err(response) => return response,
         };
-        let request = match CreateSessionRequest::from_json(&body) {
+        let mut request = match CreateSessionRequest::from_json(&body) {
             Ok(request) => request,
             Err(err) => return ApiResponse::error(400, err, None),
+        };
+        // A fork inherits the source's settings the request leaves out; every check below
+        // applies to the effective values.
+        let fork = match self.fork_source(&mut request, principal).await {
+            Ok(fork) => fork,
+            Err(response) => return response,
         };
         if let Err(err) = self
             .inner
@@ -696,6 +704,8 @@ impl Api {
             cwd,
             tool_input_deltas: request.tool_input_deltas,
             owner: principal.sub.clone(),
+            file_checkpointing: request.file_checkpointing,
+            fork: fork.as_ref().map(|f| f.from.clone()),
         };
         let settings = json!({
             "model": config.model,
@@ -714,6 +724,7 @@ impl Api {
                     &json!(CreateSessionResponse {
                         session_id: session.id().to_owned(),
                         protocol_version: PROTOCOL_VERSION.to_owned(),
+                        forked_from: fork.map(|f| f.request),
                     }),
                 )
             }
@@ -887,6 +898,10 @@ impl Api {
                 Some("session_ended"),
             );
         }
+        let message = match message {
+            InboundMessage::Rewind(request) => return anchors::rewind(&session, request).await,
+            message => message,
+        };
         let audit = AuditEvent::for_input(self.actor(principal), id, &message);
         match apply(&session, message).await {
             Ok(()) => {
@@ -987,6 +1002,8 @@ async fn apply(session: &Arc<Session>, message: InboundMessage) -> Result<(), Se
             correlation_id,
             decision,
         } => session.resolve_hook(&correlation_id, decision),
+        // Answered with a body by `input` before `apply`.
+        InboundMessage::Rewind(_) => Ok(()),
     }
 }
 

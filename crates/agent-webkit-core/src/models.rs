@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::PROTOCOL_VERSION;
 
+pub mod anchors;
+
 // ---------------------------------------------------------------------------------------------
 // Session create
 // ---------------------------------------------------------------------------------------------
@@ -33,6 +35,12 @@ pub struct CreateSessionRequest {
     /// the server's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_input_deltas: Option<bool>,
+    /// Extension: start from another session's conversation (see [`anchors::ForkRequest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<anchors::ForkRequest>,
+    /// Extension: file checkpointing for `rewind` (absent: the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_checkpointing: Option<bool>,
 }
 
 impl CreateSessionRequest {
@@ -53,6 +61,11 @@ impl CreateSessionRequest {
             permission_mode: opt_string(&obj, "permission_mode")?,
             cwd: opt_string(&obj, "cwd")?,
             tool_input_deltas: opt_bool(&obj, "tool_input_deltas")?,
+            fork: match obj.get("fork") {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(anchors::ForkRequest::from_value(value)?),
+            },
+            file_checkpointing: opt_bool(&obj, "file_checkpointing")?,
         })
     }
 }
@@ -65,6 +78,9 @@ pub struct CreateSessionResponse {
     pub session_id: String,
     /// Always [`PROTOCOL_VERSION`].
     pub protocol_version: String,
+    /// Extension: the source of a fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<anchors::ForkedFrom>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,6 +215,8 @@ pub enum InboundMessage {
         /// `{"hookSpecificOutput":{"hookEventName":"PreToolUse","permissionDecision":"deny"}}`.
         decision: Map<String, Value>,
     },
+    /// Rewind files and/or the conversation to just before a user message (ours).
+    Rewind(anchors::RewindRequest),
 }
 
 /// Why an inbound body was rejected (every variant is a 400).
@@ -340,6 +358,9 @@ impl InboundMessage {
             "set_model" => Ok(InboundMessage::SetModel {
                 model: opt_string(&obj, "model")?,
             }),
+            "rewind" => Ok(InboundMessage::Rewind(anchors::RewindRequest::from_object(
+                &obj,
+            )?)),
             "stop_task" => Ok(InboundMessage::StopTask {
                 task_id: req_string(&obj, "task_id")?,
             }),
@@ -438,11 +459,15 @@ pub enum EventKind {
     Done,
     /// ours: `api_retry` — the agent retries a failed model call.
     ApiRetry,
+    /// ours: `user_message` — a user message handed to the agent, with its anchor uuid.
+    UserMessage,
+    /// ours: `rewound` — files and/or the conversation were rewound.
+    Rewound,
 }
 
 impl EventKind {
     /// Every event kind, in the contract's order.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::SessionReady,
         EventKind::MessageDelta,
         EventKind::MessageComplete,
@@ -456,6 +481,8 @@ impl EventKind {
         EventKind::McpStatusChange,
         EventKind::Done,
         EventKind::ApiRetry,
+        EventKind::UserMessage,
+        EventKind::Rewound,
     ];
 
     /// The event's wire name.
@@ -474,6 +501,8 @@ impl EventKind {
             EventKind::McpStatusChange => "mcp_status_change",
             EventKind::Done => "done",
             EventKind::ApiRetry => "api_retry",
+            EventKind::UserMessage => "user_message",
+            EventKind::Rewound => "rewound",
         }
     }
 
@@ -706,6 +735,10 @@ pub enum OutboundEvent {
     Done,
     /// ours: `api_retry`.
     ApiRetry(ApiRetryData),
+    /// ours: `user_message`.
+    UserMessage(anchors::UserMessageData),
+    /// ours: `rewound`.
+    Rewound(anchors::RewoundData),
 }
 
 impl OutboundEvent {
@@ -725,6 +758,8 @@ impl OutboundEvent {
             OutboundEvent::McpStatusChange(_) => EventKind::McpStatusChange,
             OutboundEvent::Done => EventKind::Done,
             OutboundEvent::ApiRetry(_) => EventKind::ApiRetry,
+            OutboundEvent::UserMessage(_) => EventKind::UserMessage,
+            OutboundEvent::Rewound(_) => EventKind::Rewound,
         }
     }
 
@@ -760,6 +795,8 @@ impl OutboundEvent {
                 OutboundEvent::Done
             }
             EventKind::ApiRetry => OutboundEvent::ApiRetry(serde_json::from_str(data)?),
+            EventKind::UserMessage => OutboundEvent::UserMessage(serde_json::from_str(data)?),
+            EventKind::Rewound => OutboundEvent::Rewound(serde_json::from_str(data)?),
         })
     }
 }

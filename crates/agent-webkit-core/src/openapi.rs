@@ -72,6 +72,7 @@ fn endpoints() -> Vec<Op> {
             .auth()
             .body::<InboundMessage>(true)
             .empty(204, "Accepted (queued, applied or answered)")
+            .json::<crate::models::anchors::RewoundData>(200, "`rewind` (ours): what was (dry run: would be) restored")
             .errors(&[400, 401, 403, 404, 408, 409, 413, 501, 502, 503, 504]),
         Op::delete("/sessions/{id}", "deleteSession", "End a session everywhere (its streams end with `done`); unknown ids, and another principal's sessions (left alone), too")
             .auth()
@@ -124,6 +125,14 @@ fn event_payload(kind: EventKind) -> (&'static str, Register) {
         EventKind::McpStatusChange => ("McpStatusChangeData", register::<McpStatusChangeData>),
         EventKind::Done => ("DoneData", register::<DoneData>),
         EventKind::ApiRetry => ("ApiRetryData", register::<ApiRetryData>),
+        EventKind::UserMessage => (
+            "UserMessageData",
+            register::<crate::models::anchors::UserMessageData>,
+        ),
+        EventKind::Rewound => (
+            "RewoundData",
+            register::<crate::models::anchors::RewoundData>,
+        ),
     }
 }
 

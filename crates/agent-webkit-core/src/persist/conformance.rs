@@ -61,6 +61,7 @@ pub async fn run_persistence_conformance(
         cwd: Some("/w".into()),
         tool_input_deltas: None,
         owner: Some("alice".into()),
+        ..SessionConfig::default()
     };
 
     let c = "create_then_load";

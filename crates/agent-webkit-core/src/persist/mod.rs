@@ -49,6 +49,9 @@ pub struct SessionRecord {
     /// shared token or no auth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// File checkpointing asked at create (see [`SessionConfig::file_checkpointing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_checkpointing: Option<bool>,
 }
 
 impl SessionRecord {
@@ -65,6 +68,7 @@ impl SessionRecord {
                 .map(|p| p.to_string_lossy().into_owned()),
             created_at_ms: now_ms(),
             owner: config.owner.clone(),
+            file_checkpointing: config.file_checkpointing,
         }
     }
 
@@ -77,6 +81,8 @@ impl SessionRecord {
             // Not persisted: a session taken over by another host streams that host's default.
             tool_input_deltas: None,
             owner: self.owner.clone(),
+            file_checkpointing: self.file_checkpointing,
+            fork: None,
         }
     }
 }

@@ -22,6 +22,7 @@
 
 mod events;
 mod lifecycle;
+pub mod rewind;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -175,6 +176,8 @@ pub struct Session {
     /// What listings show (last activity, title, usage), shared with the event writer.
     activity: Arc<ActivityCell>,
     meta: SessionMeta,
+    /// The uuids of the user messages of its conversation, in order (see `rewind`).
+    anchors: Mutex<Vec<String>>,
     /// A turn runs (a user message was sent and its `result` has not arrived yet).
     turn_running: std::sync::atomic::AtomicBool,
     subscribers: AtomicUsize,
@@ -232,6 +235,7 @@ impl Session {
         let capacity = options.inbound_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let (control, control_rx) = mpsc::channel(4);
+        let anchors = Mutex::new(rewind::anchors_of(&log));
         let session = Arc::new(Self {
             id,
             owner,
@@ -252,6 +256,7 @@ impl Session {
             last_agent_message: Mutex::new(Instant::now()),
             activity,
             meta,
+            anchors,
             turn_running: std::sync::atomic::AtomicBool::new(false),
             subscribers: AtomicUsize::new(0),
             probe: tokio::sync::watch::Sender::new(0),
@@ -654,7 +659,13 @@ impl Session {
                     let Some(client) = self.client() else { continue };
                     turn_open = true;
                     self.turn.started(&self.id);
-                    query = Some(Box::pin(async move { client.query(content).await }));
+                    let anchor = self.announce_user_message(client.as_ref(), &content);
+                    query = Some(Box::pin(async move {
+                        match anchor {
+                            Some(uuid) => client.query_anchored(content, &uuid).await,
+                            None => client.query(content).await,
+                        }
+                    }));
                 }
             }
         };
