@@ -25,8 +25,9 @@ pub struct ClaudeClient {
     pub(crate) server_info: Value,
     /// Whether this CLI runs with file checkpointing (`rewind` files).
     pub(crate) checkpointing: bool,
-    /// The user messages sent to this CLI process (their file checkpoints are its own).
-    pub(crate) sent: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// The user messages sent to this CLI process, in order (their file checkpoints are its
+    /// own).
+    pub(crate) sent: parking_lot::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for ClaudeClient {
@@ -51,7 +52,12 @@ impl ClaudeClient {
 
     /// Whether user message `uuid` was sent to this CLI process.
     pub(crate) fn sent_here(&self, uuid: &str) -> bool {
-        self.sent.lock().contains(uuid)
+        self.sent.lock().iter().any(|u| u == uuid)
+    }
+
+    /// The last user message sent to this CLI process.
+    pub(crate) fn last_sent(&self) -> Option<String> {
+        self.sent.lock().last().cloned()
     }
 
     pub(crate) async fn control(
@@ -112,7 +118,7 @@ impl AgentClient for ClaudeClient {
             return Err(err);
         }
         tracing::debug!(session_id = %self.shared.session_id, message_uuid = %uuid, "user message sent");
-        self.sent.lock().insert(uuid);
+        self.sent.lock().push(uuid);
         Ok(())
     }
 

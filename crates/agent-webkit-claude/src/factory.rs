@@ -532,7 +532,7 @@ fn connection(
             terminate: options.timeouts.terminate,
             server_info: info,
             checkpointing,
-            sent: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            sent: parking_lot::Mutex::new(Vec::new()),
         }),
         messages: Box::pin(messages),
     }

@@ -1,7 +1,8 @@
 //! Rewind through the CLI (docs/claude-cli-protocol.md §2): files with the `rewind_files`
 //! control request (`CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING=1` at launch), the conversation
 //! with `rewind_conversation` (`target_message_uuid`: the user message that is removed with
-//! everything after it).
+//! everything after it; `last_seen_user_message_uuid`: the latest user message, without which
+//! the CLI refuses a target that has later turns as "stale target").
 //!
 //! File checkpoints are kept per CLI process and config directory: a user message sent to an
 //! earlier process of the session (before hibernation, a restart or a take-over, whose resumed
@@ -45,12 +46,13 @@ pub(crate) async fn rewind(
                 error: None,
             }
         } else {
-            let answer = client
-                .control(
-                    json!({"subtype": "rewind_conversation", "target_message_uuid": uuid}),
-                    &[],
-                )
-                .await?;
+            // Without the last message the client saw, the CLI refuses a target with later
+            // turns ("stale target").
+            let mut ask = json!({"subtype": "rewind_conversation", "target_message_uuid": uuid});
+            if let Some(last) = client.last_sent() {
+                ask["last_seen_user_message_uuid"] = Value::String(last);
+            }
+            let answer = client.control(ask, &[]).await?;
             let rewound = answer.get("rewound").and_then(Value::as_bool) == Some(true);
             ConversationRewind {
                 rewound,
