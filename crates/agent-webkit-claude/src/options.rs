@@ -570,6 +570,8 @@ mod tests {
         let bridge = [
             "CLAUDE_AGENT_SDK_CLIENT_APP",
             "CLAUDE_AGENT_SDK_VERSION",
+            // File checkpointing is on by default.
+            "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING",
             "CLAUDE_CODE_ENTRYPOINT",
         ];
         let mut expected = vec!["ANTHROPIC_API_KEY"];
