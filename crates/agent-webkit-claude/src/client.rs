@@ -23,6 +23,11 @@ pub struct ClaudeClient {
     pub(crate) graceful_exit: Duration,
     pub(crate) terminate: Duration,
     pub(crate) server_info: Value,
+    /// Whether this CLI runs with file checkpointing (`rewind` files).
+    pub(crate) checkpointing: bool,
+    /// The user messages sent to this CLI process, in order (their file checkpoints are its
+    /// own).
+    pub(crate) sent: parking_lot::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for ClaudeClient {
@@ -53,7 +58,21 @@ impl ClaudeClient {
         }
     }
 
-    async fn control(&self, request: Value, invalid_codes: &[&str]) -> Result<Value, AgentError> {
+    /// Whether user message `uuid` was sent to this CLI process.
+    pub(crate) fn sent_here(&self, uuid: &str) -> bool {
+        self.sent.lock().iter().any(|u| u == uuid)
+    }
+
+    /// The last user message sent to this CLI process.
+    pub(crate) fn last_sent(&self) -> Option<String> {
+        self.sent.lock().last().cloned()
+    }
+
+    pub(crate) async fn control(
+        &self,
+        request: Value,
+        invalid_codes: &[&str],
+    ) -> Result<Value, AgentError> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(AgentError::Disconnected);
         }
@@ -78,8 +97,18 @@ impl AgentClient for ClaudeClient {
         self.shared.background.lock().is_busy()
     }
 
+    fn supports_anchors(&self) -> bool {
+        true
+    }
+
     async fn query(&self, content: UserContent) -> Result<(), AgentError> {
-        let uuid = uuid::Uuid::new_v4().to_string();
+        self.query_anchored(content, &uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// The CLI files the user message under the frame's `uuid` (its transcript entry's id).
+    async fn query_anchored(&self, content: UserContent, uuid: &str) -> Result<(), AgentError> {
+        let uuid = uuid.to_owned();
         let content = match content {
             UserContent::Text(text) => Value::String(text),
             UserContent::Blocks(blocks) => Value::Array(blocks),
@@ -97,7 +126,18 @@ impl AgentClient for ClaudeClient {
             return Err(err);
         }
         tracing::debug!(session_id = %self.shared.session_id, message_uuid = %uuid, "user message sent");
+        self.sent.lock().push(uuid);
         Ok(())
+    }
+
+    async fn rewind(
+        &self,
+        request: &agent_webkit_core::models::anchors::RewindRequest,
+    ) -> Result<
+        agent_webkit_core::agent::rewind::RewindOutcome,
+        agent_webkit_core::agent::rewind::RewindError,
+    > {
+        crate::rewind::rewind(self, request).await
     }
 
     async fn interrupt(&self) -> Result<(), AgentError> {

@@ -151,7 +151,14 @@ impl ClaudeAgentFactory {
         let mode_ok = mode.is_none_or(|m| {
             m != "bypassPermissions" || options.permission_mode.as_deref() == Some(m)
         });
-        ctx.resume.is_none() && mode_ok && pool.0.serves(cwd, mirror)
+        // A spare runs with the server's file checkpointing and is no fork.
+        let checkpointing_ok = options.file_checkpointing(&ctx.config)
+            == options.file_checkpointing(&agent_webkit_core::agent::SessionConfig::default());
+        ctx.resume.is_none()
+            && ctx.config.fork.is_none()
+            && checkpointing_ok
+            && mode_ok
+            && pool.0.serves(cwd, mirror)
     }
 
     /// Hands `spare` to the session of `ctx`: its transcript is filed under the session's id,
@@ -245,7 +252,8 @@ impl ClaudeAgentFactory {
             "Claude CLI ready (warm spare)"
         );
         guard.0 = None;
-        let mut conn = connection(options, shared, reader, rx, spare.info);
+        let checkpointing = options.file_checkpointing(&ctx.config);
+        let mut conn = connection(options, shared, reader, rx, spare.info, checkpointing);
         // Results name the session as a CLI started for it would (and a resumed one does).
         let (from, to) = (spare.cli_session_id, ctx.agent_session_id().to_owned());
         conn.messages = Box::pin(conn.messages.map(move |mut message| {
@@ -283,6 +291,11 @@ impl Drop for StartGuard {
 
 #[async_trait]
 impl AgentClientFactory for ClaudeAgentFactory {
+    /// Forks start from the source's transcript (materialized from the store, else the CLI's).
+    fn can_fork(&self) -> bool {
+        true
+    }
+
     /// Resumable when the transcript is mirrored into a store (`resume` materialises it).
     fn can_resume(&self, store: Option<&Arc<dyn agent_webkit_core::store::SessionStore>>) -> bool {
         store.is_some() && !self.options.disable_mirror
@@ -315,15 +328,42 @@ impl AgentClientFactory for ClaudeAgentFactory {
                 cwd.display()
             )));
         }
-        let plan = resume::plan(
-            ctx.agent_session_id(),
-            ctx.resume.as_deref(),
-            ctx.store.as_ref(),
-            &cwd,
-            &inherited_config_dir(options),
-            options.timeouts.store_load,
-        )
-        .await?;
+        // A fork (create only: a resumed fork continues its own transcript).
+        let fork = match (&ctx.config.fork, &ctx.resume) {
+            (Some(from), None) => Some(
+                crate::fork::plan(
+                    from,
+                    store.as_ref(),
+                    &cwd,
+                    &inherited_config_dir(options),
+                    options.timeouts.store_load,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        let mut plan = match &fork {
+            Some(fork) => resume::ResumePlan {
+                session_id: ctx.agent_session_id().to_owned(),
+                resume: Some(fork.source.clone()),
+                dir: None,
+            },
+            None => {
+                resume::plan(
+                    ctx.agent_session_id(),
+                    ctx.resume.as_deref(),
+                    ctx.store.as_ref(),
+                    &cwd,
+                    &inherited_config_dir(options),
+                    options.timeouts.store_load,
+                )
+                .await?
+            }
+        };
+        let fork_args = fork.as_ref().map(|f| f.extra_args(ctx.agent_session_id()));
+        if let Some(dir) = fork.and_then(|f| f.dir) {
+            plan.dir = Some(dir);
+        }
         let mut spec = launch_spec(
             options,
             program,
@@ -335,6 +375,9 @@ impl AgentClientFactory for ClaudeAgentFactory {
                 mirror: store.is_some(),
             },
         );
+        if let Some(args) = fork_args {
+            spec.args.extend(args);
+        }
         // The request's trace context, as the Python SDK passes it (W3C `traceparent`).
         if let Some(traceparent) = agent_webkit_core::trace::current_traceparent() {
             spec.env.insert("TRACEPARENT".into(), traceparent.into());
@@ -423,7 +466,14 @@ impl AgentClientFactory for ClaudeAgentFactory {
         );
         crate::mcp::start_session_servers(&shared, &ctx.config).await?;
         guard.0 = None;
-        Ok(connection(options, shared, reader, rx, info))
+        Ok(connection(
+            options,
+            shared,
+            reader,
+            rx,
+            info,
+            options.file_checkpointing(&ctx.config),
+        ))
     }
 
     fn spare_count(&self) -> usize {
@@ -492,6 +542,7 @@ fn connection(
     reader: JoinHandle<()>,
     rx: mpsc::Receiver<Result<AgentMessage, AgentError>>,
     info: Value,
+    checkpointing: bool,
 ) -> AgentConnection {
     let messages =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
@@ -503,6 +554,8 @@ fn connection(
             graceful_exit: options.timeouts.graceful_exit,
             terminate: options.timeouts.terminate,
             server_info: info,
+            checkpointing,
+            sent: parking_lot::Mutex::new(Vec::new()),
         }),
         messages: Box::pin(messages),
     }

@@ -169,6 +169,18 @@ pub struct ClaudeOptions {
     pub disable_mirror: bool,
     /// Step timeouts.
     pub timeouts: Timeouts,
+    /// Launch sessions without file checkpointing unless their create asks for it (`rewind`
+    /// of files; default: on, `CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING=1`).
+    pub no_file_checkpointing: bool,
+}
+
+impl ClaudeOptions {
+    /// Whether a session with these settings runs with file checkpointing.
+    pub fn file_checkpointing(&self, session: &SessionConfig) -> bool {
+        session
+            .file_checkpointing
+            .unwrap_or(!self.no_file_checkpointing)
+    }
 }
 
 impl ClaudeOptions {
@@ -276,6 +288,9 @@ fn config_dir_in(options: &ClaudeOptions, inherited: &BTreeMap<OsString, OsStrin
         .or_else(|| get("HOME").map(|h| Path::new(&h).join(".claude")))
         .unwrap_or_else(|| PathBuf::from(".claude"))
 }
+
+/// The CLI's switch for file checkpoints (`rewind_files`).
+pub const FILE_CHECKPOINTING_ENV: &str = "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING";
 
 /// Builds the command line and environment (docs/claude-cli-protocol.md §1.3, §1.4) from the
 /// server's environment.
@@ -400,6 +415,11 @@ where
         env.insert("CLAUDE_CODE_SDK_READS_SESSION_STATE".into(), "1".into());
     }
     env.insert("PWD".into(), cwd.clone().into_os_string());
+    if options.file_checkpointing(inputs.session) {
+        env.insert(FILE_CHECKPOINTING_ENV.into(), "1".into());
+    } else {
+        env.remove(std::ffi::OsStr::new(FILE_CHECKPOINTING_ENV));
+    }
     if let Some(dir) = inputs.config_dir {
         env.insert("CLAUDE_CONFIG_DIR".into(), dir.as_os_str().to_owned());
     }
@@ -557,6 +577,8 @@ mod tests {
         let bridge = [
             "CLAUDE_AGENT_SDK_CLIENT_APP",
             "CLAUDE_AGENT_SDK_VERSION",
+            // File checkpointing is on by default.
+            "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING",
             "CLAUDE_CODE_ENTRYPOINT",
         ];
         let mut expected = vec!["ANTHROPIC_API_KEY"];

@@ -663,14 +663,17 @@ async fn recorded_read_allow_translates_exactly() {
         names(&events),
         [
             "session_ready",
+            "user_message",
             "message_complete",
             "tool_use",
             "permission_request"
         ]
     );
+    // The session's anchor for the message (the bridge sends it as the frame's uuid).
+    assert_eq!(events[1].1["content"], "What does notes.txt say?");
     // The recording's two frames of one message, coalesced.
     assert_eq!(
-        events[1].1["message"]["content"].as_array().unwrap().len(),
+        events[2].1["message"]["content"].as_array().unwrap().len(),
         2
     );
     let (_, prompt) = events.last().unwrap();

@@ -7,6 +7,7 @@
 //! events. The agent asks for tool permissions through the [`PermissionHandle`] in its
 //! [`AgentContext`].
 
+pub mod rewind;
 pub mod slots;
 
 use std::path::PathBuf;
@@ -51,6 +52,11 @@ pub struct SessionConfig {
     /// when the agent starts: the agent must be able to read it without asking (the Claude
     /// bridge passes it as `--add-dir`). `None`: attachments are off.
     pub attachments_dir: Option<PathBuf>,
+    /// File checkpointing for `rewind` (`None`: the agent's default; for the Claude bridge,
+    /// `--file-checkpointing`).
+    pub file_checkpointing: Option<bool>,
+    /// Start from another session's conversation (create only; ignored when resuming).
+    pub fork: Option<rewind::ForkFrom>,
 }
 
 /// Everything a factory gets to build the agent of one session.
@@ -156,6 +162,12 @@ pub trait AgentClientFactory: Send + Sync + 'static {
         false
     }
 
+    /// Whether agents of this factory honour [`SessionConfig::fork`]; the create of a fork is
+    /// refused with 501 `unsupported` otherwise. Default: `false`.
+    fn can_fork(&self) -> bool {
+        false
+    }
+
     /// Whether agents can be started right now, cheaply (no agent is started; `/readyz` asks
     /// at most once a second): `Err(why)` e.g. when the CLI is missing. Default: ready.
     fn check_ready(&self) -> Result<(), String> {
@@ -216,6 +228,32 @@ pub trait AgentClient: Send + Sync + 'static {
     /// Default: [`AgentError::Unsupported`].
     async fn context_usage(&self) -> Result<crate::context_usage::ContextUsage, AgentError> {
         Err(AgentError::Unsupported("context usage"))
+    }
+
+    /// Whether the agent uses the session's ids for user messages
+    /// ([`query_anchored`](Self::query_anchored)): the session then announces each user message
+    /// with a `user_message` event naming its uuid, the anchor `rewind` and `fork` name.
+    /// Default: `false` (no `user_message` events).
+    fn supports_anchors(&self) -> bool {
+        false
+    }
+
+    /// Like [`query`](Self::query), with the message's id in the agent's transcript chosen by
+    /// the session. Default: `query` (the uuid is not used).
+    async fn query_anchored(&self, content: UserContent, uuid: &str) -> Result<(), AgentError> {
+        let _ = uuid;
+        self.query(content).await
+    }
+
+    /// Rewinds files and/or the conversation to just before the user message `uuid` (sent with
+    /// [`query_anchored`](Self::query_anchored)). Called between turns only. Default:
+    /// [`AgentError::Unsupported`].
+    async fn rewind(
+        &self,
+        request: &crate::models::anchors::RewindRequest,
+    ) -> Result<rewind::RewindOutcome, rewind::RewindError> {
+        let _ = request;
+        Err(AgentError::Unsupported("rewind").into())
     }
 }
 

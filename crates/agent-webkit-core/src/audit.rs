@@ -130,7 +130,9 @@ impl AuditEvent {
                 None,
                 Some(json!({ "permission_mode": mode })),
             ),
-            InboundMessage::UserMessage { .. } | InboundMessage::StopTask { .. } => return None,
+            InboundMessage::UserMessage { .. }
+            | InboundMessage::StopTask { .. }
+            | InboundMessage::Rewind(_) => return None,
             // Audited by the MCP handler (`http::mcp`), which knows the outcome.
             InboundMessage::McpToggle { .. }
             | InboundMessage::McpReconnect { .. }

@@ -58,6 +58,7 @@ use crate::registry::{CreateError, ResumeError, SessionRegistry};
 use crate::session::{Probe, Session, SessionError, SessionSubscriber};
 use crate::PROTOCOL_VERSION;
 
+mod anchors;
 mod attachments;
 mod context;
 mod mcp;
@@ -724,7 +725,7 @@ impl Api {
             Ok(body) => body,
             Err(response) => return response,
         };
-        let request = match CreateSessionRequest::from_json(&body) {
+        let mut request = match CreateSessionRequest::from_json(&body) {
             Ok(request) => request,
             Err(err) => return ApiResponse::error(400, err, None),
         };
@@ -735,6 +736,12 @@ impl Api {
         {
             return ApiResponse::error(400, err, Some(crate::session_id::INVALID_CODE));
         }
+        // A fork inherits the source's settings the request leaves out; every check below
+        // applies to the effective values.
+        let fork = match self.fork_source(&mut request, principal).await {
+            Ok(fork) => fork,
+            Err(response) => return response,
+        };
         if let Err(err) = self
             .inner
             .policy
@@ -777,6 +784,8 @@ impl Api {
             owner: principal.sub.clone(),
             session_id: request.session_id,
             mcp_servers,
+            file_checkpointing: request.file_checkpointing,
+            fork: fork.as_ref().map(|f| f.from.clone()),
             ..SessionConfig::default()
         };
         let settings = json!({
@@ -796,6 +805,7 @@ impl Api {
                     &json!(CreateSessionResponse {
                         session_id: session.id().to_owned(),
                         protocol_version: PROTOCOL_VERSION.to_owned(),
+                        forked_from: fork.map(|f| f.request),
                     }),
                 )
             }
@@ -978,6 +988,10 @@ impl Api {
         if message.is_mcp() {
             return self.mcp_input(id, &session, message, principal).await;
         }
+        let message = match message {
+            InboundMessage::Rewind(request) => return anchors::rewind(&session, request).await,
+            message => message,
+        };
         let audit = AuditEvent::for_input(self.actor(principal), id, &message);
         match apply(&session, message).await {
             Ok(()) => {
@@ -1085,6 +1099,8 @@ async fn apply(session: &Arc<Session>, message: InboundMessage) -> Result<(), Se
         | InboundMessage::McpSetServers { .. } => Err(SessionError::Agent(
             AgentError::Unsupported("MCP messages outside the MCP handler"),
         )),
+        // Answered with a body by `input` before `apply`.
+        InboundMessage::Rewind(_) => Ok(()),
     }
 }
 

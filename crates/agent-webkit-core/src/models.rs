@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::PROTOCOL_VERSION;
 
+pub mod anchors;
+
 // ---------------------------------------------------------------------------------------------
 // Session create
 // ---------------------------------------------------------------------------------------------
@@ -41,6 +43,12 @@ pub struct CreateSessionRequest {
     /// [`crate::mcp::config`]); allowed by the operator's MCP policy or refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_servers: Option<Map<String, Value>>,
+    /// Extension: start from another session's conversation (see [`anchors::ForkRequest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<anchors::ForkRequest>,
+    /// Extension: file checkpointing for `rewind` (absent: the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_checkpointing: Option<bool>,
 }
 
 impl CreateSessionRequest {
@@ -63,6 +71,11 @@ impl CreateSessionRequest {
             tool_input_deltas: opt_bool(&obj, "tool_input_deltas")?,
             session_id: opt_string(&obj, "session_id")?,
             mcp_servers: opt_object(&obj, "mcp_servers")?,
+            fork: match obj.get("fork") {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(anchors::ForkRequest::from_value(value)?),
+            },
+            file_checkpointing: opt_bool(&obj, "file_checkpointing")?,
         })
     }
 }
@@ -75,6 +88,9 @@ pub struct CreateSessionResponse {
     pub session_id: String,
     /// Always [`PROTOCOL_VERSION`].
     pub protocol_version: String,
+    /// Extension: the source of a fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<anchors::ForkedFrom>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,6 +242,8 @@ pub enum InboundMessage {
         /// The new set (an empty object removes them all).
         servers: Map<String, Value>,
     },
+    /// Rewind files and/or the conversation to just before a user message (ours).
+    Rewind(anchors::RewindRequest),
 }
 
 /// Why an inbound body was rejected (every variant is a 400).
@@ -378,6 +396,9 @@ impl InboundMessage {
             "set_model" => Ok(InboundMessage::SetModel {
                 model: opt_string(&obj, "model")?,
             }),
+            "rewind" => Ok(InboundMessage::Rewind(anchors::RewindRequest::from_object(
+                &obj,
+            )?)),
             "stop_task" => Ok(InboundMessage::StopTask {
                 task_id: req_string(&obj, "task_id")?,
             }),
@@ -503,11 +524,15 @@ pub enum EventKind {
     ApiRetry,
     /// ours: `usage` — the session's cumulative usage and cost, after a `result`.
     Usage,
+    /// ours: `user_message` — a user message handed to the agent, with its anchor uuid.
+    UserMessage,
+    /// ours: `rewound` — files and/or the conversation were rewound.
+    Rewound,
 }
 
 impl EventKind {
     /// Every event kind, in the contract's order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::SessionReady,
         EventKind::MessageDelta,
         EventKind::MessageComplete,
@@ -522,6 +547,8 @@ impl EventKind {
         EventKind::Done,
         EventKind::ApiRetry,
         EventKind::Usage,
+        EventKind::UserMessage,
+        EventKind::Rewound,
     ];
 
     /// The event's wire name.
@@ -541,6 +568,8 @@ impl EventKind {
             EventKind::Done => "done",
             EventKind::ApiRetry => "api_retry",
             EventKind::Usage => "usage",
+            EventKind::UserMessage => "user_message",
+            EventKind::Rewound => "rewound",
         }
     }
 
@@ -786,6 +815,10 @@ pub enum OutboundEvent {
     ApiRetry(ApiRetryData),
     /// ours: `usage`.
     Usage(UsageData),
+    /// ours: `user_message`.
+    UserMessage(anchors::UserMessageData),
+    /// ours: `rewound`.
+    Rewound(anchors::RewoundData),
 }
 
 impl OutboundEvent {
@@ -806,6 +839,8 @@ impl OutboundEvent {
             OutboundEvent::Done => EventKind::Done,
             OutboundEvent::ApiRetry(_) => EventKind::ApiRetry,
             OutboundEvent::Usage(_) => EventKind::Usage,
+            OutboundEvent::UserMessage(_) => EventKind::UserMessage,
+            OutboundEvent::Rewound(_) => EventKind::Rewound,
         }
     }
 
@@ -842,6 +877,8 @@ impl OutboundEvent {
             }
             EventKind::ApiRetry => OutboundEvent::ApiRetry(serde_json::from_str(data)?),
             EventKind::Usage => OutboundEvent::Usage(serde_json::from_str(data)?),
+            EventKind::UserMessage => OutboundEvent::UserMessage(serde_json::from_str(data)?),
+            EventKind::Rewound => OutboundEvent::Rewound(serde_json::from_str(data)?),
         })
     }
 }

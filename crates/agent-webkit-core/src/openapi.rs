@@ -73,7 +73,7 @@ fn endpoints() -> Vec<Op> {
             .auth()
             .body::<InboundMessage>(true)
             .empty(204, "Accepted (queued, applied or answered)")
-            .any_json(200, "`mcp_set_servers` on a live agent: its account `{added, removed, errors}`")
+            .any_json(200, "`mcp_set_servers` on a live agent: its account `{added, removed, errors}`; `rewind` (ours): what was (dry run: would be) restored, a `RewoundData`")
             .errors(&[400, 401, 403, 404, 408, 409, 413, 501, 502, 503, 504]),
         Op::get("/sessions/{id}/context", "getContextUsage", "The context-window usage the agent estimates now (409 while hibernated)")
             .auth()
@@ -149,6 +149,14 @@ fn event_payload(kind: EventKind) -> (&'static str, Register) {
         EventKind::Done => ("DoneData", register::<DoneData>),
         EventKind::ApiRetry => ("ApiRetryData", register::<ApiRetryData>),
         EventKind::Usage => ("UsageData", register::<crate::models::UsageData>),
+        EventKind::UserMessage => (
+            "UserMessageData",
+            register::<crate::models::anchors::UserMessageData>,
+        ),
+        EventKind::Rewound => (
+            "RewoundData",
+            register::<crate::models::anchors::RewoundData>,
+        ),
     }
 }
 

@@ -250,6 +250,7 @@ fn create_request_is_lenient_but_typed() {
     let resp = serde_json::to_string(&CreateSessionResponse {
         session_id: "s".into(),
         protocol_version: "1.0".into(),
+        forked_from: None,
     })
     .unwrap();
     assert_eq!(resp, r#"{"session_id":"s","protocol_version":"1.0"}"#);

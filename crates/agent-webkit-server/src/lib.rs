@@ -437,6 +437,10 @@ struct ClaudeArgs {
     /// because the published React reducer renders each one as a block until the message ends.
     #[arg(long, env = "AGENT_WEBKIT_CLAUDE_TOOL_INPUT_DELTAS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     claude_tool_input_deltas: bool,
+    /// File checkpointing of Claude sessions (`on`|`off`), so `rewind` can restore the files the
+    /// agent edited; a create's `file_checkpointing` overrides it per session.
+    #[arg(long, env = "AGENT_WEBKIT_FILE_CHECKPOINTING", value_parser = BoolishValueParser::new(), action = ArgAction::Set, default_value = "on", value_name = "on|off")]
+    file_checkpointing: bool,
     /// Largest accepted line of CLI output, in bytes.
     #[arg(long, env = "AGENT_WEBKIT_CLAUDE_MAX_LINE_BYTES", default_value_t = agent_webkit_claude::options::DEFAULT_MAX_LINE_BYTES)]
     claude_max_line_bytes: usize,
@@ -520,6 +524,7 @@ impl ClaudeArgs {
             tool_input_deltas: self.claude_tool_input_deltas,
             max_line_bytes: self.claude_max_line_bytes,
             disable_mirror: self.claude_no_mirror,
+            no_file_checkpointing: !self.file_checkpointing,
             clean_env: self.claude_clean_env,
             pass_env: list(&self.claude_pass_env),
             ..ClaudeOptions::default()

@@ -395,6 +395,8 @@ async fn a_clean_environment_holds_only_what_the_operator_passed() {
     let mut expected = vec![
         "CLAUDE_AGENT_SDK_CLIENT_APP",
         "CLAUDE_AGENT_SDK_VERSION",
+        // File checkpointing is on by default (`--file-checkpointing`).
+        "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING",
         "CLAUDE_CODE_ENTRYPOINT",
         "CLAUDE_CODE_SDK_READS_SESSION_STATE",
         "CLAUDE_CONFIG_DIR",

@@ -54,6 +54,9 @@ pub struct SessionRecord {
     /// The client's MCP servers from the create request (see [`SessionConfig::mcp_servers`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_servers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// File checkpointing asked at create (see [`SessionConfig::file_checkpointing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_checkpointing: Option<bool>,
 }
 
 impl SessionRecord {
@@ -71,6 +74,7 @@ impl SessionRecord {
             created_at_ms: now_ms(),
             owner: config.owner.clone(),
             mcp_servers: config.mcp_servers.clone(),
+            file_checkpointing: config.file_checkpointing,
         }
     }
 
@@ -85,6 +89,8 @@ impl SessionRecord {
             owner: self.owner.clone(),
             mcp_servers: self.mcp_servers.clone(),
             // Set again by the registry from its attachment root when the agent starts.
+            file_checkpointing: self.file_checkpointing,
+            fork: None,
             ..SessionConfig::default()
         }
     }

@@ -266,6 +266,11 @@ impl std::fmt::Debug for SessionRegistry {
 }
 
 impl SessionRegistry {
+    /// Whether the factory's agents can start as forks (see `AgentClientFactory::can_fork`).
+    pub(crate) fn can_fork(&self) -> bool {
+        self.inner.factory.can_fork()
+    }
+
     /// A registry with default settings (idle timeout 300 s).
     pub fn new(factory: Arc<dyn AgentClientFactory>) -> Self {
         Self::with_config(factory, None, RegistryConfig::default())

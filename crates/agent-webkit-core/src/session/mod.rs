@@ -24,6 +24,7 @@ mod context;
 mod events;
 mod lifecycle;
 mod mcp;
+pub mod rewind;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -142,6 +143,9 @@ pub(crate) struct SessionMeta {
     pub(crate) owner: Option<String>,
     /// Its attachment directory (see [`crate::attachments`]).
     pub(crate) attachments_dir: Option<std::path::PathBuf>,
+    /// The agent's own session id (the server's id unless the caller chose it; see
+    /// [`crate::persist::SessionRecord::agent_session_id`]): what a fork of it resumes.
+    pub(crate) agent_session_id: String,
 }
 
 impl SessionMeta {
@@ -151,6 +155,7 @@ impl SessionMeta {
             cwd: record.cwd.clone(),
             owner: record.owner.clone(),
             attachments_dir: None,
+            agent_session_id: record.agent_session_id.clone(),
         }
     }
 }
@@ -180,6 +185,8 @@ pub struct Session {
     /// What listings show (last activity, title, usage), shared with the event writer.
     activity: Arc<ActivityCell>,
     meta: SessionMeta,
+    /// The uuids of the user messages of its conversation, in order (see `rewind`).
+    anchors: Mutex<Vec<String>>,
     /// A turn runs (a user message was sent and its `result` has not arrived yet).
     turn_running: std::sync::atomic::AtomicBool,
     subscribers: AtomicUsize,
@@ -237,6 +244,7 @@ impl Session {
         let capacity = options.inbound_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let (control, control_rx) = mpsc::channel(4);
+        let anchors = Mutex::new(rewind::anchors_of(&log));
         let session = Arc::new(Self {
             id,
             owner,
@@ -257,6 +265,7 @@ impl Session {
             last_agent_message: Mutex::new(Instant::now()),
             activity,
             meta,
+            anchors,
             turn_running: std::sync::atomic::AtomicBool::new(false),
             subscribers: AtomicUsize::new(0),
             probe: tokio::sync::watch::Sender::new(0),
@@ -673,11 +682,16 @@ impl Session {
                     let Some(client) = self.client() else { continue };
                     turn_open = true;
                     self.turn.started(&self.id);
-                    // Attachment blocks become what the agent reads (crate::attachments).
+                    // Attachment blocks become what the agent reads (crate::attachments); the
+                    // `user_message` event keeps the posted content.
+                    let anchor = self.announce_user_message(client.as_ref(), &content);
                     let attachments = self.meta.attachments_dir.clone();
                     query = Some(Box::pin(async move {
                         let content = crate::attachments::expand(attachments, content).await;
-                        client.query(content).await
+                        match anchor {
+                            Some(uuid) => client.query_anchored(content, &uuid).await,
+                            None => client.query(content).await,
+                        }
                     }));
                 }
             }
