@@ -39,7 +39,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 pub use data_dir::{DataDir, DataDirError, DATABASE_FILE, HOST_ID_FILE, LOCK_FILE};
-pub use db::{Durability, OpenOptions, DEFAULT_WAL_LIMIT, WAL_HARD_FACTOR};
+pub use db::{Durability, OpenOptions, DEFAULT_READER_MMAP, DEFAULT_WAL_LIMIT, WAL_HARD_FACTOR};
 pub use persistence::{SqliteSessionPersistence, DEFAULT_MAX_EVENTS};
 pub use schema::SCHEMA_VERSION;
 

@@ -310,6 +310,18 @@ pub struct EventLog {
     size_hint: AtomicUsize,
     /// A compaction is running (one at a time).
     compacting: AtomicBool,
+    /// For a log built by [`EventLog::restore`]: when, and the bytes of the frames it was
+    /// restored with (the compactor holds such rings back during a burst of take-overs).
+    restored: Option<Restored>,
+}
+
+/// When a log was restored and how many bytes of frames it was restored with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Restored {
+    /// When [`EventLog::restore`] built the log.
+    pub(crate) at: Instant,
+    /// Bytes of the frames it restored (all hot).
+    pub(crate) bytes: usize,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -355,6 +367,7 @@ impl EventLog {
             version,
             size_hint: AtomicUsize::new(256),
             compacting: AtomicBool::new(false),
+            restored: None,
         }
     }
 
@@ -371,8 +384,8 @@ impl EventLog {
     /// ring holds the last `max_size` of `events`, and the next append gets the seq after the
     /// last one. Events whose name is unknown are skipped.
     pub(crate) fn restore(max_size: usize, events: &[StoredEvent]) -> Self {
-        let log = Self::new(max_size);
-        {
+        let mut log = Self::new(max_size);
+        let bytes = {
             let mut state = log.state.lock();
             let skip = events.len().saturating_sub(log.max_size);
             for stored in &events[skip..] {
@@ -389,10 +402,22 @@ impl EventLog {
                 state.next_seq = stored.seq + 1;
             }
             let last = state.next_seq - 1;
+            let bytes = state.ring.iter().map(|ev| ev.frame.len()).sum();
             drop(state);
             log.version.send_replace(last);
-        }
+            bytes
+        };
+        log.restored = Some(Restored {
+            at: Instant::now(),
+            bytes,
+        });
         log
+    }
+
+    /// When this log was restored from persisted events, and with how many bytes of frames
+    /// (`None` for a log that started here).
+    pub(crate) fn restored(&self) -> Option<Restored> {
+        self.restored
     }
 
     /// Sends every event appended from now on (in seq order) to `sink` as well; persistence
