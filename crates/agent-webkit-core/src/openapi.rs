@@ -75,7 +75,7 @@ fn endpoints() -> Vec<Op> {
             .empty(204, "Accepted (queued, applied or answered)")
             .any_json(200, "`mcp_set_servers` on a live agent: its account `{added, removed, errors}`; `rewind` (ours): what was (dry run: would be) restored, a `RewoundData`")
             .errors(&[400, 401, 403, 404, 408, 409, 413, 501, 502, 503, 504]),
-        Op::get("/sessions/{id}/context", "getContextUsage", "The context-window usage the agent estimates now (409 while hibernated)")
+        Op::get("/sessions/{id}/context", "getContextUsage", "The context-window usage the agent estimates now (a hibernated session is woken for it)")
             .auth()
             .json::<crate::context_usage::ContextResponse>(200, "The agent's estimate")
             .errors(&[401, 403, 404, 409, 501, 502, 503, 504]),
