@@ -89,6 +89,9 @@ macro_rules! conformance_suite {
                 check_jwks_rotation,
                 check_session_quota,
                 check_claim_restrictions,
+                check_caller_chosen_session_id,
+                check_concurrent_creates_of_one_id,
+                check_context_unsupported_and_usage_event,
             );
         }
     };

@@ -221,7 +221,9 @@ async fn context_and_cost(framework: &str) {
     assert!(
         children
             .iter()
-            .all(|(_, cmd)| !cmd.contains(ID) && cmd.contains("--session-id")),
+            .all(|(_, cmd)| !cmd.contains(&format!("--session-id={ID}"))
+                && !cmd.contains(&format!("--resume={ID}"))
+                && cmd.contains("--session-id=")),
         "the CLI runs under its own UUID: {children:?}"
     );
     let killed = tokio::process::Command::new("kill")
@@ -246,7 +248,7 @@ async fn context_and_cost(framework: &str) {
     let live = claude_children(b.pid().unwrap());
     assert!(
         live.iter()
-            .any(|(_, cmd)| cmd.contains("--resume=") && !cmd.contains(ID)),
+            .any(|(_, cmd)| cmd.contains("--resume=") && !cmd.contains(&format!("--resume={ID}"))),
         "resumed under the CLI's own UUID: {live:?}"
     );
     assert_eq!(detail(&client).await["cost"], usage["cost"]);

@@ -194,7 +194,10 @@ async fn a_postgres_restart_mid_turn_loses_no_event() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let next = stream.until("result", T).await.unwrap();
+    // Up to the turn's last event: the `usage` that follows its `result` (the fake CLI
+    // reports usage per model).
+    let mut next = stream.until("result", T).await.unwrap();
+    next.extend(stream.until("usage", T).await.unwrap());
     assert!(
         next.iter().all(|f| f.event != "error"),
         "{:?}",

@@ -102,6 +102,10 @@ impl EventTranslator {
             AgentMessage::Result(result) => {
                 let cost = session.activity.result(&result.extra);
                 let turn = result.extra.get("usage").cloned().unwrap_or(Value::Null);
+                // The `usage` event is for agents reporting usage per model (the Claude CLI's
+                // `modelUsage`); others (the replay agent, byte-compatible with the original)
+                // keep their event sequences, and their totals still reach the detail.
+                let per_model = result.extra.get("modelUsage").is_some_and(Value::is_object);
                 if result.ends_turn {
                     // Before the event: a client that has seen the `result` and then asks for
                     // the session's state (listing, detail) sees the turn over.
@@ -117,7 +121,7 @@ impl EventTranslator {
                         extra: result.extra,
                     },
                 );
-                if let Some(cost) = cost {
+                if let Some(cost) = cost.filter(|_| per_model) {
                     session.append(EventKind::Usage, &crate::models::UsageData { cost, turn });
                 }
                 result.ends_turn
