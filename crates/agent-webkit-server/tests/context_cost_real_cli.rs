@@ -7,17 +7,15 @@
 //! Skips loudly (fails in CI) when the real CLI is unavailable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
-use agent_webkit_testkit::real_cli::{offline_env, TempDir};
-use agent_webkit_testkit::{
-    claude_children, process_alive, require_real_cli, Client, ServerProcess, SseStream,
-};
+use agent_webkit_testkit::real_cli::TempDir;
+use agent_webkit_testkit::{claude_children, process_alive, require_real_cli, Client, SseStream};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
+mod claude_on_data_dir;
+use claude_on_data_dir::server;
 const T: Duration = Duration::from_secs(30);
 /// The caller's id: not a UUID, so the CLI must run under one of its own.
 const ID: &str = "invoice-2026.07~a_b";
@@ -26,38 +24,6 @@ const ID: &str = "invoice-2026.07~a_b";
 const MODEL: &str = "claude-opus-5-5";
 const INPUT_USD_PER_TOKEN: f64 = 4.0e-6;
 const OUTPUT_USD_PER_TOKEN: f64 = 20.0e-6;
-
-async fn server(
-    cli: &Path,
-    mock: &MockAnthropicApi,
-    framework: &str,
-    data: &Path,
-    work: &Path,
-    home: &Path,
-) -> ServerProcess {
-    let env = offline_env(mock, home);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ServerProcess::spawn_with_env(
-        BIN,
-        &[
-            "--no-auth",
-            "--framework",
-            framework,
-            "--agent",
-            "claude",
-            "--claude-path",
-            cli.to_str().unwrap(),
-            "--claude-setting-sources=",
-            "--allowed-root",
-            work.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &env,
-    )
-    .await
-    .unwrap()
-}
 
 /// The mock's reply usage summed: (input, output) tokens.
 fn mock_sums(mock: &MockAnthropicApi) -> (u64, u64) {

@@ -6,51 +6,17 @@
 //! loudly (fails in CI) when the real CLI is unavailable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
-use agent_webkit_testkit::real_cli::{offline_env, TempDir};
-use agent_webkit_testkit::{
-    claude_children, process_alive, require_real_cli, ServerProcess, SseFrame, SseStream,
-};
+use agent_webkit_testkit::real_cli::TempDir;
+use agent_webkit_testkit::{claude_children, process_alive, require_real_cli, SseFrame, SseStream};
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
+mod claude_on_data_dir;
+use claude_on_data_dir::server;
 /// Generous: the CLI cold-starts in ~0.5 s, but CI machines are slow and busy.
 const T: Duration = Duration::from_secs(30);
-
-async fn server(
-    cli: &Path,
-    mock: &MockAnthropicApi,
-    framework: &str,
-    data: &Path,
-    work: &Path,
-    home: &Path,
-) -> ServerProcess {
-    let env = offline_env(mock, home);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ServerProcess::spawn_with_env(
-        BIN,
-        &[
-            "--no-auth",
-            "--framework",
-            framework,
-            "--agent",
-            "claude",
-            "--claude-path",
-            cli.to_str().unwrap(),
-            "--claude-setting-sources=",
-            "--allowed-root",
-            work.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &env,
-    )
-    .await
-    .unwrap()
-}
 
 async fn turn(stream: &mut SseStream) -> Vec<SseFrame> {
     let frames = stream.until("result", T).await.unwrap();
