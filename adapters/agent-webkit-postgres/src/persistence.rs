@@ -73,6 +73,13 @@ WITH batch AS (
 )
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM pruned)";
 
+/// The events after seq `$2`, oldest first, at most `$3` (the primary key's range).
+const LOAD_EVENTS_SQL: &str = "
+SELECT seq, event, data FROM agent_webkit_session_events
+WHERE session_id = $1 AND seq > $2
+ORDER BY seq
+LIMIT $3";
+
 /// What [`listed`] reads, in its order; the lease holder only while its lease is live.
 const LISTED_COLUMNS: &str = "record, activity, last_activity_ms, ended, last_seq,
     CASE WHEN lease_expires_at > clock_timestamp() THEN owner END";
@@ -431,6 +438,37 @@ impl SessionPersistence for PgSessionPersistence {
                 events.push(StoredEvent { seq, event, data });
             }
             Ok(Some((record, events)))
+        })
+        .await
+    }
+
+    async fn load_events(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, PersistError> {
+        if !storable(session_id) || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("load_events", session_id, |client, _| async move {
+            let stmt = client.prepare_cached(LOAD_EVENTS_SQL).await?;
+            let rows = client.query(&stmt, &[&session_id, &after, &limit]).await?;
+            let mut events = Vec::with_capacity(rows.len());
+            for row in rows {
+                let seq: i64 = row.try_get(0)?;
+                let seq = u64::try_from(seq).map_err(|_| {
+                    PgStoreError::Corrupt(format!("session {session_id:?}: negative seq {seq}"))
+                })?;
+                events.push(StoredEvent {
+                    seq,
+                    event: row.try_get(1)?,
+                    data: row.try_get(2)?,
+                });
+            }
+            Ok(events)
         })
         .await
     }

@@ -316,6 +316,31 @@ impl SessionPersistence for SqliteSessionPersistence {
         .await
     }
 
+    async fn load_events(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, PersistError> {
+        let id = session_id.to_owned();
+        let (after, limit) = (seq(after_seq), i64::try_from(limit).unwrap_or(i64::MAX));
+        self.read("load_events", session_id, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, event, data FROM agent_webkit_session_events
+                 WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![id, after, limit], |r| {
+                Ok(StoredEvent {
+                    seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    event: r.get(1)?,
+                    data: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn acquire(
         &self,
         session_id: &str,

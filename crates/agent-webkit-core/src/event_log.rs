@@ -20,8 +20,12 @@
 //! quiet and [`EventLog::compact`] ran, a cold part: older events packed into compressed blocks
 //! (`cold`). Readers never see the difference, except that reading back into the cold part
 //! decompresses a block (once, shared by every concurrent reader of it).
+//!
+//! A log restored from a store (a take-over) may also start with a stored part: the older
+//! events of its ring, left in the store and read back on demand (`stored`).
 
 mod cold;
+mod stored;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,6 +39,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use self::cold::{ColdBlock, BLOCK_EVENTS};
+pub(crate) use self::stored::OlderEvents;
+use self::stored::StoredPart;
 use crate::models::EventKind;
 
 /// Default ring capacity (events kept for replay).
@@ -150,9 +156,20 @@ pub enum SubscribeError {
         /// The first seq it missed.
         missed: u64,
     },
+    /// The next events are in the store this log was restored from, and reading them failed;
+    /// nothing was lost: a client resumes from its cursor once the store answers again.
+    #[error("events from {seq} could not be read from the store: {reason}")]
+    Unavailable {
+        /// The first seq that could not be read.
+        seq: u64,
+        /// What the store said.
+        reason: String,
+    },
 }
 
 struct LogState {
+    /// The oldest events of a restored ring, still only in the store (all before `cold`).
+    stored: Option<StoredPart>,
     /// Compressed blocks of the oldest events, oldest first, contiguous, all before `ring`.
     cold: VecDeque<Arc<ColdBlock>>,
     /// Leading events of `cold.front()` already evicted.
@@ -179,6 +196,9 @@ struct LogState {
 
 impl LogState {
     fn oldest_seq(&self) -> u64 {
+        if let Some(part) = &self.stored {
+            return part.first;
+        }
         match self.cold.front() {
             Some(block) => block.first_seq() + self.cold_skip as u64,
             None => self.hot_first_seq(),
@@ -191,12 +211,17 @@ impl LogState {
     }
 
     fn len(&self) -> usize {
-        self.cold_len + self.ring.len()
+        self.stored.as_ref().map_or(0, StoredPart::len) + self.cold_len + self.ring.len()
     }
 
     /// Drops the oldest event.
     fn evict_oldest(&mut self) {
-        if let Some(front) = self.cold.front() {
+        if let Some(part) = &mut self.stored {
+            part.first += 1;
+            if part.first >= part.end {
+                self.stored = None;
+            }
+        } else if let Some(front) = self.cold.front() {
             self.cold_skip += 1;
             self.cold_len -= 1;
             if self.cold_skip >= front.count() {
@@ -216,7 +241,8 @@ impl LogState {
 
     /// The size counted for held event `seq` in `lag_bytes`: its frame's length when hot, its
     /// block's average when cold (a cold event is not decompressed to be counted; events beyond
-    /// the ring are never compacted, so an event is counted the same way in and out).
+    /// the ring are never compacted, so an event is counted the same way in and out), 0 when
+    /// stored (it takes no memory here).
     fn frame_len(&self, seq: u64) -> usize {
         let hot_first = self.hot_first_seq();
         if seq >= hot_first {
@@ -281,8 +307,10 @@ impl LogState {
 /// How much memory an [`EventLog`] holds (see [`EventLog::memory`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogMemory {
-    /// Events held, hot and cold.
+    /// Events held in memory, hot and cold.
     pub events: usize,
+    /// Events of the ring left in the store it was restored from (read back on demand).
+    pub stored_events: usize,
     /// Events held uncompressed.
     pub hot_events: usize,
     /// Bytes of the uncompressed frames.
@@ -352,6 +380,7 @@ impl EventLog {
             max_size: max_size.max(1),
             lag_budget: DEFAULT_LAG_BUDGET,
             state: Mutex::new(LogState {
+                stored: None,
                 cold: VecDeque::new(),
                 cold_skip: 0,
                 cold_len: 0,
@@ -382,8 +411,14 @@ impl EventLog {
 
     /// A log continuing from persisted events (another host's log of the same session): the
     /// ring holds the last `max_size` of `events`, and the next append gets the seq after the
-    /// last one. Events whose name is unknown are skipped.
-    pub(crate) fn restore(max_size: usize, events: &[StoredEvent]) -> Self {
+    /// last one. Events whose name is unknown are skipped. With `older` (the oldest seq the
+    /// store holds, and the store), the seqs from there up to the first of `events` make the
+    /// ring's stored part (see `stored`), within the ring's `max_size`.
+    pub(crate) fn restore(
+        max_size: usize,
+        events: &[StoredEvent],
+        older: Option<(u64, Arc<dyn OlderEvents>)>,
+    ) -> Self {
         let mut log = Self::new(max_size);
         let bytes = {
             let mut state = log.state.lock();
@@ -400,6 +435,14 @@ impl EventLog {
                     .ring
                     .push_back(render(stored.seq, kind, stored.data.as_bytes()));
                 state.next_seq = stored.seq + 1;
+            }
+            if let Some((oldest, source)) = older {
+                let end = state.ring.front().map_or(state.next_seq, |ev| ev.seq);
+                let room = log.max_size.saturating_sub(state.ring.len()) as u64;
+                let first = oldest.max(end.saturating_sub(room)).max(1);
+                if first < end {
+                    state.stored = Some(StoredPart { first, end, source });
+                }
             }
             let last = state.next_seq - 1;
             let bytes = state.ring.iter().map(|ev| ev.frame.len()).sum();
@@ -480,8 +523,42 @@ impl EventLog {
         self.state.lock().closed
     }
 
-    /// A copy of the events currently held, oldest first (compressed ones decompressed; an
-    /// unreadable block is logged and left out).
+    /// Whether the ring has a stored part (events read from the store on demand; see
+    /// [`history`](Self::history)).
+    pub(crate) fn has_stored_part(&self) -> bool {
+        self.state.lock().stored.is_some()
+    }
+
+    /// Every event of the ring, oldest first: [`snapshot`](Self::snapshot) preceded by the
+    /// stored part, read from the store (what it fails to read is logged and left out).
+    pub(crate) async fn history(&self) -> Vec<LoggedEvent> {
+        let Some(part) = self.state.lock().stored.clone() else {
+            return self.snapshot();
+        };
+        let mut older = Vec::new();
+        let mut from = part.first;
+        while from < part.end {
+            match part.read(from, self.max_size).await {
+                Ok((batch, last)) => {
+                    from = last + 1;
+                    older.extend(batch);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, seq = from, "stored events unreadable");
+                    break;
+                }
+            }
+        }
+        let held = self.snapshot();
+        let first_held = held.first().map_or(u64::MAX, |ev| ev.seq);
+        older.retain(|ev| ev.seq < first_held);
+        older.extend(held);
+        older
+    }
+
+    /// A copy of the events currently held in memory, oldest first (compressed ones
+    /// decompressed; an unreadable block is logged and left out; a stored part is not read:
+    /// see [`history`](Self::history)).
     pub fn snapshot(&self) -> Vec<LoggedEvent> {
         let (cold, skip, hot) = {
             let state = self.state.lock();
@@ -523,8 +600,10 @@ impl EventLog {
     /// What the log holds, hot and cold.
     pub fn memory(&self) -> LogMemory {
         let state = self.state.lock();
+        let stored_events = state.stored.as_ref().map_or(0, StoredPart::len);
         LogMemory {
-            events: state.len(),
+            events: state.len() - stored_events,
+            stored_events,
             hot_events: state.ring.len(),
             hot_bytes: state.ring.iter().map(|ev| ev.frame.len()).sum(),
             cold_blocks: state.cold.len(),
@@ -819,7 +898,8 @@ impl Subscription {
             // Mark the current version seen *before* reading the ring, so an append that
             // lands after the read is guaranteed to wake `changed()` below.
             self.version.borrow_and_update();
-            {
+            // Events in the stored part are read after the lock is released.
+            let from_store = 'held: {
                 let mut state = self.log.state.lock();
                 let oldest = state.oldest_seq();
                 let next = self.cursor + 1;
@@ -833,6 +913,9 @@ impl Subscription {
                     let take = usize::try_from(visible - next)
                         .unwrap_or(usize::MAX)
                         .min(max);
+                    if let Some(part) = state.stored.clone().filter(|p| next < p.end) {
+                        break 'held Some((part, next, take));
+                    }
                     let hot_first = state.hot_first_seq();
                     if next < hot_first {
                         // Compressed: decompress outside the log's lock.
@@ -868,6 +951,24 @@ impl Subscription {
                 if state.closed && visible >= state.next_seq {
                     return Ok(None);
                 }
+                None
+            };
+            if let Some((part, next, take)) = from_store {
+                let (batch, last) = part.read(next, take).await.map_err(|reason| {
+                    tracing::warn!(seq = next, error = %reason, "cannot read stored events");
+                    SubscribeError::Unavailable { seq: next, reason }
+                })?;
+                let log = &self.log;
+                log.state.lock().advance_reader(
+                    &mut self.cursor,
+                    last,
+                    log.max_size,
+                    log.lag_budget,
+                );
+                if batch.is_empty() {
+                    continue; // only events of unknown kinds: read on
+                }
+                return Ok(Some(batch));
             }
             if self.version.changed().await.is_err() {
                 // The sender lives inside the log we hold an Arc to; this cannot happen, but

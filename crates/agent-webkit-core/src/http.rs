@@ -1210,7 +1210,11 @@ fn frames(batch: &[LoggedEvent]) -> (Bytes, bool) {
 /// The frame that ends a lagging subscriber's stream: an `error` event without an `id`, so
 /// the client's cursor stays on the last event it really received.
 fn lagged_frame(err: &SubscribeError) -> Bytes {
-    let data = json!(ErrorData::new("evicted", err.to_string()));
+    let code = match err {
+        SubscribeError::Unavailable { .. } => "store_unavailable",
+        _ => "evicted",
+    };
+    let data = json!(ErrorData::new(code, err.to_string()));
     Bytes::from(format!("event: error\ndata: {data}\n\n"))
 }
 

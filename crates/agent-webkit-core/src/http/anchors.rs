@@ -50,7 +50,7 @@ impl Api {
             Err(response) => return Err(response),
         };
         if let Some(uuid) = &fork.message_uuid {
-            if !source.has_anchor(uuid) {
+            if !source.has_anchor(uuid).await {
                 tracing::info!(source = %fork.session_id, message_uuid = %uuid, "fork refused: unknown message");
                 return Err(ApiResponse::error(
                     400,

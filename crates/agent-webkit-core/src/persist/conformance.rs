@@ -108,6 +108,34 @@ pub async fn run_persistence_conformance(
         .unwrap_or((record.clone(), Vec::new()));
     check(c, tail == batch[3..], format!("tail: {tail:?}"))?;
 
+    let c = "load_events_range";
+    for (after, limit, want) in [
+        (0, 10, &batch[..]),
+        (2, 2, &batch[2..4]),
+        (4, 10, &batch[4..]),
+    ] {
+        let got = store
+            .load_events(&id, after, limit)
+            .await
+            .map_err(backend(c))?;
+        check(
+            c,
+            got == want,
+            format!("after {after}, limit {limit}: {got:?}"),
+        )?;
+    }
+    let none = store.load_events(&id, 5, 10).await.map_err(backend(c))?;
+    check(c, none.is_empty(), format!("after the last: {none:?}"))?;
+    let unknown = store
+        .load_events(&format!("{prefix}-nobody"), 0, 10)
+        .await
+        .map_err(backend(c))?;
+    check(
+        c,
+        unknown.is_empty(),
+        format!("unknown session: {unknown:?}"),
+    )?;
+
     let c = "lease_exclusive_until_released";
     let held = store
         .acquire(&id, "host-2", lease)
@@ -198,7 +226,7 @@ pub async fn run_persistence_conformance(
     store.delete(&id2).await.map_err(backend(c))?;
 
     listing(store, prefix, lease).await?;
-    Ok(6)
+    Ok(7)
 }
 
 /// `list` / `get` / `append_batch`'s activity: owners, the keyset order, ended sessions.
@@ -359,6 +387,6 @@ mod tests {
     #[tokio::test]
     async fn in_memory_passes_the_contracts() {
         let store = InMemoryPersistence::new(100);
-        assert_eq!(run_persistence_conformance(&store, "t").await.unwrap(), 6);
+        assert_eq!(run_persistence_conformance(&store, "t").await.unwrap(), 7);
     }
 }

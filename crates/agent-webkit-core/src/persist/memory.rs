@@ -134,6 +134,19 @@ impl SessionPersistence for InMemoryPersistence {
         }))
     }
 
+    async fn load_events(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, PersistError> {
+        let sessions = self.sessions.lock();
+        Ok(sessions.get(session_id).map_or_else(Vec::new, |entry| {
+            let from = entry.events.partition_point(|e| e.seq <= after_seq);
+            entry.events[from..].iter().take(limit).cloned().collect()
+        }))
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<Vec<ListedSession>, PersistError> {
         let now = now_ms();
         let sessions = self.sessions.lock();

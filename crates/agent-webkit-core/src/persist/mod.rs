@@ -198,6 +198,27 @@ pub trait SessionPersistence: Send + Sync + 'static {
         tail: usize,
     ) -> Result<Option<(SessionRecord, Vec<StoredEvent>)>, PersistError>;
 
+    /// Up to `limit` stored events with a seq greater than `after_seq`, oldest first (empty
+    /// when there are none, or no such session). A session taken over reads the older part
+    /// of its ring from here, on demand (see [`load`](Self::load), which restores only its
+    /// tail). The default loads the whole log through `load`: stores override it with a
+    /// range read.
+    async fn load_events(
+        &self,
+        session_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, PersistError> {
+        Ok(match self.load(session_id, usize::MAX).await? {
+            Some((_, events)) => events
+                .into_iter()
+                .filter(|e| e.seq > after_seq)
+                .take(limit)
+                .collect(),
+            None => Vec::new(),
+        })
+    }
+
     /// Takes the lease for `owner` if it is free, expired or already `owner`'s.
     async fn acquire(
         &self,

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{CreateError, SessionRegistry, Started};
-use crate::event_log::{EventLog, StoredEvent};
+use crate::event_log::{EventLog, OlderEvents, StoredEvent};
 use crate::models::{ErrorData, EventKind};
 use crate::persist::{spawn_event_writer, ActivityCell, Lease, SessionPersistence};
 use crate::session::{Session, SessionMeta};
@@ -24,6 +24,28 @@ impl std::fmt::Debug for Failover {
         f.debug_struct("Failover")
             .field("host_id", &self.host_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// Events a take-over renders at once: the newest of the ring (what a reconnecting client
+/// asks for); the rest of the ring stays in the store, read back only if a client asks (see
+/// `event_log`'s stored part). More are rendered when the tail does not reach back to the last
+/// `result` (the unfinished turn is read from them).
+const RESTORE_TAIL: usize = 64;
+
+/// A session's persisted events, as the stored part of its restored log.
+struct PersistedEvents {
+    persistence: Arc<dyn SessionPersistence>,
+    session_id: String,
+}
+
+#[async_trait::async_trait]
+impl OlderEvents for PersistedEvents {
+    async fn fetch(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredEvent>, String> {
+        self.persistence
+            .load_events(&self.session_id, after_seq, limit)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -152,12 +174,32 @@ impl SessionRegistry {
         let inner = &self.inner;
         let persistence = &failover.persistence;
         let backend = |e: crate::persist::PersistError| ResumeError::Persistence(e.to_string());
-        let Some((record, events)) = persistence
-            .load(id, inner.config.ring_size)
-            .await
-            .map_err(backend)?
-        else {
+        let ring = inner.config.ring_size;
+        let tail = ring.min(RESTORE_TAIL);
+        let Some((record, mut events)) = persistence.load(id, tail).await.map_err(backend)? else {
             return Ok(None);
+        };
+        let mut partial = events.len() >= tail && ring > tail;
+        if partial && !events.iter().any(|e| e.event == EventKind::Result.as_str()) {
+            // A long turn without its start in the tail: render the whole ring.
+            match persistence.load(id, ring).await.map_err(backend)? {
+                Some((_, all)) => events = all,
+                None => return Ok(None),
+            }
+            partial = false;
+        }
+        // The oldest seq the store holds: the stored part runs from there to the tail.
+        let older = if partial {
+            let oldest = persistence.load_events(id, 0, 1).await.map_err(backend)?;
+            oldest.first().map(|e| {
+                let source: Arc<dyn OlderEvents> = Arc::new(PersistedEvents {
+                    persistence: Arc::clone(persistence),
+                    session_id: id.to_owned(),
+                });
+                (e.seq, source)
+            })
+        } else {
+            None
         };
         if events
             .last()
@@ -208,8 +250,7 @@ impl SessionRegistry {
         }
         let activity = Arc::new(ActivityCell::new(activity));
         let log = Arc::new(
-            EventLog::restore(inner.config.ring_size, &events)
-                .with_lag_budget(inner.config.lag_budget),
+            EventLog::restore(ring, &events, older).with_lag_budget(inner.config.lag_budget),
         );
         self.attach_writer(id, &log, failover, Arc::clone(&activity));
         tracing::info!(session_id = %id, host = %failover.host_id, last_seq = log.last_seq(), "taking over session");

@@ -186,7 +186,7 @@ pub struct Session {
     activity: Arc<ActivityCell>,
     meta: SessionMeta,
     /// The uuids of the user messages of its conversation, in order (see `rewind`).
-    anchors: Mutex<Vec<String>>,
+    anchors: Mutex<rewind::Anchors>,
     /// A turn runs (a user message was sent and its `result` has not arrived yet).
     turn_running: std::sync::atomic::AtomicBool,
     subscribers: AtomicUsize,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::agent::rewind::RewindError;
 use crate::agent::{AgentClient, AgentError};
-use crate::event_log::EventLog;
+use crate::event_log::{EventLog, LoggedEvent};
 use crate::models::anchors::{RewindRequest, RewoundData, NOT_RESTORED};
 use crate::models::{EventKind, UserContent};
 
@@ -44,10 +44,27 @@ struct Announce<'a> {
     content: &'a UserContent,
 }
 
-/// The anchors of a restored log: its `user_message` events, less those a `rewound` event cut.
-pub(super) fn anchors_of(log: &EventLog) -> Vec<String> {
+/// The anchors a session knows: the uuids of its conversation's user messages, in order.
+pub(super) struct Anchors {
+    list: Vec<String>,
+    /// `list` was read from the whole log. Not yet for a log restored with a stored part:
+    /// `list` then holds the anchors of the events in memory and those announced since, and
+    /// the first lookup of an unknown uuid reads the rest (`Session::has_anchor`).
+    complete: bool,
+}
+
+/// The anchors of a (restored) log.
+pub(super) fn anchors_of(log: &EventLog) -> Anchors {
+    Anchors {
+        list: anchors_in(log.snapshot()),
+        complete: !log.has_stored_part(),
+    }
+}
+
+/// The `user_message` uuids of `events`, less those a `rewound` event cut.
+fn anchors_in(events: Vec<LoggedEvent>) -> Vec<String> {
     let mut anchors: Vec<String> = Vec::new();
-    for event in log.snapshot() {
+    for event in events {
         match event.kind() {
             EventKind::UserMessage => {
                 if let Some(uuid) = event.data().get("uuid").and_then(|v| v.as_str()) {
@@ -70,9 +87,31 @@ pub(super) fn anchors_of(log: &EventLog) -> Vec<String> {
 }
 
 impl Session {
-    /// Whether `uuid` is a user message of this session's conversation.
-    pub(crate) fn has_anchor(&self, uuid: &str) -> bool {
-        self.anchors.lock().iter().any(|a| a == uuid)
+    /// Whether `uuid` is a user message of this session's conversation (the first lookup of
+    /// an unknown uuid in a restored session reads the ring's stored part).
+    pub(crate) async fn has_anchor(&self, uuid: &str) -> bool {
+        {
+            let anchors = self.anchors.lock();
+            if anchors.list.iter().any(|a| a == uuid) {
+                return true;
+            }
+            if anchors.complete {
+                return false;
+            }
+        }
+        let mut list = anchors_in(self.log.history().await);
+        let mut anchors = self.anchors.lock();
+        if !anchors.complete {
+            // Announced while the history was read: keep them.
+            for announced in anchors.list.drain(..) {
+                if !list.contains(&announced) {
+                    list.push(announced);
+                }
+            }
+            anchors.list = list;
+            anchors.complete = true;
+        }
+        anchors.list.iter().any(|a| a == uuid)
     }
 
     /// For an agent with anchors: a fresh uuid for the user message about to be sent,
@@ -86,7 +125,7 @@ impl Session {
             return None;
         }
         let uuid = uuid::Uuid::new_v4().to_string();
-        self.anchors.lock().push(uuid.clone());
+        self.anchors.lock().list.push(uuid.clone());
         self.append(
             EventKind::UserMessage,
             &Announce {
@@ -110,7 +149,7 @@ impl Session {
         if self.turn_running() || queued > 0 {
             return Err(RewindRefusal::TurnRunning);
         }
-        if !self.has_anchor(&request.message_uuid) {
+        if !self.has_anchor(&request.message_uuid).await {
             return Err(RewindRefusal::UnknownMessage);
         }
         let client = self.client().ok_or(RewindRefusal::NotLive)?;
@@ -129,9 +168,9 @@ impl Session {
         };
         if !request.dry_run {
             if cut {
-                let mut anchors = self.anchors.lock();
-                if let Some(at) = anchors.iter().position(|a| *a == request.message_uuid) {
-                    anchors.truncate(at);
+                let list = &mut self.anchors.lock().list;
+                if let Some(at) = list.iter().position(|a| *a == request.message_uuid) {
+                    list.truncate(at);
                 }
             }
             self.append(EventKind::Rewound, &data);
