@@ -451,11 +451,11 @@ flags:
   --quick                  tiny sizes (a smoke run; not comparable with full runs)
   --only, --case <c>[,…]   cases (fanout-10, memory-sqlite, restart, …; a case also
                            names its -sqlite / -postgres variants) or scenarios (fanout =
-                           every fanout case with every store, memory, churn, restart,
-                           capacity, wake, create, …)
+                           every fanout case with every store, memory, churn, restart
+                           (restart and restart-deep), capacity, wake, create, …)
   --store <s>[,…]          only cases whose server runs these stores: memory (the cases of
                            earlier reports, and the lifecycle cases), sqlite (the -sqlite
-                           variants of fanout/churn/memory, and restart), postgres (the
+                           variants of fanout/churn/memory, and the restart cases), postgres (the
                            -postgres variants; the bench starts a throwaway PostgreSQL)
   --targets <t>[,…]        ours-axum, ours-actix, python-original (default: all three;
                            the original runs only the in-memory replay cases and some
@@ -871,7 +871,7 @@ pub fn bench(argv: &[String]) -> Result<(), String> {
     }
     let mut all = cases(opts.quick);
     all.extend(crate::bench_stores::variants(&all));
-    all.push(crate::bench_restart::case(opts.quick));
+    all.extend(crate::bench_restart::cases(opts.quick));
     all.extend(crate::bench_lifecycle::cases(opts.quick, &opts.sizes));
     let selected = select(&all, &opts);
     if selected.is_empty() {
@@ -1402,7 +1402,7 @@ mod tests {
         let opts = parse(&args(argv)).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         let mut all = cases(false);
         all.extend(crate::bench_stores::variants(&all));
-        all.push(crate::bench_restart::case(false));
+        all.extend(crate::bench_restart::cases(false));
         select(&all, &opts).iter().map(|c| c.id.clone()).collect()
     }
 
@@ -1416,7 +1416,8 @@ mod tests {
             ids(&["--case", "fanout-10,churn", "--store", "sqlite"]),
             ["fanout-10-sqlite", "churn-sqlite"]
         );
-        assert_eq!(ids(&["--case", "restart"]), ["restart"]);
+        assert_eq!(ids(&["--case", "restart"]), ["restart", "restart-deep"]);
+        assert_eq!(ids(&["--case", "restart-deep"]), ["restart-deep"]);
         assert_eq!(
             ids(&["--store", "sqlite", "--case", "memory"]),
             ["memory-sqlite"]

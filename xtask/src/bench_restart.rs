@@ -3,6 +3,10 @@
 //! time until listening, until every session is served again (a reconnect with
 //! `Last-Event-ID` returns the events after it), and the first resumed turn's first event.
 //! The two halves of the load are the loadgen's `restart-fill` and `restart-resume`.
+//!
+//! Two depths: `restart` (each client reads back the last 10 events, as a client that lost its
+//! connection does; the target) and `restart-deep` (500, half the ring: beyond the tail a
+//! take-over renders, so every reconnect reads the ring's older part back from the database).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,8 +22,30 @@ use crate::bench_stores::Store;
 /// The target: every session served again within this long after the start (issue 15).
 const TARGET_MS: f64 = 2000.0;
 
+/// Events each client reads back in `restart` / `restart-deep`.
+const BACK: u64 = 10;
+const DEEP_BACK: u64 = 500;
+
+/// How many events a client of `case` reads back.
+fn back(case: &Case) -> u64 {
+    if case.id == "restart-deep" {
+        DEEP_BACK
+    } else {
+        BACK
+    }
+}
+
+/// The restart cases (`sessions` 1 000, `--quick` 50): `restart` and `restart-deep`.
+pub(crate) fn cases(quick: bool) -> Vec<Case> {
+    let deep = Case {
+        id: "restart-deep".into(),
+        ..case(quick)
+    };
+    vec![case(quick), deep]
+}
+
 /// The restart case (`sessions` 1 000, `--quick` 50).
-pub(crate) fn case(quick: bool) -> Case {
+fn case(quick: bool) -> Case {
     let sessions = if quick { "50" } else { "1000" };
     Case {
         id: "restart".into(),
@@ -61,6 +87,18 @@ pub(crate) fn case(quick: bool) -> Case {
                 false,
             ),
             metric("fill s (before the kill)", &["fill_s"], false, false),
+            metric(
+                "server RSS before the kill MB",
+                &["rss_before_kill_mb"],
+                false,
+                false,
+            ),
+            metric(
+                "server RSS after the resume MB",
+                &["server_rss_mb"],
+                false,
+                false,
+            ),
         ],
         agent: Agent::Replay,
         store: Store::Sqlite,
@@ -113,6 +151,8 @@ pub(crate) fn run(
         state.display().to_string(),
         "--started-at-us".to_owned(),
         started_at.to_string(),
+        "--back".to_owned(),
+        back(case).to_string(),
     ];
     let resume = run_loadgen_as(
         &cli.loadgen,
@@ -128,6 +168,9 @@ pub(crate) fn run(
     metrics.insert("listening_ms".into(), listening_ms.into());
     if let Some(fill_s) = fill["metrics"].get("fill_s") {
         metrics.insert("fill_s".into(), fill_s.clone());
+    }
+    if let Some(rss) = fill["metrics"].get("server_rss_mb") {
+        metrics.insert("rss_before_kill_mb".into(), rss.clone());
     }
     let ok = resume.get("ok") == Some(&Value::Bool(true));
     Ok(json!({
@@ -150,7 +193,7 @@ pub(crate) fn verdict(
     targets: &[String],
     cells: &BTreeMap<(String, String), Cell>,
 ) -> Option<String> {
-    let case = cases.iter().find(|c| c.scenario == "restart")?;
+    let case = cases.iter().find(|c| c.id == "restart")?;
     let sessions = crate::bench_lifecycle::full_count(case).unwrap_or(0.0);
     let mut parts = Vec::new();
     for target in targets.iter().filter(|t| t.starts_with("ours-")) {

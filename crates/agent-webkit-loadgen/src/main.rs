@@ -422,16 +422,32 @@ async fn run(cli: &Cli, target: &Target) -> Result<Report, String> {
             bytes,
             concurrency,
             state,
-        } => restart::fill(target, sessions, events, bytes, concurrency, &state).await,
+        } => {
+            let report = restart::fill(target, sessions, events, bytes, concurrency, &state).await;
+            with_server_rss(report, cli.pid)
+        }
         Scenario::RestartResume {
             state,
             started_at_us,
             back,
             concurrency,
             turns,
-        } => restart::resume(target, &state, started_at_us, back, concurrency, turns).await,
+        } => {
+            let report =
+                restart::resume(target, &state, started_at_us, back, concurrency, turns).await;
+            with_server_rss(report, cli.pid)
+        }
         Scenario::MockApi { .. } => Err("mock-api is not a scenario".into()),
     }
+}
+
+/// `report` with the server's RSS now (`server_rss_mb`), when its pid is known.
+fn with_server_rss(report: Result<Report, String>, pid: Option<u32>) -> Result<Report, String> {
+    let mut report = report?;
+    if let Some(pid) = pid {
+        report.metric("server_rss_mb", scenarios::rss_bytes(pid)? as f64 / 1e6);
+    }
+    Ok(report)
 }
 
 fn seconds(value: f64) -> Result<Duration, String> {
