@@ -88,7 +88,7 @@ async fn postgres_persistence_passes_every_contract() {
         run_persistence_conformance(&persistence, "conf")
             .await
             .unwrap(),
-        6
+        7
     );
     // Again, through a store's shared pool (same schema, ids made unique by the prefix).
     let (store, _) = common::fresh_store(&admin, 4).await;
@@ -97,7 +97,7 @@ async fn postgres_persistence_passes_every_contract() {
         run_persistence_conformance(&shared, "shared")
             .await
             .unwrap(),
-        6
+        7
     );
 }
 

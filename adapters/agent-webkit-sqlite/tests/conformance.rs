@@ -37,7 +37,7 @@ async fn sqlite_persistence_passes_every_contract() {
         run_persistence_conformance(&store.persistence(), "conf")
             .await
             .unwrap(),
-        6
+        7
     );
     // Reopened: the same file, a second run with other ids.
     drop(store);
@@ -46,6 +46,6 @@ async fn sqlite_persistence_passes_every_contract() {
         run_persistence_conformance(&store.persistence(), "again")
             .await
             .unwrap(),
-        6
+        7
     );
 }

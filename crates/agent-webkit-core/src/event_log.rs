@@ -557,8 +557,8 @@ impl EventLog {
     }
 
     /// A copy of the events currently held in memory, oldest first (compressed ones
-    /// decompressed; an unreadable block is logged and left out; a stored part is not read:
-    /// see [`history`](Self::history)).
+    /// decompressed; an unreadable block is logged and left out). A restored log's stored
+    /// part (events left in the store, read back by subscribers) is not included.
     pub fn snapshot(&self) -> Vec<LoggedEvent> {
         let (cold, skip, hot) = {
             let state = self.state.lock();
