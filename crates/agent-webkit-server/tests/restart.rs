@@ -167,10 +167,7 @@ async fn survives_restart(framework: &str, how: Stop) {
     let mut resumed = SseStream::new(r);
     // The whole log replays with the same seqs and bytes.
     let mut replay = cb.stream(&idle, None).await.unwrap();
-    let mut replayed = Vec::new();
-    while replayed.len() < before.len() {
-        replayed.push(replay.next_event_within(T).await.unwrap().unwrap());
-    }
+    let replayed = replay.take(before.len(), T).await.unwrap();
     assert_eq!(
         wire(&replayed),
         wire(&before),
@@ -270,17 +267,11 @@ async fn a_long_ring_replays_whole_after_a_restart() {
     let cb = b.client(None);
     // What a reconnecting client asks for: the last few events.
     let mut tail = cb.stream(&id, Some(&(last - 3).to_string())).await.unwrap();
-    let mut got = Vec::new();
-    while got.len() < 3 {
-        got.push(tail.next_event_within(T).await.unwrap().unwrap());
-    }
+    let got = tail.take(3, T).await.unwrap();
     assert_eq!(wire(&got), wire(&before[before.len() - 3..]));
     // The whole ring, from the start.
     let mut replay = cb.stream(&id, None).await.unwrap();
-    let mut replayed = Vec::new();
-    while replayed.len() < before.len() {
-        replayed.push(replay.next_event_within(T).await.unwrap().unwrap());
-    }
+    let replayed = replay.take(before.len(), T).await.unwrap();
     assert_eq!(
         wire(&replayed),
         wire(&before),
@@ -288,10 +279,7 @@ async fn a_long_ring_replays_whole_after_a_restart() {
     );
     // A cursor deep in the older part continues exactly.
     let mut mid = cb.stream(&id, Some("10")).await.unwrap();
-    let mut from_mid = Vec::new();
-    while from_mid.len() < 100 {
-        from_mid.push(mid.next_event_within(T).await.unwrap().unwrap());
-    }
+    let from_mid = mid.take(100, T).await.unwrap();
     assert_eq!(wire(&from_mid), wire(&before[10..110]));
     // The first user message is older than the rendered tail, and still one of the session's
     // (the fake `claude` keeps no message uuids in its transcript, so the fork itself is then
@@ -380,10 +368,7 @@ async fn sigkill_during_heavy_appends_loses_no_received_event() {
     for (id, got) in &received {
         let last = got.last().and_then(|f| f.id).unwrap();
         let mut replay = cb.stream(id, None).await.unwrap();
-        let mut stored = Vec::new();
-        while stored.len() < got.len() {
-            stored.push(replay.next_event_within(T).await.unwrap().unwrap());
-        }
+        let stored = replay.take(got.len(), T).await.unwrap();
         assert_eq!(
             wire(&stored),
             wire(got),

@@ -438,6 +438,24 @@ impl SseStream {
             .map_err(|_| TestkitError::Timeout("next SSE event".into()))?
     }
 
+    /// Reads the next `n` events (an error when the stream ends first, or each waits longer
+    /// than `timeout`).
+    pub async fn take(&mut self, n: usize, timeout: Duration) -> Result<Vec<SseFrame>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.next_event_within(timeout).await? {
+                Some(frame) => out.push(frame),
+                None => {
+                    return Err(TestkitError::Unexpected(format!(
+                        "stream ended after {} of {n} events",
+                        out.len()
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads events until one named `event` arrives (inclusive); returns all read.
     pub async fn until(&mut self, event: &str, timeout: Duration) -> Result<Vec<SseFrame>> {
         let mut out = Vec::new();
