@@ -13,6 +13,7 @@ use agent_webkit_testkit::real_cli::TempDir;
 use agent_webkit_testkit::{claude_children, process_alive, require_real_cli, SseFrame, SseStream};
 use serde_json::json;
 
+mod anchors;
 mod claude_on_data_dir;
 use claude_on_data_dir::server;
 /// Generous: the CLI cold-starts in ~0.5 s, but CI machines are slow and busy.
@@ -23,6 +24,23 @@ async fn turn(stream: &mut SseStream) -> Vec<SseFrame> {
     let result = frames.last().unwrap().json();
     assert_eq!(result["subtype"], "success", "{result}");
     frames
+}
+
+/// SIGKILLs the server and waits until its process is gone.
+async fn kill(server: &agent_webkit_testkit::ServerProcess) {
+    let pid = server.pid().unwrap();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + T;
+    while process_alive(u64::from(pid)) {
+        assert!(Instant::now() < deadline, "server survived SIGKILL");
+        // Bounded poll: a signalled process's death is no event we can await.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -66,20 +84,8 @@ async fn a_restarted_server_resumes_the_real_cli_from_its_data_dir() {
     assert_eq!(mock.streaming_requests().len(), 1);
 
     // SIGKILL: no hand-off, no flush; the watchdog takes the CLI down with the server.
-    let pid = a.pid().unwrap();
-    assert_eq!(claude_children(pid).len(), 1);
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + T;
-    while process_alive(u64::from(pid)) {
-        assert!(Instant::now() < deadline, "server survived SIGKILL");
-        // Bounded poll: a signalled process's death is no event we can await.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_eq!(claude_children(a.pid().unwrap()).len(), 1);
+    kill(&a).await;
     drop(stream);
 
     let restarted = Instant::now();
@@ -133,5 +139,65 @@ async fn a_restarted_server_resumes_the_real_cli_from_its_data_dir() {
             && history.contains("Echo: Remember the word PELICAN")
             && history.contains("Which word was it?"),
         "the model's request after the restart carries the earlier turn: {history}"
+    );
+}
+
+/// After a restart a session holds only the tail of its ring in memory (the rest stays in the
+/// database): its first user message, long out of that tail, is still a fork point, and the
+/// fork's next model request carries exactly the conversation up to it.
+#[tokio::test]
+async fn a_fork_after_a_restart_starts_at_a_message_older_than_the_restored_tail() {
+    let cli = require_real_cli!("restart_real_cli");
+    let mock = MockAnthropicApi::start().await.unwrap();
+    let dir = TempDir::new("restart-real-fork").unwrap();
+    let (data, work) = (dir.path().join("data"), dir.path().join("work"));
+    for sub in [
+        &work,
+        &dir.path().join("home-1"),
+        &dir.path().join("home-2"),
+    ] {
+        std::fs::create_dir_all(sub).unwrap();
+    }
+    let home = |n: &str| dir.path().join(n);
+    let a = server(&cli, &mock, "axum", &data, &work, &home("home-1")).await;
+    let client = a.client(None);
+    let id = client
+        .create(&json!({"cwd": work.to_str().unwrap()}))
+        .await
+        .unwrap();
+    let mut stream = client.stream(&id, None).await.unwrap();
+    let (first, frames) = anchors::turn(&client, &id, &mut stream, "first ALPHA").await;
+    let first_seq = frames
+        .iter()
+        .find(|f| f.event == "user_message")
+        .and_then(|f| f.id)
+        .unwrap();
+    // More turns, until the first message is far older than the tail a restart renders (64).
+    let mut last = frames.last().unwrap().id.unwrap();
+    let mut n = 1;
+    while last < first_seq + 100 {
+        n += 1;
+        let (_, frames) = anchors::turn(&client, &id, &mut stream, &format!("turn {n}")).await;
+        last = frames.last().unwrap().id.unwrap();
+        assert!(n < 60, "turns too short to fill the ring");
+    }
+    kill(&a).await;
+    drop(stream);
+
+    let b = server(&cli, &mock, "actix", &data, &work, &home("home-2")).await;
+    let client = b.client(None);
+    let r = client
+        .create_raw(&json!({"fork": {"session_id": id, "message_uuid": first}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let fork: serde_json::Value = r.json().await.unwrap();
+    let fork = fork["session_id"].as_str().unwrap().to_owned();
+    let mut f = client.stream(&fork, None).await.unwrap();
+    anchors::turn(&client, &fork, &mut f, "fork ZULU").await;
+    assert_eq!(
+        anchors::last_user_texts(&mock),
+        ["first ALPHA", "fork ZULU"],
+        "the fork's history after {n} turns of the source"
     );
 }
