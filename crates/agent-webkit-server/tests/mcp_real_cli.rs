@@ -495,3 +495,117 @@ async fn hibernated_axum() {
 async fn hibernated_actix() {
     hibernated("actix").await;
 }
+
+/// The client's MCP settings outlive the agent: a server turned off stays off in the agent
+/// woken after hibernation, and a set replaced at runtime (and the server still off) is what
+/// the session has after a SIGKILLed server is started again on its data directory.
+#[tokio::test]
+async fn mcp_settings_survive_hibernation_and_restart() {
+    let cli = require_real_cli!("mcp_settings_survive_hibernation_and_restart");
+    let mock = MockAnthropicApi::start().await.unwrap();
+    let (home, home_2) = (
+        TempDir::new("mcp-home").unwrap(),
+        TempDir::new("mcp-home").unwrap(),
+    );
+    let (work, data) = (
+        TempDir::new("mcp-work").unwrap(),
+        TempDir::new("mcp-data").unwrap(),
+    );
+    let fake = fake_mcp_path().unwrap();
+    let fake_str = fake.to_str().unwrap();
+    let data_str = data.path().to_str().unwrap();
+    let flags = [
+        "--client-mcp-command",
+        fake_str,
+        "--hibernate-after",
+        "1",
+        "--data-dir",
+        data_str,
+    ];
+    let a = server(&cli, "axum", &mock, home.path(), work.path(), &flags).await;
+    let client = a.client(None);
+    let id = client
+        .create(&json!({"cwd": work.path(), "mcp_servers": {"alpha": {"command": fake_str}}}))
+        .await
+        .unwrap();
+    let mut stream = client.stream(&id, None).await.unwrap();
+    until_status(&mut stream, "alpha", "connected").await;
+    let (status, body) = input(
+        &client,
+        &id,
+        json!({"type": "mcp_set_servers", "servers": {"beta": {"command": fake_str, "args": ["--tool", "bye"]}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    until_status(&mut stream, "beta", "connected").await;
+    let (status, body) = input(
+        &client,
+        &id,
+        json!({"type": "mcp_toggle", "server_name": "beta", "enabled": false}),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    until_status(&mut stream, "beta", "disabled").await;
+
+    // Hibernation (no event says that a process is gone: poll /proc, bounded), then a wake.
+    let deadline = std::time::Instant::now() + T;
+    while !claude_children(a.pid().unwrap()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quiet CLI was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = input(
+        &client,
+        &id,
+        json!({"type": "user_message", "content": "wake up"}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let frames = stream.until("result", T).await.unwrap();
+    assert_eq!(frames.last().unwrap().json()["subtype"], "success");
+    let (_, listing) = get_mcp(&client, &id).await;
+    assert_eq!(
+        server_named(&listing, "beta").unwrap()["status"],
+        "disabled",
+        "{listing}"
+    );
+
+    // SIGKILL, then a new server on the same data directory (and a fresh CLI home).
+    let pid = a.pid().unwrap();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    while agent_webkit_testkit::process_alive(u64::from(pid)) {
+        assert!(
+            std::time::Instant::now() < deadline + T,
+            "server survived SIGKILL"
+        );
+        // Bounded poll: a signalled process's death is no event we can await.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stream);
+    drop(a);
+    let b = server(&cli, "axum", &mock, home_2.path(), work.path(), &flags).await;
+    let client = b.client(None);
+    let (status, listing) = get_mcp(&client, &id).await;
+    assert_eq!(status, 200, "{listing}");
+    assert!(
+        server_named(&listing, "alpha").is_none(),
+        "the set from create came back: {listing}"
+    );
+    assert_eq!(
+        server_named(&listing, "beta").unwrap()["status"],
+        "disabled",
+        "{listing}"
+    );
+    assert_eq!(
+        server_named(&listing, "ops").unwrap()["status"],
+        "connected",
+        "{listing}"
+    );
+}

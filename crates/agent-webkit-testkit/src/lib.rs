@@ -42,11 +42,21 @@ pub mod tap;
 /// Whether process `pid` is still running (Linux `/proc`; a zombie counts as gone: it has
 /// exited and only waits to be reaped).
 pub fn process_alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
+    let zombie = |stat: &str| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // A killed multi-threaded process shows its main thread as a zombie while the other
+    // threads are still exiting, and its files (a lock, say) are released only by the last
+    // one: it is gone once every thread is.
+    match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks.flatten().any(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| !zombie(&stat))
+        }),
+        Err(_) => !zombie(&stat),
     }
 }
 

@@ -83,6 +83,13 @@ pub struct SessionActivity {
     /// Usage and cost per model over the session (see [`CostTotals`]).
     #[serde(skip_serializing_if = "CostTotals::is_empty")]
     pub cost: CostTotals,
+    /// The client's MCP servers as last replaced at runtime (`mcp_set_servers`; `None`: as
+    /// created). Never shown in a listing: configs may hold secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Map<String, Value>>,
+    /// MCP servers the client turned off (`mcp_toggle`), by name: off again in a new agent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mcp_disabled: Vec<String>,
 }
 
 impl SessionActivity {
@@ -150,6 +157,13 @@ impl ActivityCell {
         let mut activity = self.inner.lock();
         activity.model = model;
         activity.permission_mode = permission_mode;
+    }
+
+    /// The client replaced its MCP servers, or turned one off or on.
+    pub(crate) fn mcp(&self, servers: Option<Map<String, Value>>, disabled: Vec<String>) {
+        let mut activity = self.inner.lock();
+        activity.mcp_servers = servers;
+        activity.mcp_disabled = disabled;
     }
 
     /// The title `content` would give the session if it were its first titled message

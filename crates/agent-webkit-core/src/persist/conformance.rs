@@ -295,6 +295,13 @@ async fn listing(
                 )]
                 .into(),
             },
+            // So do the client's MCP settings made at runtime.
+            mcp_servers: Some(
+                [("beta".to_owned(), serde_json::json!({"command": "b"}))]
+                    .into_iter()
+                    .collect(),
+            ),
+            mcp_disabled: vec!["ops".into()],
         };
         store
             .append_batch(&id, &[ev(1), ev(2)], Some(&activity))

@@ -218,6 +218,9 @@ impl SessionRegistry {
         let mut config = record.config();
         config.model.clone_from(&activity.model);
         config.permission_mode.clone_from(&activity.permission_mode);
+        if let Some(servers) = &activity.mcp_servers {
+            config.mcp_servers = (!servers.is_empty()).then(|| servers.clone());
+        }
         if let Some(check) = inner.take_over_check.get() {
             check(&config).map_err(ResumeError::Refused)?;
         }

@@ -453,10 +453,14 @@ impl SessionRegistry {
         }
         let router = Arc::new(PermissionRouter::new());
         let (permissions, prompts) = PermissionHandle::for_session(Arc::clone(&router));
+        // A session taken over continues with the MCP settings the client made at runtime.
+        let stored = started.activity.snapshot();
         let settings = RuntimeSettings {
             model: config.model.clone(),
             permission_mode: config.permission_mode.clone(),
             mcp_servers: config.mcp_servers.clone(),
+            mcp_replaced: stored.mcp_servers.is_some(),
+            mcp_disabled: stored.mcp_disabled,
         };
         let revive = self.reviver(
             &id,
@@ -534,6 +538,7 @@ impl SessionRegistry {
                 }
             }),
         );
+        session.mcp_disable_recorded().await;
         inner
             .sessions
             .write()

@@ -47,6 +47,11 @@ pub(crate) struct RuntimeSettings {
     pub(crate) permission_mode: Option<String>,
     /// The client's MCP servers (`mcp_set_servers`), normalised.
     pub(crate) mcp_servers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Whether `mcp_servers` was replaced at runtime (then it is persisted with the activity,
+    /// so a restart or take-over starts with it instead of the create-time set).
+    pub(crate) mcp_replaced: bool,
+    /// MCP servers turned off (`mcp_toggle`): turned off again in every new agent.
+    pub(crate) mcp_disabled: Vec<String>,
 }
 
 /// A new agent for a hibernated session.
@@ -265,6 +270,7 @@ impl Session {
                         tracing::warn!(session_id = %self.id, error = %err, "re-applying the permission mode failed");
                     }
                 }
+                self.mcp_disable_again(&client, &now.mcp_disabled).await;
                 tracing::info!(session_id = %self.id, elapsed = ?started.elapsed(), "session woken");
                 Some(Ok(woken.connection.messages))
             }

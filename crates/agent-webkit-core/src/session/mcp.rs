@@ -15,11 +15,51 @@ impl Session {
         Ok(client.mcp_status().await?)
     }
 
-    /// Enables or disables a server the session has.
+    /// Enables or disables a server the session has (recorded: a new agent — woken, or
+    /// after a restart or take-over — turns it off again).
     pub async fn mcp_toggle(&self, server_name: &str, enabled: bool) -> Result<(), McpError> {
         let client = self.mcp_client()?;
         self.mcp_known(&client, server_name).await?;
-        Ok(client.mcp_toggle(server_name, enabled).await?)
+        client.mcp_toggle(server_name, enabled).await?;
+        self.record(|s| {
+            s.mcp_disabled.retain(|name| name != server_name);
+            if !enabled {
+                s.mcp_disabled.push(server_name.to_owned());
+            }
+        });
+        self.note_mcp();
+        Ok(())
+    }
+
+    /// Turns off again, in a new agent, the servers the client had turned off (those it
+    /// still has; a failure is logged: the server then runs).
+    pub(super) async fn mcp_disable_again(
+        &self,
+        client: &std::sync::Arc<dyn crate::agent::AgentClient>,
+        disabled: &[String],
+    ) {
+        for name in disabled {
+            if let Err(err) = client.mcp_toggle(name, false).await {
+                tracing::warn!(session_id = %self.id, server = %name, error = %err, "turning an MCP server off again failed");
+            }
+        }
+    }
+
+    /// Turns off again the servers recorded as off (a session taken over: its first agent).
+    pub(crate) async fn mcp_disable_recorded(&self) {
+        let disabled = self.settings().mcp_disabled;
+        if let (false, Some(client)) = (disabled.is_empty(), self.client()) {
+            self.mcp_disable_again(&client, &disabled).await;
+        }
+    }
+
+    /// Copies the MCP settings into the activity the event writer persists.
+    fn note_mcp(&self) {
+        let settings = self.settings();
+        let servers = settings
+            .mcp_replaced
+            .then(|| settings.mcp_servers.unwrap_or_default());
+        self.activity.mcp(servers, settings.mcp_disabled);
     }
 
     /// Reconnects a server the session has.
@@ -42,7 +82,11 @@ impl Session {
             None if self.agent_state() == AgentState::Hibernated => None,
             None => return Err(McpError::Hibernated),
         };
-        self.record(|s| s.mcp_servers = (!servers.is_empty()).then_some(servers));
+        self.record(|s| {
+            s.mcp_servers = (!servers.is_empty()).then_some(servers);
+            s.mcp_replaced = true;
+        });
+        self.note_mcp();
         Ok(answer)
     }
 
