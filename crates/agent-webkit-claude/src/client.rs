@@ -133,11 +133,12 @@ impl AgentClient for ClaudeClient {
     async fn rewind(
         &self,
         request: &agent_webkit_core::models::anchors::RewindRequest,
+        latest: Option<&str>,
     ) -> Result<
         agent_webkit_core::agent::rewind::RewindOutcome,
         agent_webkit_core::agent::rewind::RewindError,
     > {
-        crate::rewind::rewind(self, request).await
+        crate::rewind::rewind(self, request, latest).await
     }
 
     async fn interrupt(&self) -> Result<(), AgentError> {

@@ -23,6 +23,7 @@ pub const CHECKPOINTS_LOST: &str =
 pub(crate) async fn rewind(
     client: &ClaudeClient,
     request: &RewindRequest,
+    latest: Option<&str>,
 ) -> Result<RewindOutcome, RewindError> {
     let uuid = request.message_uuid.as_str();
     let mut outcome = RewindOutcome::default();
@@ -47,9 +48,10 @@ pub(crate) async fn rewind(
             }
         } else {
             // Without the last message the client saw, the CLI refuses a target with later
-            // turns ("stale target").
+            // turns ("stale target"): this process's last, else the session's (a CLI resumed
+            // after hibernation or a restart has sent none yet).
             let mut ask = json!({"subtype": "rewind_conversation", "target_message_uuid": uuid});
-            if let Some(last) = client.last_sent() {
+            if let Some(last) = client.last_sent().or_else(|| latest.map(str::to_owned)) {
                 ask["last_seen_user_message_uuid"] = Value::String(last);
             }
             let answer = client.control(ask, &[]).await?;

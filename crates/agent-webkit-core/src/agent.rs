@@ -246,13 +246,16 @@ pub trait AgentClient: Send + Sync + 'static {
     }
 
     /// Rewinds files and/or the conversation to just before the user message `uuid` (sent with
-    /// [`query_anchored`](Self::query_anchored)). Called between turns only. Default:
+    /// [`query_anchored`](Self::query_anchored)). `latest` is the conversation's latest user
+    /// message as the session knows it (it may have been sent to an earlier agent of the
+    /// session, before a wake-up or restart). Called between turns only. Default:
     /// [`AgentError::Unsupported`].
     async fn rewind(
         &self,
         request: &crate::models::anchors::RewindRequest,
+        latest: Option<&str>,
     ) -> Result<rewind::RewindOutcome, rewind::RewindError> {
-        let _ = request;
+        let _ = (request, latest);
         Err(AgentError::Unsupported("rewind").into())
     }
 }

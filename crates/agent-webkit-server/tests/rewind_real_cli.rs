@@ -154,3 +154,48 @@ async fn checkpointing_off_by_flag_on_by_create() {
         assert_eq!(r.status().as_u16(), status, "{create}");
     }
 }
+
+/// A rewind of a hibernated session wakes its agent: the conversation is rewound (the next
+/// model request has no trace of the later turns), and the files are reported as not rewound —
+/// their checkpoints went with the CLI process that made them.
+#[tokio::test]
+async fn rewind_wakes_a_hibernated_session() {
+    let cli = require_real_cli!("rewind_wakes_a_hibernated_session");
+    let rig = rig(&cli, "axum", &["--hibernate-after", "1"]).await;
+    let root = rig.work.path().to_str().unwrap();
+    let file = rig.work.path().join("notes.txt");
+    std::fs::write(&file, "version one\n").unwrap();
+    let alice = &rig.alice;
+    let id = alice
+        .create(&json!({"cwd": root, "permission_mode": "acceptEdits"}))
+        .await
+        .unwrap();
+    let mut s = alice.stream(&id, None).await.unwrap();
+    turn(alice, &id, &mut s, "hello ALPHA").await;
+    let write = format!("[[write: {} | version two]]", file.display());
+    let (u2, _) = turn(alice, &id, &mut s, &write).await;
+    turn(alice, &id, &mut s, "third CHARLIE").await;
+    // No event says that a process is gone: poll /proc, bounded.
+    let server = rig.server.pid().unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while !agent_webkit_testkit::claude_children(server).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quiet CLI was not stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let r = alice
+        .input(&id, &json!({"type": "rewind", "message_uuid": u2}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["conversation"]["rewound"], true, "{done}");
+    assert_eq!(done["files"]["rewound"], false, "{done}");
+    assert!(done["files"]["error"].as_str().is_some(), "{done}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "version two");
+    turn(alice, &id, &mut s, "after GOLF").await;
+    assert_eq!(last_user_texts(&rig.mock), ["hello ALPHA", "after GOLF"]);
+}

@@ -26,8 +26,9 @@ pub enum RewindRefusal {
     /// Files were asked but file checkpointing is off (409 `checkpointing_disabled`).
     #[error("file checkpointing is off for this session")]
     CheckpointingDisabled,
-    /// The session's agent is hibernated (409 `agent_not_live`): send a message first.
-    #[error("the session's agent is hibernated; it rewinds once a message has woken it")]
+    /// The session's agent is hibernated and could not be woken for the rewind (409
+    /// `agent_not_live`).
+    #[error("the session's agent is hibernated and could not be woken; retry")]
     NotLive,
     /// The session is closed.
     #[error("session closed")]
@@ -152,12 +153,27 @@ impl Session {
         if !self.has_anchor(&request.message_uuid).await {
             return Err(RewindRefusal::UnknownMessage);
         }
+        // A client's request: a hibernated agent is woken for it (its file checkpoints are
+        // gone with its process: the bridge reports files as not rewound).
+        self.touch();
+        if self.client().is_none() && !self.wake_for_request().await {
+            if self.cancel.is_cancelled() {
+                return Err(RewindRefusal::Closed);
+            }
+            return Err(RewindRefusal::NotLive);
+        }
+        self.touch();
         let client = self.client().ok_or(RewindRefusal::NotLive)?;
-        let outcome = client.rewind(&request).await.map_err(|err| match err {
-            RewindError::CheckpointingDisabled => RewindRefusal::CheckpointingDisabled,
-            RewindError::UnknownMessage(_) => RewindRefusal::UnknownMessage,
-            RewindError::Agent(err) => RewindRefusal::Agent(err),
-        })?;
+        let latest = self.anchors.lock().list.last().cloned();
+        let outcome =
+            client
+                .rewind(&request, latest.as_deref())
+                .await
+                .map_err(|err| match err {
+                    RewindError::CheckpointingDisabled => RewindRefusal::CheckpointingDisabled,
+                    RewindError::UnknownMessage(_) => RewindRefusal::UnknownMessage,
+                    RewindError::Agent(err) => RewindRefusal::Agent(err),
+                })?;
         let cut = outcome.conversation.as_ref().is_some_and(|c| c.rewound);
         let data = RewoundData {
             message_uuid: request.message_uuid.clone(),
