@@ -41,6 +41,9 @@ pub enum AuditAction {
     /// An `mcp_toggle`, `mcp_reconnect` or `mcp_set_servers` (detail: the type and server
     /// names, never a config).
     Mcp,
+    /// A `rewind` that was carried out (not a dry run; detail: the message and what was
+    /// rewound).
+    Rewind,
 }
 
 impl AuditAction {
@@ -57,6 +60,7 @@ impl AuditAction {
             AuditAction::SetModel => "set_model",
             AuditAction::SetPermissionMode => "set_permission_mode",
             AuditAction::Mcp => "mcp",
+            AuditAction::Rewind => "rewind",
         }
     }
 }

@@ -989,7 +989,20 @@ impl Api {
             return self.mcp_input(id, &session, message, principal).await;
         }
         let message = match message {
-            InboundMessage::Rewind(request) => return anchors::rewind(&session, request).await,
+            InboundMessage::Rewind(request) => {
+                let (dry_run, uuid) = (request.dry_run, request.message_uuid.clone());
+                let (response, done) = anchors::rewind(&session, request).await;
+                if let (false, Some(done)) = (dry_run, done) {
+                    let mut event = AuditEvent::new(self.actor(principal), id, AuditAction::Rewind);
+                    event.detail = Some(json!({
+                        "message_uuid": uuid,
+                        "files": done.files.as_ref().map(|f| f.rewound),
+                        "conversation": done.conversation.as_ref().map(|c| c.rewound),
+                    }));
+                    self.audit(event);
+                }
+                return response;
+            }
             message => message,
         };
         let audit = AuditEvent::for_input(self.actor(principal), id, &message);

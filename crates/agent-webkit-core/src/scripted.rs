@@ -91,6 +91,8 @@ struct Client {
     queries: mpsc::UnboundedSender<UserContent>,
     disconnected: AtomicBool,
     on_disconnect: Mutex<Option<OnDisconnect>>,
+    /// It takes anchored user messages and rewinds (see [`ScriptedFactory::with_anchors`]).
+    anchors: bool,
 }
 
 #[async_trait]
@@ -99,6 +101,28 @@ impl AgentClient for Client {
         self.queries
             .send(content)
             .map_err(|_| AgentError::Disconnected)
+    }
+    fn supports_anchors(&self) -> bool {
+        self.anchors
+    }
+    /// Rewinds nothing, and says it rewound the conversation to `latest` (so tests see it).
+    async fn rewind(
+        &self,
+        request: &crate::models::anchors::RewindRequest,
+        latest: Option<&str>,
+    ) -> Result<crate::agent::rewind::RewindOutcome, crate::agent::rewind::RewindError> {
+        if !self.anchors {
+            return Err(AgentError::Unsupported("rewind").into());
+        }
+        Ok(crate::agent::rewind::RewindOutcome {
+            conversation: request.conversation.then(|| {
+                crate::models::anchors::ConversationRewind {
+                    rewound: true,
+                    error: latest.map(|l| format!("latest {l}")),
+                }
+            }),
+            ..Default::default()
+        })
     }
     async fn interrupt(&self) -> Result<(), AgentError> {
         Ok(())
@@ -130,9 +154,17 @@ pub(crate) struct ScriptedFactory {
     spares: Mutex<Vec<Option<AgentSlot>>>,
     /// The registry's live-agent slots.
     slots: std::sync::OnceLock<Option<AgentSlots>>,
+    /// Its agents take anchored user messages and rewind.
+    anchors: AtomicBool,
 }
 
 impl ScriptedFactory {
+    /// From now on its agents take anchored user messages (`user_message` events) and
+    /// rewind (nothing: they only answer).
+    pub(crate) fn with_anchors(&self) {
+        self.anchors.store(true, Ordering::Release);
+    }
+
     /// A factory, and where the agents it starts arrive.
     pub(crate) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Scripted>) {
         let (started, rx) = mpsc::unbounded_channel();
@@ -141,6 +173,7 @@ impl ScriptedFactory {
             refuse: Mutex::new(None),
             spares: Mutex::new(Vec::new()),
             slots: std::sync::OnceLock::new(),
+            anchors: AtomicBool::new(false),
         });
         (factory, rx)
     }
@@ -182,6 +215,7 @@ impl AgentClientFactory for ScriptedFactory {
             queries: queries_tx,
             disconnected: AtomicBool::new(false),
             on_disconnect: Mutex::new(None),
+            anchors: self.anchors.load(Ordering::Acquire),
         });
         let messages = futures_util::stream::unfold(messages_rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
