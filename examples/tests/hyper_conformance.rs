@@ -21,8 +21,8 @@ fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// One `#[tokio::test]` per check, in module `$module`. The list is the server's
-/// (`every_check_of_the_server_suite_runs_here` keeps them equal).
+/// One `#[tokio::test]` per check of the suite's list (`with_conformance_checks!`, the one the
+/// server's tests expand), in module `$module`.
 macro_rules! conformance_suite {
     ($module:ident, $target:expr) => {
         mod $module {
@@ -32,73 +32,10 @@ macro_rules! conformance_suite {
                 $target
             }
 
-            conformance_suite!(@tests
-                check_create_with_and_without_body,
-                check_create_rejects_bad_bodies,
-                check_create_unknown_scenario,
-                check_session_cap,
-                check_auth_variants,
-                check_unknown_sessions_and_routes,
-                check_stream_headers,
-                check_stream_framing,
-                check_keepalive,
-                check_resume_last_event_id,
-                check_resume_rejects_bad_cursors,
-                check_resume_evicted_cursor,
-                check_two_subscribers_identical,
-                check_fifty_subscribers_identical,
-                check_burst_beyond_ring_reaches_live_readers,
-                check_stalled_reader_cut_past_lag_budget,
-                check_stream_over_http10,
-                check_user_message_string_and_blocks,
-                check_controls_accepted,
-                check_controls_reach_agent,
-                check_permission_allow,
-                check_permission_deny,
-                check_question_round_trip,
-                check_hook_decision_response,
-                check_input_validation_errors,
-                check_first_reply_wins,
-                check_permission_withdrawn_on_interrupt,
-                check_interrupt_ends_long_turn,
-                check_one_turn_at_a_time,
-                check_body_limit,
-                check_backpressure,
-                check_delete_ends_every_stream,
-                check_delete_during_turn,
-                check_idle_eviction_without_subscriber,
-                check_idle_eviction_waits_for_subscriber,
-                check_crash_ends_session,
-                check_crash_then_subscribe,
-                check_list_and_detail,
-                check_list_pagination_under_concurrent_creates,
-                check_ended_retention,
-                check_permission_mode_policy,
-                check_model_policy,
-                check_permission_rules_policy,
-                check_uniform_invalid_cwd,
-                check_cors,
-                check_subscriber_caps,
-                check_inbound_bytes_limit,
-                check_body_read_timeout,
-                check_slow_headers_closed,
-                check_connection_cap,
-                check_shutdown_drain,
-                check_jwt_sessions_are_private,
-                check_jwt_refusals,
-                check_jwks_rotation,
-                check_session_quota,
-                check_claim_restrictions,
-                check_caller_chosen_session_id,
-                check_concurrent_creates_of_one_id,
-                check_context_unsupported_and_usage_event,
-            );
+            agent_webkit_testkit::with_conformance_checks!(conformance_suite!(@tests));
         }
     };
     (@tests $($check:ident),* $(,)?) => {
-        /// The checks this suite runs.
-        #[allow(dead_code)]
-        pub const CHECKS: &[&str] = &[$(stringify!($check)),*];
         $(
             #[tokio::test]
             async fn $check() {
@@ -116,22 +53,6 @@ conformance_suite!(
     hyper_fake_claude,
     Target::new(HYPER, "hyper", Agent::FakeClaude)
 );
-
-/// A check added to the server's suite must run here too.
-#[test]
-fn every_check_of_the_server_suite_runs_here() {
-    let server = include_str!("../../crates/agent-webkit-server/tests/conformance.rs");
-    let listed: Vec<&str> = server
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|word| word.starts_with("check_"))
-        .collect();
-    assert!(listed.len() > 40, "found the server's list: {listed:?}");
-    let missing: Vec<_> = listed
-        .iter()
-        .filter(|check| !hyper_replay::CHECKS.contains(check))
-        .collect();
-    assert!(missing.is_empty(), "add to this suite: {missing:?}");
-}
 
 /// The `agent-webkit-server` binary next to this test's (built by `cargo test --workspace`;
 /// built here when absent, e.g. under `cargo test -p agent-webkit-examples`).

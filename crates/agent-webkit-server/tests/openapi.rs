@@ -38,69 +38,8 @@ async fn served_document_is_the_generated_one() {
     }
 }
 
-/// The checks run with a recording tap: every check of `tests/conformance.rs`.
-const CHECKS: &[&str] = &[
-    "check_create_with_and_without_body",
-    "check_create_rejects_bad_bodies",
-    "check_create_unknown_scenario",
-    "check_session_cap",
-    "check_auth_variants",
-    "check_unknown_sessions_and_routes",
-    "check_stream_headers",
-    "check_stream_framing",
-    "check_keepalive",
-    "check_resume_last_event_id",
-    "check_resume_rejects_bad_cursors",
-    "check_resume_evicted_cursor",
-    "check_two_subscribers_identical",
-    "check_fifty_subscribers_identical",
-    "check_burst_beyond_ring_reaches_live_readers",
-    "check_stalled_reader_cut_past_lag_budget",
-    "check_stream_over_http10",
-    "check_user_message_string_and_blocks",
-    "check_controls_accepted",
-    "check_controls_reach_agent",
-    "check_permission_allow",
-    "check_permission_deny",
-    "check_question_round_trip",
-    "check_hook_decision_response",
-    "check_input_validation_errors",
-    "check_first_reply_wins",
-    "check_permission_withdrawn_on_interrupt",
-    "check_interrupt_ends_long_turn",
-    "check_one_turn_at_a_time",
-    "check_body_limit",
-    "check_backpressure",
-    "check_delete_ends_every_stream",
-    "check_delete_during_turn",
-    "check_idle_eviction_without_subscriber",
-    "check_idle_eviction_waits_for_subscriber",
-    "check_crash_ends_session",
-    "check_crash_then_subscribe",
-    "check_list_and_detail",
-    "check_list_pagination_under_concurrent_creates",
-    "check_ended_retention",
-    "check_permission_mode_policy",
-    "check_model_policy",
-    "check_permission_rules_policy",
-    "check_uniform_invalid_cwd",
-    "check_cors",
-    "check_subscriber_caps",
-    "check_inbound_bytes_limit",
-    "check_body_read_timeout",
-    "check_slow_headers_closed",
-    "check_connection_cap",
-    "check_shutdown_drain",
-    "check_jwt_sessions_are_private",
-    "check_jwt_refusals",
-    "check_jwks_rotation",
-    "check_session_quota",
-    "check_claim_restrictions",
-    "check_caller_chosen_session_id",
-    "check_concurrent_creates_of_one_id",
-    "check_context_unsupported_and_usage_event",
-];
-
+/// The checks run with a recording tap: every check of the suite (`with_conformance_checks!`,
+/// the list `tests/conformance.rs` expands too).
 type Check =
     for<'a> fn(&'a Target) -> futures_util::future::BoxFuture<'a, agent_webkit_testkit::Result<()>>;
 
@@ -111,86 +50,7 @@ macro_rules! checks {
 }
 
 fn all_checks() -> Vec<(&'static str, Check)> {
-    checks!(
-        check_create_with_and_without_body,
-        check_create_rejects_bad_bodies,
-        check_create_unknown_scenario,
-        check_session_cap,
-        check_auth_variants,
-        check_unknown_sessions_and_routes,
-        check_stream_headers,
-        check_stream_framing,
-        check_keepalive,
-        check_resume_last_event_id,
-        check_resume_rejects_bad_cursors,
-        check_resume_evicted_cursor,
-        check_two_subscribers_identical,
-        check_fifty_subscribers_identical,
-        check_burst_beyond_ring_reaches_live_readers,
-        check_stalled_reader_cut_past_lag_budget,
-        check_stream_over_http10,
-        check_user_message_string_and_blocks,
-        check_controls_accepted,
-        check_controls_reach_agent,
-        check_permission_allow,
-        check_permission_deny,
-        check_question_round_trip,
-        check_hook_decision_response,
-        check_input_validation_errors,
-        check_first_reply_wins,
-        check_permission_withdrawn_on_interrupt,
-        check_interrupt_ends_long_turn,
-        check_one_turn_at_a_time,
-        check_body_limit,
-        check_backpressure,
-        check_delete_ends_every_stream,
-        check_delete_during_turn,
-        check_idle_eviction_without_subscriber,
-        check_idle_eviction_waits_for_subscriber,
-        check_crash_ends_session,
-        check_crash_then_subscribe,
-        check_list_and_detail,
-        check_list_pagination_under_concurrent_creates,
-        check_ended_retention,
-        check_permission_mode_policy,
-        check_model_policy,
-        check_permission_rules_policy,
-        check_uniform_invalid_cwd,
-        check_cors,
-        check_subscriber_caps,
-        check_inbound_bytes_limit,
-        check_body_read_timeout,
-        check_slow_headers_closed,
-        check_connection_cap,
-        check_shutdown_drain,
-        check_jwt_sessions_are_private,
-        check_jwt_refusals,
-        check_jwks_rotation,
-        check_session_quota,
-        check_claim_restrictions,
-        check_caller_chosen_session_id,
-        check_concurrent_creates_of_one_id,
-        check_context_unsupported_and_usage_event,
-    )
-}
-
-/// The recorded run covers the conformance suite: every check listed in `tests/conformance.rs`
-/// is run here too.
-#[test]
-fn every_conformance_check_is_recorded() {
-    let source = include_str!("conformance.rs");
-    let listed: Vec<&str> = source
-        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("check_"))
-        .collect();
-    for check in &listed {
-        assert!(
-            CHECKS.contains(check),
-            "{check} runs in tests/conformance.rs but not in tests/openapi.rs: add it to CHECKS and all_checks()"
-        );
-    }
-    let names: Vec<&str> = all_checks().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, CHECKS);
+    agent_webkit_testkit::with_conformance_checks!(checks!())
 }
 
 /// Runs every check against `framework` with the replay agent behind a recording tap.

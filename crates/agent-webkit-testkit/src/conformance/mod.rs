@@ -53,6 +53,7 @@ macro_rules! ensure_eq {
 }
 
 mod burst;
+mod checks;
 mod context_cost;
 mod create;
 mod hardening;
