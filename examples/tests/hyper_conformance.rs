@@ -10,46 +10,8 @@ use agent_webkit_testkit::conformance::{self, Agent, Target};
 
 const HYPER: &str = env!("CARGO_BIN_EXE_hyper_server");
 
-/// An error with its sources (reqwest hides the interesting part, e.g. a reset connection).
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
-}
-
-/// One `#[tokio::test]` per check of the suite's list (`with_conformance_checks!`, the one the
-/// server's tests expand), in module `$module`.
-macro_rules! conformance_suite {
-    ($module:ident, $target:expr) => {
-        mod $module {
-            use super::*;
-
-            fn target() -> Target {
-                $target
-            }
-
-            agent_webkit_testkit::with_conformance_checks!(conformance_suite!(@tests));
-        }
-    };
-    (@tests $($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                let target = target();
-                if let Err(err) = conformance::$check(&target).await {
-                    panic!("{} on {}: {}", stringify!($check), target.label(), chain(&err));
-                }
-            }
-        )*
-    };
-}
-
-conformance_suite!(hyper_replay, Target::new(HYPER, "hyper", Agent::Replay));
-conformance_suite!(
+agent_webkit_testkit::conformance_tests!(hyper_replay, Target::new(HYPER, "hyper", Agent::Replay));
+agent_webkit_testkit::conformance_tests!(
     hyper_fake_claude,
     Target::new(HYPER, "hyper", Agent::FakeClaude)
 );

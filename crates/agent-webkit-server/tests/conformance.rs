@@ -7,51 +7,13 @@ use agent_webkit_testkit::conformance::{self, Agent, Target};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
 
-/// An error with its sources (reqwest hides the interesting part, e.g. a reset connection).
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
-}
-
-/// Expands to one `#[tokio::test]` per conformance check, in a module named `$module`, each
-/// starting its servers from `$target`.
-macro_rules! conformance_suite {
-    ($module:ident, $target:expr) => {
-        mod $module {
-            use super::*;
-
-            fn target() -> Target {
-                $target
-            }
-
-            agent_webkit_testkit::with_conformance_checks!(conformance_suite!(@tests));
-        }
-    };
-    (@tests $($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                let target = target();
-                if let Err(err) = conformance::$check(&target).await {
-                    panic!("{} on {}: {}", stringify!($check), target.label(), chain(&err));
-                }
-            }
-        )*
-    };
-}
-
-conformance_suite!(axum_replay, Target::new(BIN, "axum", Agent::Replay));
-conformance_suite!(actix_replay, Target::new(BIN, "actix", Agent::Replay));
-conformance_suite!(
+agent_webkit_testkit::conformance_tests!(axum_replay, Target::new(BIN, "axum", Agent::Replay));
+agent_webkit_testkit::conformance_tests!(actix_replay, Target::new(BIN, "actix", Agent::Replay));
+agent_webkit_testkit::conformance_tests!(
     axum_fake_claude,
     Target::new(BIN, "axum", Agent::FakeClaude)
 );
-conformance_suite!(
+agent_webkit_testkit::conformance_tests!(
     actix_fake_claude,
     Target::new(BIN, "actix", Agent::FakeClaude)
 );

@@ -1,13 +1,15 @@
 //! The suite's one list of checks, for every runner to expand: the server's conformance tests
-//! (each adapter × agent), the OpenAPI recording, the hyper example's suite.
+//! (each adapter × agent), the OpenAPI recording, the hyper example's suite; and
+//! `conformance_tests!`, which turns it into one `#[tokio::test]` per check.
 
 /// Expands `$callback!($($prefix)* check_a, check_b, …)` with the name of every check of the
-/// suite, in order — e.g. `with_conformance_checks!(my_tests!(@tests))`. A new check is added
-/// here once and runs everywhere (a test below fails when a `pub async fn check_…` is missing).
+/// suite, in order — e.g. `with_conformance_checks!(my_tests!(@tests))` (the callback may be a
+/// path). A new check is added here once and runs everywhere (a test below fails when a
+/// `pub async fn check_…` is missing).
 #[macro_export]
 macro_rules! with_conformance_checks {
-    ($callback:ident ! ( $($prefix:tt)* )) => {
-        $callback! { $($prefix)*
+    ($first:tt $(:: $rest:ident)* ! ( $($prefix:tt)* )) => {
+        $first $(:: $rest)* ! { $($prefix)*
             check_create_with_and_without_body,
             check_create_rejects_bad_bodies,
             check_create_unknown_scenario,
@@ -69,6 +71,55 @@ macro_rules! with_conformance_checks {
             check_context_unsupported_and_usage_event,
         }
     };
+}
+
+/// One `#[tokio::test]` per check of the suite, in a module `$module`, each against `$target`
+/// (an expression evaluated in that module, which sees its parent's items):
+///
+/// ```ignore
+/// agent_webkit_testkit::conformance_tests!(mine_replay, Target::new(BIN, "mine", Agent::Replay));
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($module:ident, $target:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn target() -> $crate::conformance::Target {
+                $target
+            }
+
+            $crate::with_conformance_checks!($crate::conformance_tests!(@each));
+        }
+    };
+    (@each $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let target = target();
+                if let Err(err) = $crate::conformance::$check(&target).await {
+                    panic!(
+                        "{} on {}: {}",
+                        stringify!($check),
+                        target.label(),
+                        $crate::conformance::error_chain(&err)
+                    );
+                }
+            }
+        )*
+    };
+}
+
+/// An error with its sources (reqwest hides the interesting part, e.g. a reset connection).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ macro_rules! ensure_eq {
 
 mod burst;
 mod checks;
+pub use checks::error_chain;
 mod context_cost;
 mod create;
 mod hardening;
