@@ -115,3 +115,48 @@ async fn fork_on_axum() {
 async fn fork_on_actix() {
     fork_at_a_message_and_whole("actix").await;
 }
+
+/// A fork keeps its source's user messages as its own: it can be forked again, and rewound, at
+/// a message it inherited.
+#[tokio::test]
+async fn a_fork_can_be_forked_and_rewound_at_inherited_messages() {
+    let cli = require_real_cli!("a_fork_can_be_forked_and_rewound_at_inherited_messages");
+    let rig = rig(&cli, "axum", &[]).await;
+    let root = rig.work.path().to_str().unwrap();
+    let alice = &rig.alice;
+    let source = alice.create(&json!({"cwd": root})).await.unwrap();
+    let mut s = alice.stream(&source, None).await.unwrap();
+    let (u1, _) = turn(alice, &source, &mut s, "first ALPHA").await;
+    let (u2, _) = turn(alice, &source, &mut s, "second BRAVO").await;
+    turn(alice, &source, &mut s, "third CHARLIE").await;
+
+    let fork = alice
+        .create(&json!({"fork": {"session_id": source, "message_uuid": u2}}))
+        .await
+        .unwrap();
+    let mut f = alice.stream(&fork, None).await.unwrap();
+    turn(alice, &fork, &mut f, "fork DELTA").await;
+
+    // Forked again at the first message, which the fork inherited.
+    let again = alice
+        .create(&json!({"fork": {"session_id": fork, "message_uuid": u1}}))
+        .await
+        .unwrap();
+    let mut g = alice.stream(&again, None).await.unwrap();
+    turn(alice, &again, &mut g, "again ECHO").await;
+    assert_eq!(last_user_texts(&rig.mock), ["first ALPHA", "again ECHO"]);
+
+    // Rewound at the second one: the fork's conversation is the first turn only.
+    let r = alice
+        .input(
+            &fork,
+            &json!({"type": "rewind", "message_uuid": u2, "files": false}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let done: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(done["conversation"]["rewound"], true, "{done}");
+    turn(alice, &fork, &mut f, "fork FOXTROT").await;
+    assert_eq!(last_user_texts(&rig.mock), ["first ALPHA", "fork FOXTROT"]);
+}

@@ -14,6 +14,9 @@ pub struct ForkFrom {
     /// Keep the conversation up to and including the turn this user message started (`None`:
     /// all of it).
     pub message_uuid: Option<String>,
+    /// The source's user messages the fork keeps (its anchors up to `message_uuid`): the fork
+    /// can be rewound or forked again at them.
+    pub anchors: Vec<String>,
 }
 
 /// What an agent did for a rewind (each part `None` when not asked).

@@ -70,10 +70,12 @@ impl Api {
             request.cwd.clone_from(&source.meta().cwd);
         }
         tracing::info!(source = %fork.session_id, message_uuid = ?fork.message_uuid, "fork");
+        let anchors = source.anchors_through(fork.message_uuid.as_deref()).await;
         Ok(Some(Fork {
             from: ForkFrom {
                 agent_session_id: source.meta().agent_session_id.clone(),
                 message_uuid: fork.message_uuid.clone(),
+                anchors,
             },
             request: fork,
         }))

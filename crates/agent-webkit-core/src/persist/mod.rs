@@ -57,6 +57,10 @@ pub struct SessionRecord {
     /// File checkpointing asked at create (see [`SessionConfig::file_checkpointing`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_checkpointing: Option<bool>,
+    /// For a fork: the user messages it inherited from its source (see
+    /// [`ForkFrom::anchors`](crate::agent::rewind::ForkFrom::anchors)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherited_anchors: Vec<String>,
 }
 
 impl SessionRecord {
@@ -75,6 +79,11 @@ impl SessionRecord {
             owner: config.owner.clone(),
             mcp_servers: config.mcp_servers.clone(),
             file_checkpointing: config.file_checkpointing,
+            inherited_anchors: config
+                .fork
+                .as_ref()
+                .map(|fork| fork.anchors.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -146,6 +146,8 @@ pub(crate) struct SessionMeta {
     /// The agent's own session id (the server's id unless the caller chose it; see
     /// [`crate::persist::SessionRecord::agent_session_id`]): what a fork of it resumes.
     pub(crate) agent_session_id: String,
+    /// A fork's user messages inherited from its source (its first anchors).
+    pub(crate) inherited_anchors: Vec<String>,
 }
 
 impl SessionMeta {
@@ -156,6 +158,7 @@ impl SessionMeta {
             owner: record.owner.clone(),
             attachments_dir: None,
             agent_session_id: record.agent_session_id.clone(),
+            inherited_anchors: record.inherited_anchors.clone(),
         }
     }
 }
@@ -244,7 +247,7 @@ impl Session {
         let capacity = options.inbound_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let (control, control_rx) = mpsc::channel(4);
-        let anchors = Mutex::new(rewind::anchors_of(&log));
+        let anchors = Mutex::new(rewind::anchors_of(&meta.inherited_anchors, &log));
         let session = Arc::new(Self {
             id,
             owner,

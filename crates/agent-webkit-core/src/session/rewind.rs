@@ -54,17 +54,17 @@ pub(super) struct Anchors {
     complete: bool,
 }
 
-/// The anchors of a (restored) log.
-pub(super) fn anchors_of(log: &EventLog) -> Anchors {
+/// The anchors of a (restored) log, after those a fork inherited.
+pub(super) fn anchors_of(inherited: &[String], log: &EventLog) -> Anchors {
     Anchors {
-        list: anchors_in(log.snapshot()),
+        list: anchors_in(inherited, log.snapshot()),
         complete: !log.has_stored_part(),
     }
 }
 
-/// The `user_message` uuids of `events`, less those a `rewound` event cut.
-fn anchors_in(events: Vec<LoggedEvent>) -> Vec<String> {
-    let mut anchors: Vec<String> = Vec::new();
+/// `inherited` then the `user_message` uuids of `events`, less those a `rewound` event cut.
+fn anchors_in(inherited: &[String], events: Vec<LoggedEvent>) -> Vec<String> {
+    let mut anchors: Vec<String> = inherited.to_vec();
     for event in events {
         match event.kind() {
             EventKind::UserMessage => {
@@ -88,6 +88,18 @@ fn anchors_in(events: Vec<LoggedEvent>) -> Vec<String> {
 }
 
 impl Session {
+    /// The user messages of this session's conversation up to and including `uuid` (all of
+    /// them with `None`): what a fork from it inherits.
+    pub(crate) async fn anchors_through(&self, uuid: Option<&str>) -> Vec<String> {
+        // Completes the list from a stored part first (an unknown uuid does).
+        self.has_anchor(uuid.unwrap_or("")).await;
+        let list = self.anchors.lock().list.clone();
+        match uuid.and_then(|u| list.iter().position(|a| a == u)) {
+            Some(at) => list[..=at].to_vec(),
+            None => list,
+        }
+    }
+
     /// Whether `uuid` is a user message of this session's conversation (the first lookup of
     /// an unknown uuid in a restored session reads the ring's stored part).
     pub(crate) async fn has_anchor(&self, uuid: &str) -> bool {
@@ -100,7 +112,7 @@ impl Session {
                 return false;
             }
         }
-        let mut list = anchors_in(self.log.history().await);
+        let mut list = anchors_in(&self.meta.inherited_anchors, self.log.history().await);
         let mut anchors = self.anchors.lock();
         if !anchors.complete {
             // Announced while the history was read: keep them.
