@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{complete_text, events, next_event, Agent, Reply, Target, T};
+use super::{agent_output, complete_text, events, next_event, Agent, Reply, Target, T};
 use crate::{Result, SseFrame, TestkitError};
 
 fn find<'a>(frames: &'a [SseFrame], event: &str) -> Result<&'a SseFrame> {
@@ -414,7 +414,7 @@ pub async fn check_interrupt_ends_long_turn(target: &Target) -> Result<()> {
     let turn = target.long_turn();
     let (id, mut stream) = server.start_turn(&turn).await?;
     next_event(&mut stream).await?; // session_ready
-    next_event(&mut stream).await?; // the turn has started
+    agent_output(&mut stream).await?; // the agent is in the turn
     server.send(&id, &turn).await?; // queued behind the running turn
     ensure_eq!(
         server
@@ -434,7 +434,7 @@ pub async fn check_interrupt_ends_long_turn(target: &Target) -> Result<()> {
         rest.len()
     );
     // The queued message now runs.
-    let next = next_event(&mut stream).await?;
+    let next = agent_output(&mut stream).await?;
     ensure!(
         next.event != "done" && next.event != "error",
         "the queued turn runs: {}",

@@ -503,6 +503,18 @@ pub async fn next_event(stream: &mut SseStream) -> Result<SseFrame> {
         .ok_or_else(|| TestkitError::Unexpected("stream ended".into()))
 }
 
+/// The next event that comes from the agent: `user_message` (the session's announcement of a
+/// message it hands to an agent with anchors) is skipped, since the agent may not have read the
+/// message yet — an interrupt sent then could reach it before its turn starts.
+pub async fn agent_output(stream: &mut SseStream) -> Result<SseFrame> {
+    loop {
+        let frame = next_event(stream).await?;
+        if frame.event != "user_message" {
+            return Ok(frame);
+        }
+    }
+}
+
 /// The text of the first text block of a `message_complete` frame.
 pub fn complete_text(frame: &SseFrame) -> Option<String> {
     frame.json()["message"]["content"]
