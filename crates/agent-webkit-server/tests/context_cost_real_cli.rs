@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
 use agent_webkit_testkit::real_cli::TempDir;
-use agent_webkit_testkit::{claude_children, process_alive, require_real_cli, Client, SseStream};
+use agent_webkit_testkit::{claude_children, require_real_cli, Client, SseStream};
 use serde_json::{json, Value};
 
 mod claude_on_data_dir;
@@ -192,18 +192,7 @@ async fn context_and_cost(framework: &str) {
                 && cmd.contains("--session-id=")),
         "the CLI runs under its own UUID: {children:?}"
     );
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + T;
-    while process_alive(u64::from(pid)) {
-        assert!(Instant::now() < deadline, "server survived SIGKILL");
-        // Bounded poll: a signalled process's death is no event we can await.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    agent_webkit_testkit::kill_and_wait(pid, T).await.unwrap();
     drop(stream);
     let b = server(&cli, &mock, framework, &data, &work, &dir.path().join("h2")).await;
     let client = b.client(None);

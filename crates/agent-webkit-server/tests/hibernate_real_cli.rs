@@ -63,12 +63,9 @@ async fn a_woken_session_continues_the_conversation_with_its_runtime_settings() 
     input(json!({"type": "set_model", "model": "claude-haiku-4-5"})).await;
     let first = claude_children(server_pid);
     assert_eq!(first.len(), 1, "{first:?}");
-    // No event says that a process is gone: poll /proc, bounded.
-    let deadline = Instant::now() + T;
-    while !claude_children(server_pid).is_empty() {
-        assert!(Instant::now() < deadline, "the quiet CLI was not stopped");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    agent_webkit_testkit::until_no_claude_children(server_pid, T)
+        .await
+        .unwrap();
     input(json!({"type": "set_permission_mode", "mode": "acceptEdits"})).await;
 
     let asked = Instant::now();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use agent_webkit_testkit::fake_mcp::fake_mcp_path;
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
 use agent_webkit_testkit::real_cli::{offline_env, TempDir};
-use agent_webkit_testkit::{claude_children, require_real_cli, Client, ServerProcess, SseStream};
+use agent_webkit_testkit::{require_real_cli, Client, ServerProcess, SseStream};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
@@ -444,15 +444,9 @@ async fn hibernated(framework: &str) {
         .unwrap();
     let mut stream = client.stream(&id, None).await.unwrap();
     until_status(&mut stream, "alpha", "connected").await;
-    // No event says that a process is gone: poll /proc, bounded.
-    let deadline = std::time::Instant::now() + T;
-    while !claude_children(server_pid).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the quiet CLI was not stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    agent_webkit_testkit::until_no_claude_children(server_pid, T)
+        .await
+        .unwrap();
     let (status, body) = get_mcp(&client, &id).await;
     assert_eq!(
         (status, &body["code"]),
@@ -547,15 +541,10 @@ async fn mcp_settings_survive_hibernation_and_restart() {
     assert!(status < 300, "{status} {body}");
     until_status(&mut stream, "beta", "disabled").await;
 
-    // Hibernation (no event says that a process is gone: poll /proc, bounded), then a wake.
-    let deadline = std::time::Instant::now() + T;
-    while !claude_children(a.pid().unwrap()).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the quiet CLI was not stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Hibernation, then a wake.
+    agent_webkit_testkit::until_no_claude_children(a.pid().unwrap(), T)
+        .await
+        .unwrap();
     let (status, body) = input(
         &client,
         &id,
@@ -573,21 +562,9 @@ async fn mcp_settings_survive_hibernation_and_restart() {
     );
 
     // SIGKILL, then a new server on the same data directory (and a fresh CLI home).
-    let pid = a.pid().unwrap();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
+    agent_webkit_testkit::kill_and_wait(a.pid().unwrap(), T)
         .await
         .unwrap();
-    assert!(killed.success());
-    while agent_webkit_testkit::process_alive(u64::from(pid)) {
-        assert!(
-            std::time::Instant::now() < deadline + T,
-            "server survived SIGKILL"
-        );
-        // Bounded poll: a signalled process's death is no event we can await.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     drop(stream);
     drop(a);
     let b = server(&cli, "axum", &mock, home_2.path(), work.path(), &flags).await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use agent_webkit_testkit::mock_api::MockAnthropicApi;
 use agent_webkit_testkit::real_cli::TempDir;
-use agent_webkit_testkit::{claude_children, process_alive, require_real_cli, SseFrame, SseStream};
+use agent_webkit_testkit::{claude_children, require_real_cli, SseFrame, SseStream};
 use serde_json::json;
 
 mod anchors;
@@ -28,19 +28,9 @@ async fn turn(stream: &mut SseStream) -> Vec<SseFrame> {
 
 /// SIGKILLs the server and waits until its process is gone.
 async fn kill(server: &agent_webkit_testkit::ServerProcess) {
-    let pid = server.pid().unwrap();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
+    agent_webkit_testkit::kill_and_wait(server.pid().unwrap(), T)
         .await
         .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + T;
-    while process_alive(u64::from(pid)) {
-        assert!(Instant::now() < deadline, "server survived SIGKILL");
-        // Bounded poll: a signalled process's death is no event we can await.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

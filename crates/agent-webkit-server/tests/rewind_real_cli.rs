@@ -175,16 +175,9 @@ async fn rewind_wakes_a_hibernated_session() {
     let write = format!("[[write: {} | version two]]", file.display());
     let (u2, _) = turn(alice, &id, &mut s, &write).await;
     turn(alice, &id, &mut s, "third CHARLIE").await;
-    // No event says that a process is gone: poll /proc, bounded.
-    let server = rig.server.pid().unwrap();
-    let deadline = std::time::Instant::now() + T;
-    while !agent_webkit_testkit::claude_children(server).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the quiet CLI was not stopped"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    agent_webkit_testkit::until_no_claude_children(rig.server.pid().unwrap(), T)
+        .await
+        .unwrap();
 
     let r = alice
         .input(&id, &json!({"type": "rewind", "message_uuid": u2}))

@@ -60,6 +60,44 @@ pub fn process_alive(pid: u64) -> bool {
     }
 }
 
+/// SIGKILLs process `pid` (no shutdown path runs) and waits until it is gone (every thread:
+/// see [`process_alive`]), at most `timeout`.
+pub async fn kill_and_wait(pid: u32, timeout: std::time::Duration) -> Result<()> {
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await?;
+    if !killed.success() {
+        return Err(TestkitError::Unexpected(format!(
+            "kill -KILL {pid}: {killed}"
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while process_alive(u64::from(pid)) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(TestkitError::Timeout(format!("process {pid} to die")));
+        }
+        // Bounded poll: a signalled process's death is no event we can await.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Waits until process `pid` has no live `claude` child (its agent hibernated or stopped), at
+/// most `timeout`. Polls `/proc`: no event says that a process is gone.
+pub async fn until_no_claude_children(pid: u32, timeout: std::time::Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !claude_children(pid).is_empty() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(TestkitError::Timeout(format!(
+                "the claude children of {pid} to stop"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Live (non-zombie) children of process `pid` whose command line mentions `claude`, with
 /// that command line (arguments joined by spaces). Linux `/proc`.
 pub fn claude_children(pid: u32) -> Vec<(u32, String)> {
