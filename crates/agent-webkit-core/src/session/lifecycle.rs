@@ -270,7 +270,7 @@ impl Session {
                         tracing::warn!(session_id = %self.id, error = %err, "re-applying the permission mode failed");
                     }
                 }
-                self.mcp_disable_again(&client, &now.mcp_disabled).await;
+                self.mcp_disable_recorded().await;
                 tracing::info!(session_id = %self.id, elapsed = ?started.elapsed(), "session woken");
                 Some(Ok(woken.connection.messages))
             }

@@ -31,25 +31,17 @@ impl Session {
         Ok(())
     }
 
-    /// Turns off again, in a new agent, the servers the client had turned off (those it
-    /// still has; a failure is logged: the server then runs).
-    pub(super) async fn mcp_disable_again(
-        &self,
-        client: &std::sync::Arc<dyn crate::agent::AgentClient>,
-        disabled: &[String],
-    ) {
-        for name in disabled {
+    /// Turns off again, in a new agent (woken, or the first after a restart or take-over),
+    /// the servers the client had turned off (a failure is logged: the server then runs).
+    pub(crate) async fn mcp_disable_recorded(&self) {
+        let disabled = self.settings().mcp_disabled;
+        let Some(client) = self.client().filter(|_| !disabled.is_empty()) else {
+            return;
+        };
+        for name in &disabled {
             if let Err(err) = client.mcp_toggle(name, false).await {
                 tracing::warn!(session_id = %self.id, server = %name, error = %err, "turning an MCP server off again failed");
             }
-        }
-    }
-
-    /// Turns off again the servers recorded as off (a session taken over: its first agent).
-    pub(crate) async fn mcp_disable_recorded(&self) {
-        let disabled = self.settings().mcp_disabled;
-        if let (false, Some(client)) = (disabled.is_empty(), self.client()) {
-            self.mcp_disable_again(&client, &disabled).await;
         }
     }
 

@@ -91,8 +91,7 @@ impl Session {
     /// The user messages of this session's conversation up to and including `uuid` (all of
     /// them with `None`): what a fork from it inherits.
     pub(crate) async fn anchors_through(&self, uuid: Option<&str>) -> Vec<String> {
-        // Completes the list from a stored part first (an unknown uuid does).
-        self.has_anchor(uuid.unwrap_or("")).await;
+        self.complete_anchors().await;
         let list = self.anchors.lock().list.clone();
         match uuid.and_then(|u| list.iter().position(|a| a == u)) {
             Some(at) => list[..=at].to_vec(),
@@ -103,14 +102,18 @@ impl Session {
     /// Whether `uuid` is a user message of this session's conversation (the first lookup of
     /// an unknown uuid in a restored session reads the ring's stored part).
     pub(crate) async fn has_anchor(&self, uuid: &str) -> bool {
-        {
-            let anchors = self.anchors.lock();
-            if anchors.list.iter().any(|a| a == uuid) {
-                return true;
-            }
-            if anchors.complete {
-                return false;
-            }
+        let known = |anchors: &Anchors| anchors.list.iter().any(|a| a == uuid);
+        if known(&self.anchors.lock()) {
+            return true;
+        }
+        self.complete_anchors().await;
+        known(&self.anchors.lock())
+    }
+
+    /// Reads the anchors of a restored log's stored part, once (see [`Anchors::complete`]).
+    async fn complete_anchors(&self) {
+        if self.anchors.lock().complete {
+            return;
         }
         let mut list = anchors_in(&self.meta.inherited_anchors, self.log.history().await);
         let mut anchors = self.anchors.lock();
@@ -124,7 +127,6 @@ impl Session {
             anchors.list = list;
             anchors.complete = true;
         }
-        anchors.list.iter().any(|a| a == uuid)
     }
 
     /// For an agent with anchors: a fresh uuid for the user message about to be sent,
