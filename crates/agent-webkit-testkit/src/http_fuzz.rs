@@ -27,7 +27,8 @@ pub const TOKEN: &str = "fuzz-token";
 pub const MAX_BODY: usize = 64 * 1024;
 /// Placeholder in a generated path for a live session's id.
 pub const SESSION: &str = "{session}";
-/// Longest time any request may take to be answered (or its connection closed).
+/// Longest time one step of a request may make no progress: the connect, each written piece,
+/// and the answer (or close) after the last byte.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The 5xx statuses the protocol documents (docs/protocol-extensions.md): 501 `unsupported`,
 /// 502 `agent_start_failed` / `agent_error`, 503 (unavailable, caps, queue full, owned
@@ -232,46 +233,67 @@ pub fn check_status(status: u16) -> Result<(), String> {
 }
 
 /// Sends `request` on a fresh connection to `addr` (piece by piece, per
-/// [`FuzzRequest::writes`], each its own TCP segment); for broken framing then closes the write side. Reads up to the end
-/// of the response head. `Err` only when no answer came within [`ANSWER_TIMEOUT`] (a hang).
+/// [`FuzzRequest::writes`], each its own TCP segment); for broken framing then closes the
+/// write side. Reads up to the end of the response head. `Err` only for a hang: a step that
+/// made no progress within [`ANSWER_TIMEOUT`] — the connect, one piece's write (the server
+/// neither read nor closed), or the answer after the last byte.
+///
+/// The deadline is per step, not for the whole exchange: a 128 KB body chunked in 1-byte chunks
+/// and written in 1-byte pieces is some 800,000 segments, which take longer than any fixed
+/// budget on a loaded machine while the server keeps up with every one.
 pub async fn send_raw(addr: &str, request: &FuzzRequest, session: &str) -> Result<Answer, String> {
+    exchange(addr, request, session, ANSWER_TIMEOUT).await
+}
+
+/// [`send_raw`] with `step` as the deadline of each step.
+async fn exchange(
+    addr: &str,
+    request: &FuzzRequest,
+    session: &str,
+    step: Duration,
+) -> Result<Answer, String> {
     let bytes = request.render(session);
-    let exchange = async {
-        let mut stream = match TcpStream::connect(addr).await {
-            Ok(stream) => stream,
-            Err(e) => return Answer::Closed(format!("connect: {e}")),
-        };
-        // Each piece its own segment, so the server sees the request arrive in pieces.
-        let _ = stream.set_nodelay(true);
-        let mut rest = bytes.as_slice();
-        let mut sizes = request.writes.iter().cycle();
-        while !rest.is_empty() {
-            let size = sizes
-                .next()
-                .copied()
-                .unwrap_or(rest.len())
-                .clamp(1, rest.len());
-            let (piece, tail) = rest.split_at(size);
-            if let Err(e) = stream.write_all(piece).await {
-                // The server may answer before the body is in (a refused or unneeded body) and
-                // close: its response, if still readable, is the answer.
-                return match read_status(&mut stream).await {
-                    Answer::Status(status) => Answer::Status(status),
-                    Answer::Closed(_) | Answer::ClosedEarly(_) => {
-                        Answer::ClosedEarly(format!("write: {e}"))
-                    }
-                };
-            }
-            rest = tail;
-        }
-        if matches!(request.framing, Framing::Broken(_)) {
-            let _ = stream.shutdown().await;
-        }
-        read_status(&mut stream).await
+    let hang = |what: &str| format!("{what}: no progress within {step:?}");
+    let mut stream = match tokio::time::timeout(step, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Ok(Answer::Closed(format!("connect: {e}"))),
+        Err(_) => return Err(hang("connect")),
     };
-    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+    // Each piece its own segment, so the server sees the request arrive in pieces.
+    let _ = stream.set_nodelay(true);
+    let mut rest = bytes.as_slice();
+    let mut sizes = request.writes.iter().cycle();
+    while !rest.is_empty() {
+        let size = sizes
+            .next()
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
+        let (piece, tail) = rest.split_at(size);
+        let written = tokio::time::timeout(step, stream.write_all(piece))
+            .await
+            .map_err(|_| hang(&format!("writing at byte {}", bytes.len() - rest.len())))?;
+        if let Err(e) = written {
+            // The server may answer before the body is in (a refused or unneeded body) and
+            // close: its response, if still readable, is the answer.
+            let answer = tokio::time::timeout(step, read_status(&mut stream))
+                .await
+                .map_err(|_| hang("the answer after a failed write"))?;
+            return Ok(match answer {
+                Answer::Status(status) => Answer::Status(status),
+                Answer::Closed(_) | Answer::ClosedEarly(_) => {
+                    Answer::ClosedEarly(format!("write: {e}"))
+                }
+            });
+        }
+        rest = tail;
+    }
+    if matches!(request.framing, Framing::Broken(_)) {
+        let _ = stream.shutdown().await;
+    }
+    tokio::time::timeout(step, read_status(&mut stream))
         .await
-        .map_err(|_| format!("no answer within {ANSWER_TIMEOUT:?}"))
+        .map_err(|_| hang("the answer"))
 }
 
 /// Reads response heads until a final (non-1xx) status line; `100 Continue` and other interim
@@ -621,6 +643,7 @@ pub fn config(cases: u32) -> proptest::test_runner::Config {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn request(framing: Framing, body: &[u8]) -> FuzzRequest {
@@ -632,6 +655,82 @@ mod tests {
             framing,
             writes: vec![usize::MAX],
         }
+    }
+
+    /// A listener on a free port whose one connection `serve` handles.
+    async fn peer<F, Fut>(serve: F) -> String
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            if let Ok((stream, _)) = listener.accept().await {
+                serve(stream).await;
+            }
+        });
+        addr
+    }
+
+    /// Reads until the end of `request` as rendered, so the peer has all of it.
+    async fn read_exactly(stream: &mut TcpStream, request: &FuzzRequest) {
+        let mut rest = request.render("s").len();
+        let mut buf = [0u8; 65536];
+        while rest > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => rest = rest.saturating_sub(n),
+            }
+        }
+    }
+
+    const STEP: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_a_hang_at_the_write() {
+        // Far more than the loopback socket buffers hold.
+        let big = request(Framing::Length, &vec![b'x'; 64 << 20]);
+        let addr = peer(|stream| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(stream);
+        })
+        .await;
+        let outcome = exchange(&addr, &big, "s", STEP).await;
+        let why = outcome.expect_err("a stalled write is a hang");
+        assert!(why.starts_with("writing at byte"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_all_and_never_answers_is_a_hang_at_the_answer() {
+        let small = request(Framing::Length, b"{}");
+        let expected = small.clone();
+        let addr = peer(|mut stream| async move {
+            read_exactly(&mut stream, &expected).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await;
+        let why = exchange(&addr, &small, "s", STEP)
+            .await
+            .expect_err("no answer is a hang");
+        assert!(why.starts_with("the answer:"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_request_the_peer_keeps_up_with_is_answered() {
+        // 1-byte chunks in 1-byte pieces: thousands of segments, no step anywhere near STEP.
+        let mut slow = request(Framing::Chunked(vec![1]), &[b'x'; 4096]);
+        slow.writes = vec![1];
+        let expected = slow.clone();
+        let addr = peer(|mut stream| async move {
+            read_exactly(&mut stream, &expected).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        })
+        .await;
+        let answer = exchange(&addr, &slow, "s", STEP).await;
+        assert_eq!(answer, Ok(Answer::Status(413)));
     }
 
     #[test]
