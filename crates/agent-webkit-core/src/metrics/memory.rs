@@ -61,8 +61,10 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let with = super::children_rss_bytes();
+        // The child's own first: `sleep` is still loading (its resident set only grows now that
+        // `spawn` has returned after its exec), so the sum read after it includes at least this.
         let own = super::rss_bytes(pid);
+        let with = super::children_rss_bytes();
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(own > 0, "sleep has a resident set");
