@@ -76,7 +76,7 @@ impl SessionRegistry {
         if !self.inner.hibernation {
             return false;
         }
-        let mut candidates: Vec<(Duration, Arc<Session>)> = self
+        let mut candidates: Vec<(Instant, Arc<Session>)> = self
             .inner
             .sessions
             .read()
@@ -84,10 +84,11 @@ impl SessionRegistry {
             .filter(|s| {
                 Some(s.id()) != exclude && !s.has_ended() && s.agent_state() == AgentState::Live
             })
-            .map(|s| (s.quiet_for(), Arc::clone(s)))
+            .map(|s| (s.last_active(), Arc::clone(s)))
             .collect();
-        // Least recently active first.
-        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        // Least recently active first. By instant, not by time since (each read at its own
+        // "now", two sessions active microseconds apart could swap).
+        candidates.sort_by_key(|c| c.0);
         for (_, session) in candidates {
             if session.hibernate().await {
                 tracing::info!(session_id = %session.id(), "hibernated to free an agent slot");

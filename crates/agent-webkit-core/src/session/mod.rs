@@ -344,11 +344,15 @@ impl Session {
         !self.slot_released.swap(true, Ordering::AcqRel)
     }
 
-    /// Time since the last input or agent message, whichever is later (hibernation and
-    /// least-recently-active eviction go by it).
+    /// The last input or agent message, whichever is later (least-recently-active eviction
+    /// orders sessions by it).
+    pub(crate) fn last_active(&self) -> Instant {
+        (*self.last_activity.lock()).max(*self.last_agent_message.lock())
+    }
+
+    /// Time since [`last_active`](Self::last_active) (hibernation goes by it).
     pub(crate) fn quiet_for(&self) -> Duration {
-        self.idle_for()
-            .min(self.last_agent_message.lock().elapsed())
+        self.last_active().elapsed()
     }
 
     fn touch(&self) {
