@@ -500,6 +500,28 @@ async fn interrupt_mid_stream_then_next_turn_works() {
     assert_eq!(delta_text(&frames), "Echo: After the interrupt");
 }
 
+/// An interrupt sent right after the message, before the CLI has started the turn: the session
+/// hands it over after the message (never before, when the idle CLI would forget it), the CLI
+/// answers with the message `still_queued` and aborts the turn as it starts; the next turn runs.
+#[tokio::test]
+async fn interrupt_before_the_turn_starts_ends_it() {
+    let cli = require_real_cli!("interrupt_before_the_turn_starts_ends_it");
+    let e = E2e::start(&cli).await;
+    let (id, mut stream) = e.session(json!({})).await;
+    e.say(&id, "[[slow: 60]]").await;
+    e.input(&id, json!({"type": "interrupt"})).await;
+    let frames = until(&mut stream, "result").await;
+    let deltas = find(&frames, "message_delta").len();
+    assert!(deltas < 59, "the turn was cut short ({deltas} deltas)");
+    let result = frames.last().unwrap().json();
+    assert_eq!(result["is_error"], true, "{result}");
+    assert_eq!(result["subtype"], "error_during_execution", "{result}");
+
+    e.say(&id, "After the interrupt").await;
+    let frames = until_success(&mut stream).await;
+    assert_eq!(delta_text(&frames), "Echo: After the interrupt");
+}
+
 // (h)
 #[tokio::test]
 async fn set_model_changes_the_model_of_the_next_turn() {

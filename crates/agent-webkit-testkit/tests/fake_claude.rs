@@ -918,6 +918,54 @@ async fn pre_tool_use_hooks_decide_before_can_use_tool() {
 
 // ------------------------------------------------------------------------ interrupts
 
+/// Recorded from CLI 2.1.330: an interrupt that arrives while the message is still queued (its
+/// turn not started) is answered with the message in `still_queued`, and the turn is aborted as
+/// it starts; an interrupt while idle is forgotten.
+#[tokio::test]
+async fn interrupt_before_the_turn_starts_aborts_it_as_it_starts() {
+    // The message and the interrupt go in one write, so the interrupt is usually read before the
+    // turn starts; whether it was shows in `still_queued`. Either way the turn must be aborted;
+    // the queued case must have been seen at least once.
+    for _attempt in 0..20 {
+        let mut fake = Fake::spawn(&["--include-partial-messages"]).await;
+        fake.initialize(Value::Null).await;
+        // Idle: answered, and forgotten.
+        fake.send(json!({"type":"control_request","request_id":"req_idle",
+                         "request":{"subtype":"interrupt"}}))
+            .await;
+        let frames = fake
+            .until("control_response", |f| ty(f) == "control_response")
+            .await;
+        assert_eq!(
+            frames.last().unwrap()["response"]["response"],
+            json!({"still_queued":[]})
+        );
+        let user =
+            json!({"type":"user","message":{"role":"user","content":"[[slow: 400]]"},"uuid":"u-q"});
+        let interrupt = json!({"type":"control_request","request_id":"req_int",
+                               "request":{"subtype":"interrupt"}});
+        fake.send_raw(&format!("{user}\n{interrupt}")).await;
+        let frames = fake.until("idle", |f| state(f) == Some("idle")).await;
+        let response = frames.iter().find(|f| ty(f) == "control_response").unwrap();
+        let result = frames.iter().find(|f| ty(f) == "result").unwrap();
+        assert_eq!(result["subtype"], "error_during_execution", "{result}");
+        assert_eq!(result["user_message_uuids"], json!(["u-q"]), "{result}");
+        let deltas = frames
+            .iter()
+            .filter(|f| ty(f) == "stream_event/content_block_delta")
+            .count();
+        assert!(deltas < 10, "the turn was aborted early ({deltas} deltas)");
+        // The interrupt was for this turn only: the next one runs.
+        fake.user_with_uuid("after", "u-next").await;
+        let frames = fake.until("result", |f| ty(f) == "result").await;
+        assert_eq!(frames.last().unwrap()["subtype"], "success");
+        if response["response"]["response"] == json!({"still_queued": ["u-q"]}) {
+            return;
+        }
+    }
+    panic!("the interrupt never arrived while the message was queued");
+}
+
 #[tokio::test]
 async fn interrupt_during_slow_stream_mirrors_e_interrupt() {
     let mut fake = Fake::spawn(&["--include-partial-messages"]).await;

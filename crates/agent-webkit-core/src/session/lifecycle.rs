@@ -103,11 +103,13 @@ pub(crate) struct AgentSlot {
     pub(crate) permit: Option<crate::agent::slots::AgentSlot>,
 }
 
-/// A request to the loop about its agent, answered with whether it was done: hibernate it
-/// now, or wake it for a request that needs a live agent (`GET /sessions/{id}/context`).
+/// A request to the loop about its agent: hibernate it now, or wake it for a request that
+/// needs a live agent (`GET /sessions/{id}/context`), each answered with whether it was done;
+/// or interrupt its turn, in order with the messages queued before (`interrupt`).
 pub(crate) enum LoopRequest {
     Hibernate(tokio::sync::oneshot::Sender<bool>),
     Wake(tokio::sync::oneshot::Sender<bool>),
+    Interrupt(super::interrupt::InterruptReply),
 }
 
 impl Session {

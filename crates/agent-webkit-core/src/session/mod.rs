@@ -16,12 +16,14 @@
 //! Subscribers are in `subscriber`; the agent's lifecycle (live ↔ hibernated: stopped while
 //! quiet, resumed by the next user message) in `lifecycle`.
 //!
-//! HTTP handlers call the control methods (`interrupt`, `set_model`, ...) directly on the
-//! agent client (while hibernated they are recorded or no-ops); user messages go through the
-//! bounded inbound queue.
+//! HTTP handlers call the control methods (`set_model`, ...) directly on the agent client
+//! (while hibernated they are recorded or no-ops); user messages go through the bounded inbound
+//! queue, and an interrupt through the loop, so that it never overtakes the message whose turn it
+//! stops (`interrupt`).
 
 mod context;
 mod events;
+mod interrupt;
 mod lifecycle;
 mod mcp;
 pub mod rewind;
@@ -52,6 +54,7 @@ use crate::permission::{
 use crate::persist::ActivityCell;
 
 use self::events::EventTranslator;
+use self::interrupt::{PendingInterrupts, TurnAt};
 pub use self::lifecycle::AgentState;
 use self::lifecycle::{AgentSlot, LoopRequest};
 pub(crate) use self::lifecycle::{Revive, RuntimeSettings, WakeError, Woken};
@@ -474,12 +477,24 @@ impl Session {
         }
     }
 
-    /// Interrupts the running turn (a no-op while hibernated: no turn runs).
+    /// Interrupts the running turn — or, when none runs, the turn of the message queued next
+    /// (the one the client sees running); a no-op while idle. Goes through the loop, after the
+    /// messages accepted before it (`interrupt`).
     pub async fn interrupt(&self) -> Result<(), SessionError> {
         self.live()?;
-        match self.client() {
-            Some(client) => Ok(client.interrupt().await?),
-            None => Ok(()),
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        if self
+            .control
+            .send(LoopRequest::Interrupt(reply))
+            .await
+            .is_err()
+        {
+            return Err(SessionError::Closed);
+        }
+        match outcome.await {
+            Ok(outcome) => Ok(outcome?),
+            // The loop ended (the session closed) before the interrupt was sent.
+            Err(_) => Err(SessionError::Closed),
         }
     }
 
@@ -614,6 +629,7 @@ impl Session {
         let mut translator = EventTranslator::default();
         let mut turn_open = false;
         let mut query: Option<QueryFuture> = None;
+        let mut interrupts = PendingInterrupts::default();
         let failure = loop {
             self.turn_running
                 .store(turn_open || query.is_some(), Ordering::Release);
@@ -663,6 +679,19 @@ impl Session {
                         let hibernated = self.hibernate_now(idle && !turn_open, &mut messages).await;
                         let _ = reply.send(hibernated);
                     }
+                    LoopRequest::Interrupt(reply) => {
+                        let at = if query.is_some() {
+                            TurnAt::Writing
+                        } else if turn_open {
+                            TurnAt::Running
+                        } else if !inbound.is_empty() {
+                            TurnAt::Queued
+                        } else {
+                            TurnAt::Idle
+                        };
+                        tracing::debug!(session_id = %self.id, ?at, "interrupt");
+                        interrupts.request(reply, at, self.client());
+                    }
                 },
                 outcome = poll_opt(&mut query) => {
                     query = None;
@@ -671,10 +700,14 @@ impl Session {
                         turn_open = false;
                         self.turn.finished(false);
                         self.append(EventKind::Error, &ErrorData::new("query_failed", err.to_string()));
+                        interrupts.written(None);
+                    } else {
+                        interrupts.written(self.client());
                     }
                 }
                 Some(content) = inbound.recv(), if !turn_open && query.is_none() => {
                     self.inbound_bytes.release(content.size_hint());
+                    interrupts.turn_started();
                     if messages.is_none() {
                         let woken = tokio::select! {
                             () = self.cancel.cancelled() => return,
@@ -683,10 +716,16 @@ impl Session {
                         match woken {
                             Some(stream) => messages = Some(stream),
                             // Reported as not sent; the session stays hibernated.
-                            None => continue,
+                            None => {
+                                interrupts.written(None);
+                                continue;
+                            }
                         }
                     }
-                    let Some(client) = self.client() else { continue };
+                    let Some(client) = self.client() else {
+                        interrupts.written(None);
+                        continue;
+                    };
                     turn_open = true;
                     self.turn.started(&self.id);
                     // Attachment blocks become what the agent reads (crate::attachments); the

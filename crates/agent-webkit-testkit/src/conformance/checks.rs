@@ -38,6 +38,7 @@ macro_rules! with_conformance_checks {
             check_first_reply_wins,
             check_permission_withdrawn_on_interrupt,
             check_interrupt_ends_long_turn,
+            check_interrupt_right_after_the_message_ends_its_turn,
             check_one_turn_at_a_time,
             check_body_limit,
             check_backpressure,

@@ -455,6 +455,56 @@ pub async fn check_interrupt_ends_long_turn(target: &Target) -> Result<()> {
     Ok(())
 }
 
+/// An interrupt sent right after the message — before the agent has started its turn, let
+/// alone produced anything — still ends that turn (with the interrupted `result`), and only
+/// that one: the next message's turn runs.
+pub async fn check_interrupt_right_after_the_message_ends_its_turn(target: &Target) -> Result<()> {
+    let server = target.start(&[]).await?;
+    let turn = target.long_turn();
+    let (id, mut stream) = server.start_turn(&turn).await?;
+    ensure_eq!(
+        server
+            .input(&id, &json!({"type": "interrupt"}))
+            .await?
+            .status,
+        204
+    );
+    let frames = stream.until("result", T).await?;
+    ensure_eq!(
+        last_json(&frames)["subtype"].as_str(),
+        Some(target.interrupted_subtype())
+    );
+    ensure!(
+        frames.len() < 500,
+        "the turn ended early ({} events)",
+        frames.len()
+    );
+    // The same turn again runs: ten events and no `result` yet (an interrupt left over would
+    // have ended it at once), until interrupted in turn.
+    server.send(&id, &turn).await?;
+    for _ in 0..10 {
+        let frame = agent_output(&mut stream).await?;
+        ensure!(
+            !matches!(frame.event.as_str(), "result" | "done" | "error"),
+            "the next turn runs: {}",
+            frame.raw
+        );
+    }
+    ensure_eq!(
+        server
+            .input(&id, &json!({"type": "interrupt"}))
+            .await?
+            .status,
+        204
+    );
+    let frames = stream.until("result", T).await?;
+    ensure_eq!(
+        last_json(&frames)["subtype"].as_str(),
+        Some(target.interrupted_subtype())
+    );
+    Ok(())
+}
+
 /// Queued user messages run one turn at a time, in order: each turn's reply precedes its
 /// `result`, and the next turn starts after it.
 pub async fn check_one_turn_at_a_time(target: &Target) -> Result<()> {

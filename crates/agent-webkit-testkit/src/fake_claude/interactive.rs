@@ -59,6 +59,9 @@ pub(crate) struct State {
     queue: VecDeque<(Job, Option<String>)>,
     busy: bool,
     current: Option<Current>,
+    /// An interrupt came while busy with no turn started yet (the message still queued): like
+    /// CLI 2.1.330, the turn that starts next is aborted at once.
+    interrupt_next: bool,
     pending: HashMap<String, Pending>,
     pub last_is_error: bool,
     eof: bool,
@@ -103,6 +106,7 @@ impl Fake {
             queue: VecDeque::new(),
             busy: false,
             current: None,
+            interrupt_next: false,
             pending: HashMap::new(),
             last_is_error: false,
             eof: false,
@@ -391,6 +395,9 @@ impl Fake {
                         cur.interrupt.send_replace(true);
                     }
                 } else {
+                    // Busy with the message still queued: the CLI aborts its turn as it starts
+                    // (an interrupt while idle is forgotten).
+                    st.interrupt_next = st.busy && !st.queue.is_empty();
                     self.out.send(&response);
                 }
             }
@@ -452,7 +459,7 @@ impl Fake {
                 let mut st = self.lock();
                 match st.queue.pop_front() {
                     Some((job, uuid)) => {
-                        let (tx, rx) = watch::channel(false);
+                        let (tx, rx) = watch::channel(std::mem::take(&mut st.interrupt_next));
                         st.current = Some(Current { interrupt: tx });
                         Next::Run(job, uuid, rx)
                     }

@@ -224,6 +224,10 @@ impl Turn<'_> {
     // ------------------------------------------------------------------ steps
 
     async fn steps(&mut self, text: &str) -> Result<(), Stop> {
+        if self.interrupted() {
+            // Interrupted before it started (see `State::interrupt_next`).
+            return Err(self.interrupted_between_steps());
+        }
         let list = directives::parse(text);
         if list.is_empty() {
             return self.echo(text).await;
