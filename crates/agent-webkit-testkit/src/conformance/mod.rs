@@ -504,8 +504,7 @@ pub async fn next_event(stream: &mut SseStream) -> Result<SseFrame> {
 }
 
 /// The next event that comes from the agent: `user_message` (the session's announcement of a
-/// message it hands to an agent with anchors) is skipped, since the agent may not have read the
-/// message yet — an interrupt sent then could reach it before its turn starts.
+/// message it hands to an agent with anchors, made before the agent has read it) is skipped.
 pub async fn agent_output(stream: &mut SseStream) -> Result<SseFrame> {
     loop {
         let frame = next_event(stream).await?;
