@@ -585,4 +585,47 @@ async fn mcp_settings_survive_hibernation_and_restart() {
         "connected",
         "{listing}"
     );
+
+    // A server the client's set drops is no longer recorded as turned off: added again, it
+    // runs, in this agent and in the next one.
+    for servers in [
+        json!({}),
+        json!({"beta": {"command": fake_str, "args": ["--tool", "bye"]}}),
+    ] {
+        let (status, body) = input(
+            &client,
+            &id,
+            json!({"type": "mcp_set_servers", "servers": servers}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    agent_webkit_testkit::until_no_claude_children(b.pid().unwrap(), T)
+        .await
+        .unwrap();
+    let detail: Value = client
+        .request(reqwest::Method::GET, &format!("/sessions/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last_seq = detail["last_seq"].to_string();
+    let mut stream = client.stream(&id, Some(&last_seq)).await.unwrap();
+    let (status, body) = input(
+        &client,
+        &id,
+        json!({"type": "user_message", "content": "wake up again"}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let frames = stream.until("result", T).await.unwrap();
+    assert_eq!(frames.last().unwrap().json()["subtype"], "success");
+    let (_, listing) = get_mcp(&client, &id).await;
+    assert_eq!(
+        server_named(&listing, "beta").unwrap()["status"],
+        "connected",
+        "{listing}"
+    );
 }

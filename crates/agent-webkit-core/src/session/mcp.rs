@@ -63,7 +63,8 @@ impl Session {
 
     /// Replaces the client's servers with `servers` (already allowed by the policy and
     /// normalised). Live: the agent's account (`Some`); hibernated: recorded for the next
-    /// agent (`None`).
+    /// agent (`None`). Servers of the previous set that `servers` drops leave the list of
+    /// servers turned off.
     pub async fn mcp_set_servers(
         &self,
         servers: Map<String, Value>,
@@ -75,6 +76,11 @@ impl Session {
             None => return Err(McpError::Hibernated),
         };
         self.record(|s| {
+            // A server the new set drops is gone, not turned off: added again later, it runs.
+            if let Some(old) = &s.mcp_servers {
+                s.mcp_disabled
+                    .retain(|name| !old.contains_key(name) || servers.contains_key(name));
+            }
             s.mcp_servers = (!servers.is_empty()).then_some(servers);
             s.mcp_replaced = true;
         });
