@@ -202,12 +202,9 @@ async fn a_killed_server_leaves_no_orphan_cli() {
     let (_id, _stream) = f.session().await;
     let pids = f.pids();
     let server_pid = f.server.pid().unwrap();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &server_pid.to_string()])
-        .status()
+    agent_webkit_testkit::kill_and_wait(server_pid, T)
         .await
         .unwrap();
-    assert!(killed.success());
     // The CLI sees EOF on stdin and exits by itself.
     wait_gone(&pids, T).await;
 }
@@ -225,12 +222,9 @@ async fn a_killed_server_leaves_no_busy_cli() {
     assert_eq!(pids.len(), 1);
     assert!(alive(pids[0]));
     let server_pid = f.server.pid().unwrap();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &server_pid.to_string()])
-        .status()
+    agent_webkit_testkit::kill_and_wait(server_pid, T)
         .await
         .unwrap();
-    assert!(killed.success());
     wait_gone(&pids, T).await;
 }
 

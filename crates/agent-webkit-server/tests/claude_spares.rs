@@ -226,12 +226,9 @@ async fn a_killed_server_leaves_no_spare_nor_anything_it_started() {
     assert!(pids.len() >= 4, "{pids:?}");
     assert!(pids.iter().all(|p| alive(*p)));
     let server_pid = f.server.pid().unwrap();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &server_pid.to_string()])
-        .status()
+    agent_webkit_testkit::kill_and_wait(server_pid, T)
         .await
         .unwrap();
-    assert!(killed.success());
     wait_gone(&pids).await;
 }
 

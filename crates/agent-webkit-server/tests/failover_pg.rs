@@ -99,12 +99,9 @@ async fn killed_host_fails_over(first: &str, second: &str) {
     say(&ca, "what was the word?").await;
     let mut watcher = ca.stream(&id, Some(&last.to_string())).await.unwrap();
     let unseen = watcher.until("result", T).await.unwrap();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &a.pid().unwrap().to_string()])
-        .status()
+    agent_webkit_testkit::kill_and_wait(a.pid().unwrap(), T)
         .await
         .unwrap();
-    assert!(killed.success());
 
     // The client reconnects to B with its cursor; B answers 503 + Retry-After until A's lease
     // expires, then takes the session over.
@@ -228,12 +225,9 @@ async fn a_hibernated_session_keeps_its_owner_and_is_taken_over_after_a_crash() 
     );
     drop(stream);
 
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &a.pid().unwrap().to_string()])
-        .status()
+    agent_webkit_testkit::kill_and_wait(a.pid().unwrap(), T)
         .await
         .unwrap();
-    assert!(killed.success());
     let reconnect = Instant::now();
     let mut resumed = loop {
         let r = cb.stream_raw(&id, Some(&last.to_string())).await.unwrap();

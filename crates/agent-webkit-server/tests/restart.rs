@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use agent_webkit_testkit::fake_claude::fake_claude_path;
 use agent_webkit_testkit::real_cli::TempDir;
-use agent_webkit_testkit::{process_alive, Client, ServerProcess, SseFrame, SseStream};
+use agent_webkit_testkit::{Client, ServerProcess, SseFrame, SseStream};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-webkit-server");
@@ -84,18 +84,7 @@ async fn stop(server: &mut ServerProcess, how: Stop) {
             assert!(status.is_some(), "still running after SIGTERM");
         }
         Stop::Kill => {
-            let killed = tokio::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .await
-                .unwrap();
-            assert!(killed.success());
-            let started = Instant::now();
-            while process_alive(u64::from(pid)) {
-                assert!(started.elapsed() < T, "server survived SIGKILL");
-                // Bounded poll: the death of a process we only signalled is no awaitable event.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            agent_webkit_testkit::kill_and_wait(pid, T).await.unwrap();
         }
     }
 }

@@ -247,12 +247,9 @@ async fn with_postgres_a_chosen_id_is_unique_across_hosts_and_fails_over() {
     let seen = stream.until("result", T).await.unwrap();
     let last = *seqs(&seen).last().unwrap();
     drop(stream);
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &a.pid().unwrap().to_string()])
-        .status()
+    agent_webkit_testkit::kill_and_wait(a.pid().unwrap(), T)
         .await
         .unwrap();
-    assert!(killed.success());
     let started = Instant::now();
     let mut resumed = loop {
         let r = cb.stream_raw(ID, Some(&last.to_string())).await.unwrap();
