@@ -101,6 +101,28 @@ async fn until_status(stream: &mut SseStream, name: &str, status: &str) -> Vec<V
     seen
 }
 
+/// The status of server `name` in the session's listing (`GET /sessions/{id}/mcp`).
+async fn status_of(client: &Client, id: &str, name: &str) -> Value {
+    let (_, listing) = get_mcp(client, id).await;
+    match server_named(&listing, name) {
+        Some(server) => server["status"].clone(),
+        None => panic!("no {name} in {listing}"),
+    }
+}
+
+/// Sends a user message to the (hibernated) session and waits for its turn's success.
+async fn wake(client: &Client, id: &str, stream: &mut SseStream) {
+    let (status, body) = input(
+        client,
+        id,
+        json!({"type": "user_message", "content": "wake up"}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let frames = stream.until("result", T).await.unwrap();
+    assert_eq!(frames.last().unwrap().json()["subtype"], "success");
+}
+
 async fn input(client: &Client, id: &str, body: Value) -> (u16, Value) {
     let r = client.input(id, &body).await.unwrap();
     let status = r.status().as_u16();
@@ -545,21 +567,8 @@ async fn mcp_settings_survive_hibernation_and_restart() {
     agent_webkit_testkit::until_no_claude_children(a.pid().unwrap(), T)
         .await
         .unwrap();
-    let (status, body) = input(
-        &client,
-        &id,
-        json!({"type": "user_message", "content": "wake up"}),
-    )
-    .await;
-    assert_eq!(status, 204, "{body}");
-    let frames = stream.until("result", T).await.unwrap();
-    assert_eq!(frames.last().unwrap().json()["subtype"], "success");
-    let (_, listing) = get_mcp(&client, &id).await;
-    assert_eq!(
-        server_named(&listing, "beta").unwrap()["status"],
-        "disabled",
-        "{listing}"
-    );
+    wake(&client, &id, &mut stream).await;
+    assert_eq!(status_of(&client, &id, "beta").await, "disabled");
 
     // SIGKILL, then a new server on the same data directory (and a fresh CLI home).
     agent_webkit_testkit::kill_and_wait(a.pid().unwrap(), T)
@@ -613,19 +622,6 @@ async fn mcp_settings_survive_hibernation_and_restart() {
         .unwrap();
     let last_seq = detail["last_seq"].to_string();
     let mut stream = client.stream(&id, Some(&last_seq)).await.unwrap();
-    let (status, body) = input(
-        &client,
-        &id,
-        json!({"type": "user_message", "content": "wake up again"}),
-    )
-    .await;
-    assert_eq!(status, 204, "{body}");
-    let frames = stream.until("result", T).await.unwrap();
-    assert_eq!(frames.last().unwrap().json()["subtype"], "success");
-    let (_, listing) = get_mcp(&client, &id).await;
-    assert_eq!(
-        server_named(&listing, "beta").unwrap()["status"],
-        "connected",
-        "{listing}"
-    );
+    wake(&client, &id, &mut stream).await;
+    assert_eq!(status_of(&client, &id, "beta").await, "connected");
 }

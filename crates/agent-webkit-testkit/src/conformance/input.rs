@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{agent_output, complete_text, events, next_event, Agent, Reply, Target, T};
+use super::{agent_output, complete_text, events, next_event, Agent, Reply, Server, Target, T};
 use crate::{Result, SseFrame, TestkitError};
 
 fn find<'a>(frames: &'a [SseFrame], event: &str) -> Result<&'a SseFrame> {
@@ -407,64 +407,17 @@ pub async fn check_permission_withdrawn_on_interrupt(target: &Target) -> Result<
     Ok(())
 }
 
-/// An interrupt ends a long turn at once with one interrupted `result`, and does not clear
-/// queued messages: the next queued turn starts afterwards.
-pub async fn check_interrupt_ends_long_turn(target: &Target) -> Result<()> {
-    let server = target.start(&[]).await?;
-    let turn = target.long_turn();
-    let (id, mut stream) = server.start_turn(&turn).await?;
-    next_event(&mut stream).await?; // session_ready
-    agent_output(&mut stream).await?; // the agent is in the turn
-    server.send(&id, &turn).await?; // queued behind the running turn
+/// Interrupts session `id` and reads `stream` to the turn's `result`, which must be the
+/// interrupted one and come early (within 500 events of a long turn); returns what was read.
+async fn interrupt_turn(
+    server: &Server,
+    target: &Target,
+    id: &str,
+    stream: &mut crate::SseStream,
+) -> Result<Vec<SseFrame>> {
     ensure_eq!(
         server
-            .input(&id, &json!({"type": "interrupt"}))
-            .await?
-            .status,
-        204
-    );
-    let rest = stream.until("result", T).await?;
-    ensure_eq!(
-        last_json(&rest)["subtype"].as_str(),
-        Some(target.interrupted_subtype())
-    );
-    ensure!(
-        rest.len() < 500,
-        "the turn ended early ({} events)",
-        rest.len()
-    );
-    // The queued message now runs.
-    let next = agent_output(&mut stream).await?;
-    ensure!(
-        next.event != "done" && next.event != "error",
-        "the queued turn runs: {}",
-        next.raw
-    );
-    ensure_eq!(
-        server
-            .input(&id, &json!({"type": "interrupt"}))
-            .await?
-            .status,
-        204
-    );
-    let rest = stream.until("result", T).await?;
-    ensure_eq!(
-        last_json(&rest)["subtype"].as_str(),
-        Some(target.interrupted_subtype())
-    );
-    Ok(())
-}
-
-/// An interrupt sent right after the message — before the agent has started its turn, let
-/// alone produced anything — still ends that turn (with the interrupted `result`), and only
-/// that one: the next message's turn runs.
-pub async fn check_interrupt_right_after_the_message_ends_its_turn(target: &Target) -> Result<()> {
-    let server = target.start(&[]).await?;
-    let turn = target.long_turn();
-    let (id, mut stream) = server.start_turn(&turn).await?;
-    ensure_eq!(
-        server
-            .input(&id, &json!({"type": "interrupt"}))
+            .input(id, &json!({"type": "interrupt"}))
             .await?
             .status,
         204
@@ -479,6 +432,38 @@ pub async fn check_interrupt_right_after_the_message_ends_its_turn(target: &Targ
         "the turn ended early ({} events)",
         frames.len()
     );
+    Ok(frames)
+}
+
+/// An interrupt ends a long turn at once with one interrupted `result`, and does not clear
+/// queued messages: the next queued turn starts afterwards.
+pub async fn check_interrupt_ends_long_turn(target: &Target) -> Result<()> {
+    let server = target.start(&[]).await?;
+    let turn = target.long_turn();
+    let (id, mut stream) = server.start_turn(&turn).await?;
+    next_event(&mut stream).await?; // session_ready
+    agent_output(&mut stream).await?; // the agent is in the turn
+    server.send(&id, &turn).await?; // queued behind the running turn
+    interrupt_turn(&server, target, &id, &mut stream).await?;
+    // The queued message now runs.
+    let next = agent_output(&mut stream).await?;
+    ensure!(
+        next.event != "done" && next.event != "error",
+        "the queued turn runs: {}",
+        next.raw
+    );
+    interrupt_turn(&server, target, &id, &mut stream).await?;
+    Ok(())
+}
+
+/// An interrupt sent right after the message — before the agent has started its turn, let
+/// alone produced anything — still ends that turn (with the interrupted `result`), and only
+/// that one: the next message's turn runs.
+pub async fn check_interrupt_right_after_the_message_ends_its_turn(target: &Target) -> Result<()> {
+    let server = target.start(&[]).await?;
+    let turn = target.long_turn();
+    let (id, mut stream) = server.start_turn(&turn).await?;
+    interrupt_turn(&server, target, &id, &mut stream).await?;
     // The same turn again runs: ten events and no `result` yet (an interrupt left over would
     // have ended it at once), until interrupted in turn.
     server.send(&id, &turn).await?;
@@ -490,18 +475,7 @@ pub async fn check_interrupt_right_after_the_message_ends_its_turn(target: &Targ
             frame.raw
         );
     }
-    ensure_eq!(
-        server
-            .input(&id, &json!({"type": "interrupt"}))
-            .await?
-            .status,
-        204
-    );
-    let frames = stream.until("result", T).await?;
-    ensure_eq!(
-        last_json(&frames)["subtype"].as_str(),
-        Some(target.interrupted_subtype())
-    );
+    interrupt_turn(&server, target, &id, &mut stream).await?;
     Ok(())
 }
 
