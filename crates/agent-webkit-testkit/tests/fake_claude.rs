@@ -930,16 +930,10 @@ async fn interrupt_before_the_turn_starts_aborts_it_as_it_starts() {
         let mut fake = Fake::spawn(&["--include-partial-messages"]).await;
         fake.initialize(Value::Null).await;
         // Idle: answered, and forgotten.
-        fake.send(json!({"type":"control_request","request_id":"req_idle",
-                         "request":{"subtype":"interrupt"}}))
+        let idle = fake
+            .control("req_idle", json!({"subtype":"interrupt"}))
             .await;
-        let frames = fake
-            .until("control_response", |f| ty(f) == "control_response")
-            .await;
-        assert_eq!(
-            frames.last().unwrap()["response"]["response"],
-            json!({"still_queued":[]})
-        );
+        assert_eq!(idle["response"]["response"], json!({"still_queued":[]}));
         let user =
             json!({"type":"user","message":{"role":"user","content":"[[slow: 400]]"},"uuid":"u-q"});
         let interrupt = json!({"type":"control_request","request_id":"req_int",
