@@ -101,6 +101,18 @@ async fn until_status(stream: &mut SseStream, name: &str, status: &str) -> Vec<V
     seen
 }
 
+/// A session in `work` created with one client server, `alpha` (`fake_mcp`), and its stream
+/// read until `alpha` is connected.
+async fn alpha_session(client: &Client, work: &Path, fake_mcp: &str) -> (String, SseStream) {
+    let id = client
+        .create(&json!({"cwd": work, "mcp_servers": {"alpha": {"command": fake_mcp}}}))
+        .await
+        .unwrap();
+    let mut stream = client.stream(&id, None).await.unwrap();
+    until_status(&mut stream, "alpha", "connected").await;
+    (id, stream)
+}
+
 /// The status of server `name` in the session's listing (`GET /sessions/{id}/mcp`).
 async fn status_of(client: &Client, id: &str, name: &str) -> Value {
     let (_, listing) = get_mcp(client, id).await;
@@ -460,12 +472,7 @@ async fn hibernated(framework: &str) {
     .await;
     let server_pid = server.pid().unwrap();
     let client = server.client(None);
-    let id = client
-        .create(&json!({"cwd": work.path(), "mcp_servers": {"alpha": {"command": fake_str}}}))
-        .await
-        .unwrap();
-    let mut stream = client.stream(&id, None).await.unwrap();
-    until_status(&mut stream, "alpha", "connected").await;
+    let (id, mut stream) = alpha_session(&client, work.path(), fake_str).await;
     agent_webkit_testkit::until_no_claude_children(server_pid, T)
         .await
         .unwrap();
@@ -540,12 +547,7 @@ async fn mcp_settings_survive_hibernation_and_restart() {
     ];
     let a = server(&cli, "axum", &mock, home.path(), work.path(), &flags).await;
     let client = a.client(None);
-    let id = client
-        .create(&json!({"cwd": work.path(), "mcp_servers": {"alpha": {"command": fake_str}}}))
-        .await
-        .unwrap();
-    let mut stream = client.stream(&id, None).await.unwrap();
-    until_status(&mut stream, "alpha", "connected").await;
+    let (id, mut stream) = alpha_session(&client, work.path(), fake_str).await;
     let (status, body) = input(
         &client,
         &id,

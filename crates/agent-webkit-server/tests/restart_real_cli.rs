@@ -27,6 +27,21 @@ async fn turn(stream: &mut SseStream) -> Vec<SseFrame> {
 }
 
 /// SIGKILLs the server and waits until its process is gone.
+/// A temporary directory with `work`, `home-1` and `home-2` made (one CLI home per server) and
+/// `data` to be made by the server; returns it with the data and work paths.
+fn layout(prefix: &str) -> (TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = TempDir::new(prefix).unwrap();
+    let (data, work) = (dir.path().join("data"), dir.path().join("work"));
+    for sub in [
+        &work,
+        &dir.path().join("home-1"),
+        &dir.path().join("home-2"),
+    ] {
+        std::fs::create_dir_all(sub).unwrap();
+    }
+    (dir, data, work)
+}
+
 async fn kill(server: &agent_webkit_testkit::ServerProcess) {
     agent_webkit_testkit::kill_and_wait(server.pid().unwrap(), T)
         .await
@@ -37,15 +52,7 @@ async fn kill(server: &agent_webkit_testkit::ServerProcess) {
 async fn a_restarted_server_resumes_the_real_cli_from_its_data_dir() {
     let cli = require_real_cli!("restart_real_cli");
     let mock = MockAnthropicApi::start().await.unwrap();
-    let dir = TempDir::new("restart-real").unwrap();
-    let (data, work) = (dir.path().join("data"), dir.path().join("work"));
-    for sub in [
-        &work,
-        &dir.path().join("home-1"),
-        &dir.path().join("home-2"),
-    ] {
-        std::fs::create_dir_all(sub).unwrap();
-    }
+    let (dir, data, work) = layout("restart-real");
     let a = server(
         &cli,
         &mock,
@@ -139,15 +146,7 @@ async fn a_restarted_server_resumes_the_real_cli_from_its_data_dir() {
 async fn a_fork_after_a_restart_starts_at_a_message_older_than_the_restored_tail() {
     let cli = require_real_cli!("restart_real_cli");
     let mock = MockAnthropicApi::start().await.unwrap();
-    let dir = TempDir::new("restart-real-fork").unwrap();
-    let (data, work) = (dir.path().join("data"), dir.path().join("work"));
-    for sub in [
-        &work,
-        &dir.path().join("home-1"),
-        &dir.path().join("home-2"),
-    ] {
-        std::fs::create_dir_all(sub).unwrap();
-    }
+    let (dir, data, work) = layout("restart-real-fork");
     let home = |n: &str| dir.path().join(n);
     let a = server(&cli, &mock, "axum", &data, &work, &home("home-1")).await;
     let client = a.client(None);

@@ -11,18 +11,28 @@ use agent_webkit_testkit::require_real_cli;
 use anchors::{last_user_texts, refused, rig, turn, T};
 use serde_json::{json, Value};
 
-async fn rewind_files_and_conversation(framework: &str) {
-    let cli = require_real_cli!("rewind_files_and_conversation");
-    let rig = rig(&cli, framework, &[]).await;
-    let root = rig.work.path().to_str().unwrap();
+/// Alice's session in `acceptEdits` in the rig's work directory, which holds `notes.txt`
+/// ("version one"); returns the file, the session and its stream.
+async fn notes_session(
+    rig: &anchors::Rig,
+) -> (std::path::PathBuf, String, agent_webkit_testkit::SseStream) {
     let file = rig.work.path().join("notes.txt");
     std::fs::write(&file, "version one\n").unwrap();
-    let alice = &rig.alice;
-    let id = alice
+    let root = rig.work.path().to_str().unwrap();
+    let id = rig
+        .alice
         .create(&json!({"cwd": root, "permission_mode": "acceptEdits"}))
         .await
         .unwrap();
-    let mut s = alice.stream(&id, None).await.unwrap();
+    let stream = rig.alice.stream(&id, None).await.unwrap();
+    (file, id, stream)
+}
+
+async fn rewind_files_and_conversation(framework: &str) {
+    let cli = require_real_cli!("rewind_files_and_conversation");
+    let rig = rig(&cli, framework, &[]).await;
+    let (file, id, mut s) = notes_session(&rig).await;
+    let alice = &rig.alice;
     let (u1, _) = turn(alice, &id, &mut s, "hello ALPHA").await;
     let write = format!("[[write: {} | version two]]", file.display());
     let (u2, _) = turn(alice, &id, &mut s, &write).await;
@@ -97,7 +107,7 @@ async fn rewind_files_and_conversation(framework: &str) {
 
     // Checkpointing off for a session: files cannot be rewound, the conversation can.
     let off = alice
-        .create(&json!({"cwd": root, "file_checkpointing": false}))
+        .create(&json!({"cwd": rig.work.path(), "file_checkpointing": false}))
         .await
         .unwrap();
     let mut o = alice.stream(&off, None).await.unwrap();
@@ -162,15 +172,8 @@ async fn checkpointing_off_by_flag_on_by_create() {
 async fn rewind_wakes_a_hibernated_session() {
     let cli = require_real_cli!("rewind_wakes_a_hibernated_session");
     let rig = rig(&cli, "axum", &["--hibernate-after", "1"]).await;
-    let root = rig.work.path().to_str().unwrap();
-    let file = rig.work.path().join("notes.txt");
-    std::fs::write(&file, "version one\n").unwrap();
+    let (file, id, mut s) = notes_session(&rig).await;
     let alice = &rig.alice;
-    let id = alice
-        .create(&json!({"cwd": root, "permission_mode": "acceptEdits"}))
-        .await
-        .unwrap();
-    let mut s = alice.stream(&id, None).await.unwrap();
     turn(alice, &id, &mut s, "hello ALPHA").await;
     let write = format!("[[write: {} | version two]]", file.display());
     let (u2, _) = turn(alice, &id, &mut s, &write).await;
